@@ -1,0 +1,206 @@
+"""`lookalike` command line: bulk-index a JSONL file, ask for look-alikes, run the server.
+
+Each JSONL line is an object with `item_id`, an image (`image`: local path or http(s) URL, or
+`image_url` / `image_base64`) and optional metadata (title, category, price, seller_id, status,
+attributes). Relative paths are read from the JSONL file's folder. A bad line is reported and skipped,
+never fatal. Without --url the items go through the service code in-process (the embedded store must
+not be open in a running server at the same time); with --url they go over HTTP to POST /items/batch.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import base64
+import json
+import sys
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from contextlib import asynccontextmanager
+from pathlib import Path
+from typing import Any
+
+import httpx
+from tqdm import tqdm
+
+from app.config import SettingsError, load_settings
+from app.errors import LookalikeError
+from app.schemas import BATCH_MAX, SimilarQuery
+
+Sender = Callable[[list[dict[str, Any]]], Awaitable[list[dict[str, Any]]]]
+
+
+class LineError(ValueError):
+    pass
+
+
+def item_from_line(line: str, base_dir: Path) -> dict[str, Any]:
+    """One JSONL line -> a POST /items body (local image files inlined as base64)."""
+    try:
+        obj = json.loads(line)
+    except json.JSONDecodeError as exc:
+        raise LineError(f"not JSON: {exc}") from None
+    if not isinstance(obj, dict):
+        raise LineError("a line must be a JSON object")
+    image = obj.pop("image", None)
+    if image is None:
+        return obj
+    if not isinstance(image, str):
+        raise LineError("`image` must be a path or an http(s) URL")
+    if image.startswith(("http://", "https://")):
+        obj["image_url"] = image
+        return obj
+    path = Path(image) if Path(image).is_absolute() else base_dir / image
+    try:
+        obj["image_base64"] = base64.b64encode(path.read_bytes()).decode("ascii")
+    except OSError as exc:
+        raise LineError(f"cannot read image {path}: {exc.strerror}") from None
+    return obj
+
+
+def read_lines(path: Path) -> Iterator[tuple[int, str]]:
+    with path.open(encoding="utf-8") as fh:
+        for number, line in enumerate(fh, start=1):
+            if line.strip():
+                yield number, line
+
+
+@asynccontextmanager
+async def in_process_sender() -> AsyncIterator[Sender]:
+    from app.main import running_service
+
+    async with running_service(load_settings()) as service:
+
+        async def send(items: list[dict[str, Any]]) -> list[dict[str, Any]]:
+            results = await service.index_items(items)
+            return [
+                {
+                    "item_id": r.item_id,
+                    "status": r.status,
+                    "error": None if r.error is None else {"code": r.error.code, "message": r.error.message},
+                }
+                for r in results
+            ]
+
+        yield send
+
+
+@asynccontextmanager
+async def http_sender(url: str, api_key: str | None) -> AsyncIterator[Sender]:
+    headers = {"Authorization": f"Bearer {api_key}"} if api_key else {}
+    async with httpx.AsyncClient(base_url=url, headers=headers, timeout=120) as client:
+
+        async def send(items: list[dict[str, Any]]) -> list[dict[str, Any]]:
+            response = await client.post("/items/batch", json={"items": items})
+            if response.status_code != 200:
+                error = response.json().get("error", {}) if response.content else {}
+                return [{"item_id": i.get("item_id"), "status": response.status_code, "error": error} for i in items]
+            return [{**r, "error": (r.get("error") or {}).get("error")} for r in response.json()["results"]]
+
+        yield send
+
+
+async def index_file(path: Path, send: Sender, batch_size: int) -> tuple[int, int]:
+    ok = failed = 0
+    total = sum(1 for _ in read_lines(path))
+    progress = tqdm(total=total, unit="item", desc=f"indexing {path.name}")
+
+    def report(number: int, item_id: Any, message: str) -> None:
+        nonlocal failed
+        failed += 1
+        tqdm.write(f"line {number} ({item_id}): {message}", file=sys.stderr)
+
+    async def flush(chunk: list[tuple[int, dict[str, Any]]]) -> None:
+        nonlocal ok
+        results = await send([item for _, item in chunk])
+        for (number, item), result in zip(chunk, results, strict=True):
+            if result["status"] < 300:
+                ok += 1
+            else:
+                error = result.get("error") or {}
+                report(number, item.get("item_id"), f"{result['status']} {error.get('code')}: {error.get('message')}")
+        progress.update(len(chunk))
+        progress.set_postfix(ok=ok, failed=failed)
+
+    chunk: list[tuple[int, dict[str, Any]]] = []
+    for number, line in read_lines(path):
+        try:
+            chunk.append((number, item_from_line(line, path.parent)))
+        except LineError as exc:
+            report(number, "?", str(exc))
+            progress.update(1)
+            continue
+        if len(chunk) == batch_size:
+            await flush(chunk)
+            chunk = []
+    if chunk:
+        await flush(chunk)
+    progress.close()
+    return ok, failed
+
+
+async def _index(args: argparse.Namespace) -> int:
+    sender = http_sender(args.url, args.api_key) if args.url else in_process_sender()
+    async with sender as send:
+        ok, failed = await index_file(Path(args.file), send, args.batch_size)
+    print(f"indexed {ok} item(s), {failed} failed", file=sys.stderr)
+    return 0 if failed == 0 else 3
+
+
+async def _similar(args: argparse.Namespace) -> int:
+    params = {"k": args.k, "include_sold": args.include_sold}
+    if args.category:
+        params["category"] = args.category
+    if args.url:
+        async with httpx.AsyncClient(base_url=args.url, timeout=30) as client:
+            response = await client.get(f"/similar/{args.item_id}", params=params)
+        print(json.dumps(response.json(), indent=2))
+        return 0 if response.status_code == 200 else 1
+    from app.main import running_service
+
+    async with running_service(load_settings()) as service:
+        try:
+            answer = await service.similar(args.item_id, SimilarQuery.model_validate(params))
+        except LookalikeError as exc:
+            print(json.dumps({"error": {"code": exc.code, "message": exc.message}}, indent=2))
+            return 1
+    print(json.dumps(answer, indent=2))
+    return 0
+
+
+def parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="lookalike", description="Visually similar marketplace listings")
+    sub = p.add_subparsers(dest="command", required=True)
+    idx = sub.add_parser("index", help="index items from a JSONL file")
+    idx.add_argument("file")
+    idx.add_argument("--url", help="send to a running service (e.g. http://127.0.0.1:8000) instead of in-process")
+    idx.add_argument("--api-key", help="bearer key when the service sets LOOKALIKE_API_KEY")
+    idx.add_argument("--batch-size", type=int, default=64, choices=range(1, BATCH_MAX + 1), metavar="1..256")
+    sim = sub.add_parser("similar", help="print the look-alikes of an item")
+    sim.add_argument("item_id")
+    sim.add_argument("--k", type=int, default=10)
+    sim.add_argument("--category")
+    sim.add_argument("--include-sold", action="store_true")
+    sim.add_argument("--url", help="ask a running service instead of opening the store in-process")
+    sub.add_parser("serve", help="run the HTTP service (same as python -m app)")
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parser().parse_args(argv)
+    if args.command == "serve":
+        from app.__main__ import main as serve
+
+        return serve()
+    try:
+        runner = _index if args.command == "index" else _similar
+        return asyncio.run(runner(args))
+    except SettingsError as exc:
+        print(f"lookalike: {exc}", file=sys.stderr)
+        return 2
+    except OSError as exc:
+        print(f"lookalike: {exc}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

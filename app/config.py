@@ -1,0 +1,89 @@
+"""One Settings object, read from LOOKALIKE_* environment variables and validated at start-up."""
+
+from __future__ import annotations
+
+import difflib
+import os
+from pathlib import Path
+from typing import Literal
+
+from pydantic import Field, SecretStr, ValidationError, model_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+ENV_PREFIX = "LOOKALIKE_"
+
+
+class SettingsError(RuntimeError):
+    """Start-up configuration is invalid; the message says which variable and what to do."""
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix=ENV_PREFIX, extra="forbid", frozen=True)
+
+    # Model
+    model_path: Path = Path("models/siglip.onnx")
+    model_source: str = "google/siglip-base-patch16-224"  # exported to model_path when that file is missing
+    device: Literal["auto", "cuda", "cpu"] = "auto"
+    ort_threads: int = Field(0, ge=0, le=256)  # 0 = ONNX Runtime's default (all cores)
+
+    # Store
+    qdrant_url: str | None = None  # set = server mode, else embedded Qdrant Edge
+    qdrant_api_key: SecretStr | None = None
+    qdrant_timeout_s: float = Field(5.0, gt=0, le=120)
+    qdrant_path: Path = Path("data/qdrant")
+    collection: str = Field("items", pattern=r"^[A-Za-z0-9_-]{1,64}$")
+    shard_number: int = Field(1, ge=1, le=1024)  # server mode, new collections only
+    replication_factor: int = Field(1, ge=1, le=16)  # server mode, new collections only
+    edge_hot_max: int = Field(10_000, ge=100, le=1_000_000)  # embedded: points before an index build
+    edge_merge_fanin: int = Field(4, ge=2, le=64)  # embedded: sealed shards merged at once
+
+    # Batching and admission
+    batch_max_size: int = Field(32, ge=1, le=1024)
+    batch_max_wait_ms: float = Field(5.0, ge=0, le=1000)
+    queue_max: int = Field(256, ge=1, le=100_000)
+    request_timeout_s: float = Field(30.0, gt=0, le=600)
+
+    # Images
+    fetch_timeout_s: float = Field(10.0, gt=0, le=120)
+    fetch_max_bytes: int = Field(20 * 1024 * 1024, ge=1024, le=512 * 1024 * 1024)
+    image_max_pixels: int = Field(40_000_000, ge=1, le=1_000_000_000)
+    fetch_allow_private: bool = False
+    request_max_bytes: int = Field(64 * 1024 * 1024, ge=1024, le=1024 * 1024 * 1024)
+
+    # HTTP
+    api_key: SecretStr | None = None
+    host: str = "127.0.0.1"
+    port: int = Field(8000, ge=1, le=65535)
+    log_level: Literal["critical", "error", "warning", "info", "debug"] = "info"
+
+    @model_validator(mode="after")
+    def _check_store(self) -> Settings:
+        if self.qdrant_url is not None and not self.qdrant_url.startswith(("http://", "https://")):
+            raise ValueError("qdrant_url must start with http:// or https://")
+        return self
+
+
+def _unknown_env_vars() -> list[str]:
+    known = {ENV_PREFIX + name.upper() for name in Settings.model_fields}
+    return sorted(k for k in os.environ if k.startswith(ENV_PREFIX) and k not in known)
+
+
+def load_settings(**overrides: object) -> Settings:
+    """Settings from the environment (plus explicit overrides); unknown or invalid values raise SettingsError."""
+    unknown = _unknown_env_vars()
+    if unknown:
+        known = [ENV_PREFIX + name.upper() for name in Settings.model_fields]
+        hints = []
+        for name in unknown:
+            close = difflib.get_close_matches(name, known, n=1)
+            hints.append(f"{name}" + (f" (did you mean {close[0]}?)" if close else ""))
+        raise SettingsError("unknown setting(s): " + ", ".join(hints) + ". See the README's configuration table.")
+    try:
+        return Settings(**overrides)  # type: ignore[arg-type]
+    except ValidationError as exc:
+        lines = []
+        for err in exc.errors():
+            field = ".".join(str(p) for p in err["loc"]) or "settings"
+            var = ENV_PREFIX + field.upper() if field in Settings.model_fields else field
+            lines.append(f"{var}: {err['msg']}")
+        raise SettingsError("invalid setting(s): " + "; ".join(lines)) from None

@@ -1,0 +1,134 @@
+"""OnnxImageEncoder: runs the exported SigLIP image tower with ONNX Runtime (DESIGN §4).
+
+The model file is self-describing: preprocessing (size, resample, mean/std) and the model version are
+read from its metadata_props, so a model and its preprocessing can never disagree.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Literal
+
+import numpy as np
+import onnxruntime as ort
+
+log = logging.getLogger(__name__)
+
+INPUT_NAME = "pixels"
+OUTPUT_NAME = "image_embedding"
+CUDA = "CUDAExecutionProvider"
+CPU = "CPUExecutionProvider"
+
+
+class EncoderError(RuntimeError):
+    """The model cannot be loaded or run as asked; the message says what to do."""
+
+
+@dataclass(frozen=True)
+class ModelMetadata:
+    model_version: str
+    source: str
+    image_size: int
+    resample: str
+    mean: tuple[float, ...]
+    std: tuple[float, ...]
+    embedding_dim: int
+    precision: str
+
+    @classmethod
+    def from_props(cls, props: dict[str, str], path: Path) -> ModelMetadata:
+        try:
+            return cls(
+                model_version=props["lookalike.model_version"],
+                source=props.get("lookalike.source", "unknown"),
+                image_size=int(props["lookalike.image_size"]),
+                resample=props.get("lookalike.resample", "bicubic"),
+                mean=tuple(json.loads(props["lookalike.mean"])),
+                std=tuple(json.loads(props["lookalike.std"])),
+                embedding_dim=int(props["lookalike.embedding_dim"]),
+                precision=props.get("lookalike.precision", "fp32"),
+            )
+        except (KeyError, ValueError) as exc:
+            raise EncoderError(
+                f"{path} is not a lookalike model (missing or bad metadata {exc}); "
+                "export one with `python -m models.export --checkpoint DIR --out FILE.onnx`"
+            ) from None
+
+
+def _providers(device: Literal["auto", "cuda", "cpu"]) -> list[str]:
+    if device == "cpu":
+        return [CPU]
+    if device == "cuda" or CUDA in ort.get_available_providers():
+        return [CUDA, CPU]
+    return [CPU]
+
+
+class OnnxImageEncoder:
+    """uint8 [N, H, W, 3] RGB (already resized) -> float32 [N, D] L2-normalised embeddings."""
+
+    def __init__(self, path: Path, device: Literal["auto", "cuda", "cpu"] = "auto", threads: int = 0) -> None:
+        path = Path(path)
+        if not path.is_file():
+            raise EncoderError(f"model file {path} does not exist")
+        options = ort.SessionOptions()
+        options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+        if threads:
+            options.intra_op_num_threads = threads
+        # onnxruntime-gpu lists the CUDA provider even on machines without a GPU and then falls back
+        # to the CPU with an error log; keep ORT quiet and check which provider really became active.
+        options.log_severity_level = 3
+        try:
+            self._session = ort.InferenceSession(str(path), options, providers=_providers(device))
+        except Exception as exc:  # ORT raises its own exception types (Fail, InvalidGraph, ...)
+            raise EncoderError(f"ONNX Runtime could not load {path}: {exc}") from None
+        active = self._session.get_providers()
+        self.provider = active[0]
+        if device == "cuda" and self.provider != CUDA:
+            raise EncoderError(
+                "LOOKALIKE_DEVICE=cuda but the CUDA execution provider is not active "
+                f"(active: {active}); check the NVIDIA driver, CUDA 12 and cuDNN 9 libraries, "
+                "or set LOOKALIKE_DEVICE=auto to fall back to the CPU"
+            )
+        self._check_io(path)
+        self.meta = ModelMetadata.from_props(self._session.get_modelmeta().custom_metadata_map, path)
+
+    def _check_io(self, path: Path) -> None:
+        inputs = {i.name: i for i in self._session.get_inputs()}
+        outputs = {o.name for o in self._session.get_outputs()}
+        if INPUT_NAME not in inputs or inputs[INPUT_NAME].type != "tensor(uint8)" or OUTPUT_NAME not in outputs:
+            raise EncoderError(
+                f"{path} does not follow the artifact contract (uint8 input `{INPUT_NAME}`, "
+                f"output `{OUTPUT_NAME}`); export it with `python -m models.export`"
+            )
+
+    @property
+    def model_version(self) -> str:
+        return self.meta.model_version
+
+    @property
+    def image_size(self) -> int:
+        return self.meta.image_size
+
+    @property
+    def dim(self) -> int:
+        return self.meta.embedding_dim
+
+    @property
+    def precision(self) -> str:
+        return self.meta.precision
+
+    def embed(self, pixels: np.ndarray) -> np.ndarray:
+        size = self.image_size
+        if pixels.dtype != np.uint8 or pixels.ndim != 4 or pixels.shape[1:] != (size, size, 3):
+            raise ValueError(f"expected uint8 [N, {size}, {size}, 3], got {pixels.dtype} {pixels.shape}")
+        (out,) = self._session.run([OUTPUT_NAME], {INPUT_NAME: np.ascontiguousarray(pixels)})
+        return np.asarray(out, dtype=np.float32)
+
+    def warmup(self, batch_sizes: tuple[int, ...] = (1, 2)) -> None:
+        """Run once per batch size so the first real request does not pay for allocation and tuning."""
+        rng = np.random.default_rng(0)
+        for n in batch_sizes:
+            self.embed(rng.integers(0, 256, (n, self.image_size, self.image_size, 3), dtype=np.uint8))

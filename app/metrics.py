@@ -1,0 +1,34 @@
+"""Every Prometheus metric of the service, named once (DESIGN §6)."""
+
+from __future__ import annotations
+
+from prometheus_client import Counter, Gauge, Histogram
+
+PREFIX = "lookalike_"
+# Latency buckets from 1 ms to 30 s; the image fetch and the queue wait share them.
+LATENCY = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0)
+POWERS_OF_2 = tuple(float(2**i) for i in range(11))  # 1 .. 1024, the batch size limit
+
+http_requests = Counter(PREFIX + "http_requests_total", "HTTP requests answered", ["route", "method", "status"])
+http_duration = Histogram(
+    PREFIX + "http_request_duration_seconds", "HTTP request latency", ["route", "method"], buckets=LATENCY
+)
+image_fetch_duration = Histogram(
+    PREFIX + "image_fetch_duration_seconds", "Time to download an image URL", buckets=LATENCY
+)
+image_fetch_failures = Counter(PREFIX + "image_fetch_failures_total", "Image downloads that failed", ["reason"])
+image_decode_duration = Histogram(
+    PREFIX + "image_decode_duration_seconds", "Time to decode and resize one image", buckets=LATENCY
+)
+image_rejected = Counter(PREFIX + "image_rejected_total", "Images refused before embedding", ["reason"])
+batch_queue_depth = Gauge(PREFIX + "batch_queue_depth", "Images waiting for the encoder")
+batch_queue_wait = Histogram(
+    PREFIX + "batch_queue_wait_seconds", "Time an image waited before its batch ran", buckets=LATENCY
+)
+batch_size = Histogram(PREFIX + "batch_size", "Images per encoder batch", buckets=POWERS_OF_2)
+inference_duration = Histogram(PREFIX + "inference_duration_seconds", "Encoder time per batch", buckets=LATENCY)
+store_duration = Histogram(PREFIX + "store_duration_seconds", "Vector store call latency", ["op"], buckets=LATENCY)
+store_errors = Counter(PREFIX + "store_errors_total", "Vector store calls that failed", ["op"])
+items_indexed = Counter(PREFIX + "items_indexed_total", "Items written (embedded and stored)")
+overload_rejections = Counter(PREFIX + "overload_rejections_total", "Requests shed with 429 overloaded")
+model_info = Gauge(PREFIX + "model_info", "The loaded model", ["version", "provider", "precision"])

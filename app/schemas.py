@@ -1,0 +1,176 @@
+"""Request and response bodies of the HTTP contract (DESIGN §2)."""
+
+from __future__ import annotations
+
+import math
+from typing import Annotated, Any, Literal
+
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    StrictBool,
+    StrictFloat,
+    StrictInt,
+    StrictStr,
+    field_validator,
+)
+from pydantic import model_validator as _model_validator
+
+ITEM_ID_PATTERN = r"^[A-Za-z0-9_.:-]{1,128}$"
+ItemId = Annotated[str, Field(pattern=ITEM_ID_PATTERN, min_length=1, max_length=128)]
+AttrValue = StrictStr | StrictBool | StrictInt | StrictFloat
+Status = Literal["on_sale", "sold"]
+MAX_ATTRIBUTES = 64
+BATCH_MAX = 256
+
+# Fields a client may set on an item besides its image; PATCH accepts exactly these.
+META_FIELDS = ("title", "category", "price", "seller_id", "status", "attributes")
+
+
+def _check_attributes(value: dict[str, Any] | None) -> dict[str, Any] | None:
+    if value is None:
+        return None
+    if len(value) > MAX_ATTRIBUTES:
+        raise ValueError(f"at most {MAX_ATTRIBUTES} attributes")
+    for key, item in value.items():
+        if not 1 <= len(key) <= 64:
+            raise ValueError("attribute names must be 1..64 characters")
+        if isinstance(item, str) and len(item) > 512:
+            raise ValueError(f"attribute {key!r} is longer than 512 characters")
+        if isinstance(item, float) and not math.isfinite(item):
+            raise ValueError(f"attribute {key!r} must be a finite number")
+    return value
+
+
+class _Meta(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    title: str | None = Field(None, max_length=512)
+    category: str | None = Field(None, min_length=1, max_length=128)
+    price: float | None = Field(None, ge=0, allow_inf_nan=False)
+    seller_id: str | None = Field(None, min_length=1, max_length=128)
+    attributes: dict[str, AttrValue] | None = None
+
+    _attrs = field_validator("attributes")(_check_attributes)
+
+
+class ItemIn(_Meta):
+    """POST /items body (JSON) or the fields of the multipart form."""
+
+    item_id: ItemId
+    image_url: str | None = Field(None, min_length=1, max_length=2048)
+    image_base64: str | None = Field(None, min_length=1)
+    status: Status = "on_sale"
+
+    @_model_validator(mode="after")
+    def _one_image_source(self) -> ItemIn:
+        if (self.image_url is None) == (self.image_base64 is None):
+            raise ValueError("give exactly one of image_url or image_base64")
+        return self
+
+    def metadata(self) -> dict[str, Any]:
+        return {name: getattr(self, name) for name in META_FIELDS}
+
+
+class ItemMetaIn(_Meta):
+    """The multipart form's fields: like ItemIn, the image comes as the file field `image`."""
+
+    item_id: ItemId
+    status: Status = "on_sale"
+
+    def metadata(self) -> dict[str, Any]:
+        return {name: getattr(self, name) for name in META_FIELDS}
+
+
+class ItemPatch(_Meta):
+    """PATCH /items/{id}: only the fields present change; null removes a field (status cannot be null)."""
+
+    status: Status | None = None
+
+    @_model_validator(mode="after")
+    def _not_empty(self) -> ItemPatch:
+        if not self.model_fields_set:
+            raise ValueError("give at least one of " + ", ".join(META_FIELDS))
+        if "status" in self.model_fields_set and self.status is None:
+            raise ValueError("status cannot be null; use on_sale or sold")
+        return self
+
+    def changes(self) -> dict[str, Any]:
+        return {name: getattr(self, name) for name in self.model_fields_set}
+
+
+class BatchIn(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    # Items are validated one by one in the service, so one bad item never fails the others.
+    items: list[dict[str, Any]] = Field(min_length=1, max_length=BATCH_MAX)
+
+
+class ItemWriteOut(BaseModel):
+    item_id: str
+    model_version: str
+    created: bool
+
+
+class ErrorDetail(BaseModel):
+    code: str
+    message: str
+
+
+class ErrorBody(BaseModel):
+    error: ErrorDetail
+
+
+class BatchResult(BaseModel):
+    item_id: str | None
+    status: int
+    error: ErrorBody | None = None
+
+
+class BatchOut(BaseModel):
+    results: list[BatchResult]
+
+
+class ItemOut(BaseModel):
+    item_id: str
+    title: str | None = None
+    category: str | None = None
+    price: float | None = None
+    seller_id: str | None = None
+    status: Status = "on_sale"
+    attributes: dict[str, AttrValue] | None = None
+    model_version: str
+    indexed_at: float
+
+
+class SimilarItem(BaseModel):
+    item_id: str
+    score: float
+    title: str | None = None
+    category: str | None = None
+    price: float | None = None
+    seller_id: str | None = None
+    status: Status = "on_sale"
+
+
+class SimilarResponse(BaseModel):
+    item_id: str
+    model_version: str
+    results: list[SimilarItem]
+
+
+class SimilarQuery(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    k: int = Field(10, ge=1, le=100)
+    category: str | None = Field(None, min_length=1, max_length=128)
+    min_price: float | None = Field(None, ge=0, allow_inf_nan=False)
+    max_price: float | None = Field(None, ge=0, allow_inf_nan=False)
+    include_sold: bool = False
+    exclude_same_seller: bool = False
+
+    @_model_validator(mode="after")
+    def _price_range(self) -> SimilarQuery:
+        if self.min_price is not None and self.max_price is not None and self.min_price > self.max_price:
+            raise ValueError("min_price must not exceed max_price")
+        return self

@@ -1,0 +1,77 @@
+"""The VectorStore contract shared by the embedded (Qdrant Edge) and server (qdrant-client) stores.
+
+Both implementations must behave identically; tests/test_store_congruence.py runs one sequence of
+operations on both and compares the answers.
+"""
+
+from __future__ import annotations
+
+import uuid
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+import numpy as np
+
+# Fixed namespace: point id = uuid5(NAMESPACE, item_id). Changing it orphans every stored point.
+POINT_NAMESPACE = uuid.UUID("6f1c1c52-3a0e-5b8e-9c55-1d1f8a5e0b7a")
+
+# Payload fields that get a payload index (filters in GET /similar use them).
+KEYWORD_FIELDS = ("category", "status", "seller_id")
+FLOAT_FIELDS = ("price",)
+
+
+def point_id(item_id: str) -> str:
+    return str(uuid.uuid5(POINT_NAMESPACE, item_id))
+
+
+@dataclass(frozen=True)
+class SimilarFilters:
+    category: str | None = None
+    min_price: float | None = None
+    max_price: float | None = None
+    include_sold: bool = False
+    exclude_same_seller: bool = False  # hide items whose seller_id equals the query item's
+
+
+@dataclass(frozen=True)
+class Hit:
+    item_id: str
+    score: float
+    payload: dict[str, Any]
+
+
+class CollectionMismatch(RuntimeError):
+    """The stored collection was built with another embedding model or dimension."""
+
+
+class StoreUnavailableError(RuntimeError):
+    """The store cannot be reached or did not answer in time (server mode)."""
+
+
+class VectorStore(Protocol):
+    """Synchronous; the service calls it from worker threads.
+
+    Payload dicts always hold `item_id`; `upsert` replaces the whole payload and vector of an item.
+    """
+
+    def ensure_collection(self, dim: int, model_version: str) -> None:
+        """Create the collection or check it matches; raises CollectionMismatch."""
+
+    def upsert(self, payloads: list[dict[str, Any]], vectors: np.ndarray) -> list[bool]:
+        """Write items (payload + L2-normalised vector); returns `created` per item. Durable on return."""
+
+    def get(self, item_id: str) -> dict[str, Any] | None: ...
+
+    def patch(self, item_id: str, fields: dict[str, Any]) -> dict[str, Any] | None:
+        """Set payload fields (value None removes the field); returns the new payload or None if unknown."""
+
+    def delete(self, item_id: str) -> bool: ...
+
+    def similar(self, item_id: str, k: int, filters: SimilarFilters) -> list[Hit] | None:
+        """Top-k by cosine, never the item itself; None if item_id is unknown."""
+
+    def count(self) -> int: ...
+
+    def ready(self) -> bool: ...
+
+    def close(self) -> None: ...
