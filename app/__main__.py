@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import signal
 import sys
 
 import uvicorn
@@ -61,6 +62,10 @@ def main() -> int:
         store = make_store(settings)
         try:
             store.ensure_collection(encoder.dim, encoder.model_version)
+            # uvicorn re-raises SIGTERM/SIGINT after its graceful shutdown; with a no-op handler in
+            # place, run() returns and the store below is flushed and closed (exit 0, not 143).
+            for sig in (signal.SIGTERM, signal.SIGINT):
+                signal.signal(sig, lambda *_: None)
             uvicorn.run(
                 create_app(settings, encoder, store),
                 host=settings.host,

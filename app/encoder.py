@@ -80,10 +80,14 @@ class OnnxImageEncoder:
         # onnxruntime-gpu lists the CUDA provider even on machines without a GPU and then falls back
         # to the CPU with an error log; keep ORT quiet and check which provider really became active.
         options.log_severity_level = 3
+        if device == "auto":  # a missing CUDA library is expected here, not an error worth a red log line
+            ort.set_default_logger_severity(4)
         try:
             self._session = ort.InferenceSession(str(path), options, providers=_providers(device))
         except Exception as exc:  # ORT raises its own exception types (Fail, InvalidGraph, ...)
             raise EncoderError(f"ONNX Runtime could not load {path}: {exc}") from None
+        finally:
+            ort.set_default_logger_severity(2)
         active = self._session.get_providers()
         self.provider = active[0]
         if device == "cuda" and self.provider != CUDA:

@@ -1,0 +1,114 @@
+"""Shared fixtures: the tiny model exported once per session, apps on both real Qdrant engines."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from contextlib import AbstractContextManager, contextmanager
+from pathlib import Path
+
+import pytest
+from fastapi.testclient import TestClient
+from qdrant_client import QdrantClient
+
+from app.config import Settings
+from app.encoder import OnnxImageEncoder
+from app.main import create_app
+from app.store.base import VectorStore
+from app.store.qdrant_server import ServerStore
+from tests.factories import ImageServer, image_server
+
+STORE_KINDS = ("edge", "server")
+
+
+@pytest.fixture(scope="session")
+def tiny_model_path(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The tiny SigLIP model, made once per session by the real export path (parity gate included)."""
+    from models.export import export_model  # torch/transformers load only when a test needs the model
+
+    return export_model(tmp_path_factory.mktemp("model") / "tiny.onnx", config="tiny", seed=0).path
+
+
+@pytest.fixture(scope="session")
+def tiny_encoder(tiny_model_path: Path) -> OnnxImageEncoder:
+    return OnnxImageEncoder(tiny_model_path, device="cpu")
+
+
+def make_settings(tmp_path: Path, model_path: Path, **overrides: object) -> Settings:
+    values: dict[str, object] = {
+        "model_path": model_path,
+        "qdrant_path": tmp_path / "qdrant",
+        "fetch_allow_private": True,  # the test image server listens on loopback
+        "batch_max_wait_ms": 2.0,
+        "device": "cpu",
+    }
+    values.update(overrides)
+    return Settings(**values)  # type: ignore[arg-type]
+
+
+def make_store(kind: str, settings: Settings) -> VectorStore:
+    if kind == "server":
+        return ServerStore(QdrantClient(":memory:"), settings.collection)
+    from app.store.qdrant_edge import EdgeStore
+
+    return EdgeStore(settings.qdrant_path, settings.collection, hot_max=settings.edge_hot_max)
+
+
+ClientFactory = Callable[..., AbstractContextManager[TestClient]]
+
+
+@pytest.fixture(params=STORE_KINDS)
+def store_kind(request: pytest.FixtureRequest) -> str:
+    return request.param
+
+
+@pytest.fixture
+def client_factory(
+    tmp_path: Path, tiny_model_path: Path, tiny_encoder: OnnxImageEncoder, store_kind: str
+) -> ClientFactory:
+    """Opens an app (lifespan running) on a fresh store of the parametrised kind, with settings overrides."""
+
+    @contextmanager
+    def open_client(**overrides: object) -> Iterator[TestClient]:
+        settings = make_settings(tmp_path, tiny_model_path, **overrides)
+        store = make_store(store_kind, settings)
+        try:
+            with TestClient(create_app(settings, encoder=tiny_encoder, store=store)) as client:
+                yield client
+        finally:
+            store.close()
+
+    return open_client
+
+
+@pytest.fixture
+def client(client_factory: ClientFactory) -> Iterator[TestClient]:
+    with client_factory() as c:
+        yield c
+
+
+@pytest.fixture
+def images() -> Iterator[ImageServer]:
+    with image_server() as server:
+        yield server
+
+
+@pytest.fixture(scope="session")
+def live_metrics_text(tiny_model_path: Path, tmp_path_factory: pytest.TempPathFactory) -> str:
+    """/metrics of a real `python -m app` after one write and one read, so every series has samples."""
+    import base64
+
+    import httpx
+
+    from tests.factories import photo
+    from tests.live import live_server
+
+    env = {
+        "LOOKALIKE_MODEL_PATH": str(tiny_model_path),
+        "LOOKALIKE_QDRANT_PATH": str(tmp_path_factory.mktemp("live-metrics")),
+    }
+    with live_server(env) as server:
+        for i in range(2):
+            body = {"item_id": f"m{i}", "image_base64": base64.b64encode(photo(i)).decode()}
+            assert httpx.post(server.url + "/items", json=body, timeout=30).status_code == 201
+        assert httpx.get(server.url + "/similar/m0", timeout=30).status_code == 200
+        return httpx.get(server.url + "/metrics", timeout=30).text
