@@ -1,4 +1,4 @@
-"""EdgeStore (app/store/qdrant_edge.py) against the real Qdrant Edge engine and real builder subprocesses.
+"""EdgeStore (app/store/qdrant_edge/) against the real Qdrant Edge engine and real builder subprocesses.
 
 Small dims and a small hot_max make freezes, out-of-process builds and merges happen within seconds.
 Sealed shards this small are searched exactly by Qdrant (below full_scan_threshold), so results must

@@ -1,4 +1,4 @@
-"""Out-of-process shard work for the embedded store (see app/store/qdrant_edge.py).
+"""Out-of-process shard work for the embedded store (see app/store/qdrant_edge/).
 
 Qdrant Edge's `optimize()` (the HNSW build) and `EdgeShard.create()` hold the Python GIL for their
 whole run, so the serving process never calls them while it serves: it runs this module instead.
@@ -19,8 +19,9 @@ synchronous page fault after another, all while holding the server's GIL (a 40k 
 ~0.6 s). Linux never drops pages that some process has mapped, so while this process holds the
 mapping the server's load() finds everything in memory.
 
-The shard configuration helpers live here (not in qdrant_edge.py) because this module must stay
-importable without the server's dependencies: it imports only qdrant_edge and app.store.base.
+The shard configuration helpers live here (not in the app.store.qdrant_edge package) because this
+module must stay importable without the server's dependencies: it imports only qdrant_edge and
+app.store.base.
 """
 
 from __future__ import annotations

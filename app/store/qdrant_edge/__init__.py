@@ -1,0 +1,95 @@
+"""Embedded store: Qdrant Edge shards arranged as a small log-structured merge tree (LSM).
+
+Why a tree of shards and not one shard
+--------------------------------------
+Qdrant Edge builds HNSW only inside `EdgeShard.optimize()`, and that call (like `create()`,
+`load()`, `flush()` and `close()`) holds the Python GIL for its whole run: optimizing 20k x 768
+points froze every thread of the process for ~12 s. One process may open a shard path. So the
+serving process never optimizes: indexes are built by a subprocess on copies, and the server only
+swaps finished shards in.
+
+Layout (root = QDRANT_PATH/<collection>/)
+-----------------------------------------
+- `manifest.json`: dim, model_version, a generation counter and the shard list
+  (name, role, rank, points). Replaced atomically (tmp file, fsync, os.replace, fsync dir).
+  Anything in root that the manifest does not name is garbage from a crash and is removed on open.
+- `shard-NNNNNN/`: one EdgeShard each, with a role:
+  - hot: plain index, appendable; receives every upsert.
+  - frozen: a former hot shard that reached `hot_max`; still serves reads, deletes and patches
+    until the index built from it replaces it.
+  - sealed: HNSW-indexed, built out of process; never receives upserts (but deletes and patches).
+  An item lives in exactly one shard: an upsert writes the hot shard and deletes the point from
+  the other shards that hold it. `rank` orders shards by data age (hot is newest; a built shard
+  inherits the newest rank of its sources), so if a crash between those two steps leaves a
+  duplicate, reads and merges keep the newest copy.
+- `tmp-*`: staging of a running job; never in the manifest.
+
+Maintenance (two background threads that mostly wait on subprocesses; one job at a time: 2 cores)
+--------------------------------------------------------------------------------------------------
+- Freeze: when the hot shard holds >= `hot_max` points, an empty *spare* shard becomes the hot shard
+  and the old one turns frozen. The spare is made ahead of time by `edge_builder create` in a
+  subprocess (create() holds the GIL ~100 ms) and loaded by the spare thread, so a freeze is just a
+  manifest write. Until the first spare exists (~1 s after open) the hot shard may overshoot.
+- Build job (frozen -> sealed) and merge job (size-tiered: `merge_fanin` sealed shards of one size
+  tier, tier t holding sizes in [hot_max * fanin^t, hot_max * fanin^(t+1)), never producing more
+  than `max_shard_points`, default 2 * hot_max * fanin; builds go first):
+  1. Holding the sources' shard locks (writers of *those* shards wait; new items keep flowing into
+     the hot shard), `cp -a` their directories into `tmp-<target>/`. No flush(): it fsyncs under
+     the GIL. With the shards locked nothing changes their files, so each copy is exactly what a
+     kill -9 at that instant would leave, and the builder recovers it from the WAL like a restart.
+     From just before this, every op applied to a source is also appended to the job's op log.
+  2. `python -m app.store.edge_builder build --hold` (subprocess, niced, dies with its parent,
+     stderr copied to the log) loads the copies, upserts all points into a new shard, creates the
+     payload indexes, optimize(), flush, close, then maps every page of the result and waits.
+     The job thread only waits on it.
+  3. The server loads the result while the builder still maps it: load() drops the files from the
+     page cache (fadvise DONTNEED) and faults them back in under the GIL, and Linux cannot drop pages
+     another process maps, so the load is CPU only (40-70 ms of CPU per 10k x 768 points; logged when
+     > 50 ms). Then, holding the write gate exclusively: replay the op log, fsync the target's WAL,
+     write the manifest (target replaces sources), swap the in-memory list. The sources are closed
+     once their last reader is gone (reference counts), one at a time, then deleted.
+  A crash at any point leaves either the old manifest (sources intact; staging and unswapped
+  targets removed on open; the frozen shard is rebuilt) or the new one (target holds everything).
+- Bulk file work is always one call (os.sync, a `cp`/`rm` child): each Python-level syscall drops
+  and re-takes the GIL, and re-taking costs up to the 5 ms switch interval while request threads
+  run, so a per-file walk took 24 s for one swap under a closed-loop reader.
+
+Concurrency
+-----------
+- Readers (get/similar/count) take `_lock` only to copy the shard list and bump reference counts,
+  then query outside any lock; a retired shard is closed after its readers leave.
+- Writers hold the write gate in shared mode plus the lock of each shard they touch (taken without
+  waiting; if a job is copying that shard, the writer leaves the gate, waits, and re-plans).
+  Freeze and swap take the gate exclusively (a few ms), so a write never sees the shard set change.
+
+Durability (measured, qdrant-edge-py 0.9.0)
+-------------------------------------------
+- update() appends to the shard's write-ahead log, which is a memory-mapped file: strace shows no
+  write()/msync/fsync during update(). A kill -9 right after update() returns loses nothing (the
+  data is in the kernel page cache; tests/test_store_edge.py kills writers to check it), but a power
+  loss or kernel crash could.
+- flush() and close() msync/fsync every segment while holding the GIL: 20-350 ms measured on this
+  (shared, busy) disk, so calling flush() after each write would freeze reads far beyond the budget.
+- Decision: after each write the store fsyncs the touched shards' WAL segment files from Python
+  (`os.fsync` releases the GIL; ~1 ms, descriptors kept open), which persists the mmap-dirtied WAL
+  pages. A returned upsert/patch/delete survives kill -9 (tested) and should survive a host crash
+  (fsynced WAL; not testable here). flush() is called only on close(), after os.sync() so it has
+  little left to write. `sync_wal=False` drops the per-write fsync (process-crash durability only).
+
+Modules
+-------
+- `store.py`: EdgeStore, the public methods (lifecycle, VectorStore API) and opening a collection.
+- `state.py`: the constructor and the state shared by the layers EdgeStore is built from.
+- `concurrency.py`: reference-counted shard snapshots for readers, the gated write protocol.
+- `maintenance.py`: freezes and the two maintenance threads; `jobs.py`: running one build/merge job
+  (edge_builder subprocess, swap, disposal) and making the spare; `planning.py`: which job is next.
+- `write_gate.py`, `shard.py`, `files.py`, `manifest.py`, `filters.py`: the write gate, one open
+  shard, file helpers (fsync, cp/rm, WAL syncer, dir lock), the on-disk layout, Qdrant filters.
+- `app/store/edge_builder.py` (`python -m app.store.edge_builder`): the out-of-process builder.
+"""
+
+from __future__ import annotations
+
+from app.store.qdrant_edge.store import EdgeStore
+
+__all__ = ["EdgeStore"]

@@ -1,0 +1,24 @@
+"""GET /similar filters (SimilarFilters) as a Qdrant Edge filter."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from qdrant_edge import FieldCondition, Filter, HasIdCondition, MatchValue, RangeFloat
+
+from app.store.base import SimilarFilters
+
+
+def _build_filter(pid: str, item_payload: dict[str, Any], filters: SimilarFilters) -> Filter:
+    must: list[Any] = []
+    must_not: list[Any] = [HasIdCondition({pid})]
+    if filters.category is not None:
+        must.append(FieldCondition("category", match=MatchValue(filters.category)))
+    if filters.min_price is not None or filters.max_price is not None:
+        must.append(FieldCondition("price", range=RangeFloat(gte=filters.min_price, lte=filters.max_price)))
+    if not filters.include_sold:
+        must_not.append(FieldCondition("status", match=MatchValue("sold")))
+    seller = item_payload.get("seller_id")
+    if filters.exclude_same_seller and seller is not None:
+        must_not.append(FieldCondition("seller_id", match=MatchValue(seller)))
+    return Filter(must=must or None, must_not=must_not)
