@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hmac
 import json
 from typing import Annotated, Any
 
@@ -9,6 +10,7 @@ from fastapi import APIRouter, Depends, Path, Query, Request, Response
 from fastapi.responses import JSONResponse, PlainTextResponse
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from pydantic import ValidationError
+from python_multipart.multipart import parse_options_header
 from starlette.datastructures import UploadFile
 
 from app.errors import BadRequest, NotReady, Unauthorized, ValidationFailed
@@ -49,8 +51,10 @@ def require_write_key(request: Request) -> None:
     key = request.app.state.settings.api_key
     if key is None:
         return
-    given = request.headers.get("authorization", "")
-    if given != f"Bearer {key.get_secret_value()}":
+    scheme, _, given = request.headers.get("authorization", "").partition(" ")
+    expected = key.get_secret_value().encode()
+    # compare_digest: the time taken does not tell how much of a guessed key was right
+    if scheme.lower() != "bearer" or not hmac.compare_digest(given.strip().encode(), expected):
         raise Unauthorized("writes need the header `Authorization: Bearer <LOOKALIKE_API_KEY>`")
 
 
@@ -62,11 +66,15 @@ def _write_answer(result: WriteResult) -> JSONResponse:
     return JSONResponse(body.model_dump(), status_code=201 if result.created else 200)
 
 
-async def _parse_json(request: Request) -> Any:
+def _loads(text: bytes | str, what: str) -> Any:
     try:
-        return json.loads(await request.body())
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-        raise BadRequest(f"the body is not valid JSON: {exc}") from None
+        return json.loads(text)
+    except (ValueError, RecursionError) as exc:  # also bad UTF-8, 5000-digit numbers, 100k-deep nesting
+        raise BadRequest(f"{what} is not valid JSON: {str(exc)[:200]}") from None
+
+
+async def _parse_json(request: Request) -> Any:
+    return _loads(await request.body(), "the body")
 
 
 ITEM_FORM_DOC = {
@@ -108,8 +116,17 @@ async def post_item(request: Request, service: Service) -> JSONResponse:
     return _write_answer(await service.index_item(item))
 
 
+async def _check_multipart_complete(request: Request) -> None:
+    # The parser accepts a body cut before its closing boundary; a cut upload is malformed, not an item.
+    _, options = parse_options_header(request.headers.get("content-type", ""))
+    boundary = options.get(b"boundary")
+    if boundary and b"\r\n--" + boundary + b"--" not in await request.body():
+        raise BadRequest("the multipart body is incomplete (no closing boundary)")
+
+
 async def _post_multipart(request: Request, service: ItemService) -> WriteResult:
     # A malformed multipart body makes Starlette raise HTTPException(400) -> bad_request.
+    await _check_multipart_complete(request)
     async with request.form(max_files=1, max_fields=len(META_FIELDS) + 2) as form:
         image = form.get("image")
         if not isinstance(image, UploadFile):
@@ -117,8 +134,8 @@ async def _post_multipart(request: Request, service: ItemService) -> WriteResult
         fields: dict[str, Any] = {k: v for k, v in form.items() if k != "image" and isinstance(v, str)}
         if "attributes" in fields:
             try:
-                fields["attributes"] = json.loads(fields["attributes"])
-            except json.JSONDecodeError:
+                fields["attributes"] = _loads(fields["attributes"], "attributes")
+            except BadRequest:
                 raise ValidationFailed("attributes must be a JSON object") from None
         try:
             meta = ItemMetaIn.model_validate(fields)

@@ -70,7 +70,13 @@ class MicroBatcher:
             metrics.overload_rejections.inc()
             raise Overloaded(f"the encoder queue is full ({self.queue_max} images); retry shortly") from None
         metrics.batch_queue_depth.set(self._queue.qsize())
-        return await job.future
+        try:
+            # The caller's deadline holds even while a long batch runs; the cancelled future makes
+            # _live() drop the job if it is still queued, so expired work never reaches the encoder.
+            return await asyncio.wait_for(job.future, timeout_s)
+        except TimeoutError:
+            metrics.overload_rejections.inc()
+            raise Overloaded("the image waited too long for the encoder; retry shortly") from None
 
     async def _next_batch(self) -> list[_Job]:
         assert self._queue is not None

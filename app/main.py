@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -64,11 +65,13 @@ async def running_service(
         )
         await batcher.start()
         log.info("ready: model %s on %s, %d items", enc.model_version, enc.provider, vector_store.count())
+        service = ItemService(settings, enc, vector_store, batcher, fetcher)
         try:
-            yield ItemService(settings, enc, vector_store, batcher, fetcher)
+            yield service
         finally:
             await batcher.stop()
             await fetcher.aclose()
+            await asyncio.to_thread(service.close)  # store calls in progress finish before the store closes
     finally:
         if store is None:  # a store passed in belongs to the caller
             vector_store.close()

@@ -87,8 +87,8 @@ class BodySizeLimit:
         received = 0
         while True:
             message = await receive()
-            if message["type"] != "http.request":
-                break
+            if message["type"] == "http.disconnect":
+                return  # the client is gone: a partial body must never reach a parser
             chunk = message.get("body", b"")
             received += len(chunk)
             if received > self.max_bytes:

@@ -6,6 +6,7 @@ import math
 from typing import Annotated, Any, Literal
 
 from pydantic import (
+    AfterValidator,
     BaseModel,
     ConfigDict,
     Field,
@@ -17,9 +18,20 @@ from pydantic import (
 )
 from pydantic import model_validator as _model_validator
 
+
+def _encodable(value: str) -> str:
+    # JSON can carry lone surrogates ("\ud800"); they cannot be stored or sent back as UTF-8.
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError:
+        raise ValueError("text must be valid Unicode (no lone surrogates)") from None
+    return value
+
+
 ITEM_ID_PATTERN = r"^[A-Za-z0-9_.:-]{1,128}$"
 ItemId = Annotated[str, Field(pattern=ITEM_ID_PATTERN, min_length=1, max_length=128)]
-AttrValue = StrictStr | StrictBool | StrictInt | StrictFloat
+Text = Annotated[str, AfterValidator(_encodable)]
+AttrValue = Annotated[StrictStr, AfterValidator(_encodable)] | StrictBool | StrictInt | StrictFloat
 Status = Literal["on_sale", "sold"]
 MAX_ATTRIBUTES = 64
 BATCH_MAX = 256
@@ -36,6 +48,7 @@ def _check_attributes(value: dict[str, Any] | None) -> dict[str, Any] | None:
     for key, item in value.items():
         if not 1 <= len(key) <= 64:
             raise ValueError("attribute names must be 1..64 characters")
+        _encodable(key)
         if isinstance(item, str) and len(item) > 512:
             raise ValueError(f"attribute {key!r} is longer than 512 characters")
         if isinstance(item, float) and not math.isfinite(item):
@@ -46,10 +59,10 @@ def _check_attributes(value: dict[str, Any] | None) -> dict[str, Any] | None:
 class _Meta(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    title: str | None = Field(None, max_length=512)
-    category: str | None = Field(None, min_length=1, max_length=128)
+    title: Text | None = Field(None, max_length=512)
+    category: Text | None = Field(None, min_length=1, max_length=128)
     price: float | None = Field(None, ge=0, allow_inf_nan=False)
-    seller_id: str | None = Field(None, min_length=1, max_length=128)
+    seller_id: Text | None = Field(None, min_length=1, max_length=128)
     attributes: dict[str, AttrValue] | None = None
 
     _attrs = field_validator("attributes")(_check_attributes)
@@ -102,8 +115,9 @@ class ItemPatch(_Meta):
 
 class BatchIn(BaseModel):
     model_config = ConfigDict(extra="forbid")
-    # Items are validated one by one in the service, so one bad item never fails the others.
-    items: list[dict[str, Any]] = Field(min_length=1, max_length=BATCH_MAX)
+    # Items are validated one by one in the service, so one bad item (even one that is not an object)
+    # never fails the others.
+    items: list[Any] = Field(min_length=1, max_length=BATCH_MAX)
 
 
 class ItemWriteOut(BaseModel):

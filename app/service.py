@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import binascii
+import os
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -25,6 +26,7 @@ from app.errors import (
     ImageTooLarge,
     ItemNotFound,
     LookalikeError,
+    Overloaded,
     StoreUnavailable,
     ValidationFailed,
     status_of,
@@ -33,8 +35,12 @@ from app.fetch import ImageFetcher
 from app.images import load_pixels
 from app.schemas import ItemIn, ItemPatch, SimilarQuery
 from app.store.base import Hit, SimilarFilters, StoreUnavailableError, VectorStore
+from app.store_guard import StoreGuard
 
 T = TypeVar("T")
+# Images decoded at once: each may take IMAGE_MAX_PIXELS x 4 bytes (and a copy) while it converts,
+# so this bounds decode memory; more would not be faster on this many cores anyway.
+DECODE_SLOTS = min(8, os.cpu_count() or 2)
 SIMILAR_FIELDS = ("title", "category", "price", "seller_id", "status")
 
 
@@ -81,6 +87,12 @@ class ItemService:
         self.store = store
         self.batcher = batcher
         self.fetcher = fetcher
+        self._decode_slots = asyncio.Semaphore(DECODE_SLOTS)
+        self._guard = StoreGuard(timeout_s=settings.qdrant_timeout_s)
+
+    def close(self) -> None:
+        """Stop the store-call pool after the calls in progress (before the store itself is closed)."""
+        self._guard.close()
 
     @property
     def model_version(self) -> str:
@@ -152,12 +164,19 @@ class ItemService:
             raise ValidationFailed("image_base64 is not valid base64") from None
 
     async def _embed(self, pending: _Pending) -> np.ndarray:
+        # Shed before the costly part: a full queue answers 429 before any download or decode.
+        if self.batcher.saturated():
+            raise Overloaded(f"the encoder queue is full ({self.batcher.queue_max} images); retry shortly")
         data = pending.image
         if isinstance(data, str):
             data = await self.fetcher.fetch(data)
         if len(data) > self.settings.fetch_max_bytes:
             raise ImageTooLarge(f"the image is over the limit of {self.settings.fetch_max_bytes} bytes")
-        pixels = await asyncio.to_thread(load_pixels, data, self.encoder.image_size, self.settings.image_max_pixels)
+        async with self._decode_slots:
+            meta = self.encoder.meta
+            pixels = await asyncio.to_thread(
+                load_pixels, data, meta.image_size, self.settings.image_max_pixels, meta.resample
+            )
         return await self.batcher.submit(pixels, self.settings.request_timeout_s)
 
     async def _index_all(self, pending: list[_Pending]) -> list[WriteResult]:
@@ -216,14 +235,20 @@ class ItemService:
         if self.batcher.saturated():
             return False
         try:
-            return bool(await self._store("ready", self.store.ready))
+            await self._store("ready", self._store_ready)
         except StoreUnavailable:
             return False
+        return True
+
+    def _store_ready(self) -> None:
+        # A store that says "not ready" counts as a failure, so the breaker stays open until it is.
+        if not self.store.ready():
+            raise StoreUnavailableError("the store reports not ready")
 
     async def _store(self, op: str, fn: Callable[..., T], *args: Any) -> T:
         started = time.perf_counter()
         try:
-            return await asyncio.to_thread(fn, *args)
+            return await self._guard.call(fn, *args)
         except StoreUnavailableError as exc:
             metrics.store_errors.labels(op=op).inc()
             raise StoreUnavailable(f"the vector store is unavailable: {exc}") from None

@@ -34,7 +34,8 @@ def wait_ready(url: str, process: subprocess.Popen[str], timeout_s: float = 90) 
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
         if process.poll() is not None:
-            raise RuntimeError(f"server exited with {process.returncode}: {process.stderr.read() if process.stderr else ''}")
+            stderr = process.stderr.read() if process.stderr else ""
+            raise RuntimeError(f"server exited with {process.returncode}: {stderr}")
         try:
             if httpx.get(url + "/readyz", timeout=2).status_code == 200:
                 return

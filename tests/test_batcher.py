@@ -108,9 +108,7 @@ def test_concurrent_writes_are_batched_through_the_real_encoder(
     monkeypatch.setattr(tiny_encoder, "embed", recorder)
     with client_factory(batch_max_size=4, batch_max_wait_ms=20) as client:
         recorder.sizes.clear()  # forget the warm-up runs
-        bodies = [
-            {"item_id": f"c{i}", "image_base64": base64.b64encode(photo(i, size=64)).decode()} for i in range(24)
-        ]
+        bodies = [{"item_id": f"c{i}", "image_base64": base64.b64encode(photo(i, size=64)).decode()} for i in range(24)]
         with ThreadPoolExecutor(12) as pool:
             statuses = list(pool.map(lambda b: client.post("/items", json=b).status_code, bodies))
         assert statuses == [201] * 24

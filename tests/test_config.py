@@ -33,7 +33,7 @@ def test_environment_is_read(monkeypatch: pytest.MonkeyPatch) -> None:
 
 def test_unknown_variable_names_a_close_match(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("LOOKALIKE_BATCH_MAX_SIZ", "8")
-    with pytest.raises(SettingsError, match="LOOKALIKE_BATCH_MAX_SIZ.*did you mean LOOKALIKE_BATCH_MAX_SIZE"):
+    with pytest.raises(SettingsError, match=r"LOOKALIKE_BATCH_MAX_SIZ.*did you mean LOOKALIKE_BATCH_MAX_SIZE"):
         load_settings()
 
 

@@ -33,14 +33,21 @@ MODEL_VERSION_KEY = "lookalike.model_version"
 
 @contextlib.contextmanager
 def _unavailable_on_failure() -> Iterator[None]:
+    """Qdrant unreachable, hanging, overloaded or answering garbage -> StoreUnavailableError (503).
+
+    Only a 400/422 (the request itself was wrong: our bug) stays an error that answers 500.
+    """
     try:
         yield
     except (ResponseHandlingException, httpx.TransportError, ConnectionError, TimeoutError) as exc:
         raise StoreUnavailableError(f"{type(exc).__name__}: {exc}") from None
     except UnexpectedResponse as exc:
-        if exc.status_code is not None and exc.status_code >= 500:
-            raise StoreUnavailableError(f"Qdrant answered HTTP {exc.status_code}") from None
-        raise
+        if exc.status_code in (400, 422):
+            raise
+        raise StoreUnavailableError(f"Qdrant answered HTTP {exc.status_code}") from None
+    except (ValueError, AssertionError) as exc:
+        # qdrant-client raises these for a body that is not JSON or not Qdrant's shape: not a Qdrant.
+        raise StoreUnavailableError(f"Qdrant's answer could not be read: {type(exc).__name__}") from None
 
 
 def build_filter(item_id: str, seller_id: Any, filters: SimilarFilters) -> models.Filter:
@@ -112,16 +119,13 @@ class ServerStore:
 
     def upsert(self, payloads: list[dict[str, Any]], vectors: np.ndarray) -> list[bool]:
         ids = [point_id(p["item_id"]) for p in payloads]
+        points = [
+            models.PointStruct(id=pid, vector=vec.tolist(), payload=payload)
+            for pid, vec, payload in zip(ids, vectors, payloads, strict=True)
+        ]
         with _unavailable_on_failure():
             existing = {str(r.id) for r in self._client.retrieve(self.collection, ids, with_payload=False)}
-            self._client.upsert(
-                self.collection,
-                points=[
-                    models.PointStruct(id=pid, vector=vec.tolist(), payload=payload)
-                    for pid, vec, payload in zip(ids, vectors, payloads, strict=True)
-                ],
-                wait=True,
-            )
+            self._client.upsert(self.collection, points=points, wait=True)
         return [pid not in existing for pid in ids]
 
     def _retrieve(self, item_id: str, with_vector: bool = False) -> models.Record | None:
