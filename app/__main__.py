@@ -72,6 +72,7 @@ def main() -> int:
                 port=settings.port,
                 log_level=settings.log_level,
                 timeout_graceful_shutdown=GRACEFUL_SHUTDOWN_S,
+                access_log=settings.log_level == "debug",  # per-request lines cost CPU; /metrics counts them
             )
         finally:
             store.close()

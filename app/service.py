@@ -175,7 +175,12 @@ class ItemService:
         async with self._decode_slots:
             meta = self.encoder.meta
             pixels = await asyncio.to_thread(
-                load_pixels, data, meta.image_size, self.settings.image_max_pixels, meta.resample
+                load_pixels,
+                data,
+                meta.image_size,
+                self.settings.image_max_pixels,
+                meta.resample,
+                self.settings.decode_draft,
             )
         return await self.batcher.submit(pixels, self.settings.request_timeout_s)
 
