@@ -23,12 +23,13 @@ title (two photos of one listing, or two listings both titled "navy striped tote
 negatives would teach the model to separate what the data says is identical. AdamW (no decay on
 biases, norms, embeddings, t', b) with linear warm-up then cosine decay; gradient clipping at 1.0.
 
-The image tower sees exactly what the service feeds the exported model: models.preprocess.resize_for_model
-(the Pillow bicubic resize shared with export and serving), then /255 and the processor's mean/std.
+The image tower sees exactly what the service feeds the exported model: app.images.load_pixels (the
+service's decode + models.preprocess.resize_for_model, the resize shared with export and serving), then
+/255 and the processor's mean/std as in the exported graph.
 On top, a light random zoom/shift/rotation/flip per image (--no-augment turns it off).
 
 Hardware: on a CUDA device, bf16 autocast (fp16 + loss scaling where bf16 is missing), TF32 matmuls and
-a default batch of 256; on a CPU fp32 and a batch of 64 (tiny) or 16 (others); --grad-accum multiplies
+a default batch of 256; on a CPU fp32 and a batch of 128 (tiny) or 16 (others); --grad-accum multiplies
 the pairs per optimizer step. Seeded: the same command on the same machine gives the same weights.
 Every --save-every steps the full training state (weights, optimizer, scheduler, RNGs, step) goes to
 OUT/train_state.pt (atomically); --resume continues from it on the same data order, and --stop-after N
@@ -74,12 +75,15 @@ from transformers import (
 )
 from transformers.utils import logging as hf_logging
 
-from models.preprocess import resize_for_model
+from app.config import Settings
+from app.errors import LookalikeError
+from app.images import load_pixels
 from models.tokenizer import build_word_tokenizer
 
 STATE_FILE = "train_state.pt"
 LOG_FILE = "train_log.jsonl"
 SUMMARY_FILE = "train_summary.json"
+MAX_PIXELS = int(Settings.model_fields["image_max_pixels"].default)  # the service's own limit
 TEXT_MAX_LEN = 16  # titles are short attribute phrases; SigLIP pads every text to a fixed length
 
 # Architectures trained from scratch. `tiny` is sized to learn category, colour and pattern of the
@@ -108,7 +112,7 @@ INIT_CONFIGS: dict[str, dict] = {
         "text": {"hidden_size": 768, "intermediate_size": 3072, "num_hidden_layers": 12, "num_attention_heads": 12},
     },
 }
-DEFAULT_LR = {"tiny": 1e-3, "base": 3e-4, "checkpoint": 1e-5, "lora": 1e-4}
+DEFAULT_LR = {"tiny": 2e-3, "base": 3e-4, "checkpoint": 1e-5, "lora": 1e-4}
 SIGLIP_MEAN_STD = (0.5, 0.5, 0.5)
 
 
@@ -202,26 +206,41 @@ def load_pairs(data: Path, split: str = "train") -> list[tuple[Path, str]]:
 
 
 class PairImages(torch.utils.data.Dataset):
-    """uint8 [S, S, 3] photo i, preprocessed as the service does; kept in memory when it fits."""
+    """uint8 [S, S, 3] photo i, decoded and resized by the service's own code; in memory when it fits.
 
-    def __init__(self, paths: list[Path], size: int, cache: bool, progress: bool) -> None:
-        self.paths, self.size = paths, size
+    app.images.load_pixels is what the service runs on every photo (content-sniffed decode, EXIF
+    orientation, the JPEG draft scale, RGB on white, models.preprocess.resize_for_model), so the image
+    tower trains on exactly the pixels the exported model will be served.
+    """
+
+    def __init__(self, pairs: list[tuple[Path, str]], size: int, resample: str, cache: bool, progress: bool) -> None:
+        self.size, self.resample = size, resample
         self.cache: np.ndarray | None = None
         if cache:
-            arr = np.empty((len(paths), size, size, 3), np.uint8)
-            for i in tqdm(range(len(paths)), desc="preprocess", unit="img", disable=not progress):
-                arr[i] = self._load(i)
-            self.cache = arr
+            arrays, kept, bad = [], [], []
+            for path, title in tqdm(pairs, desc="preprocess", unit="img", disable=not progress):
+                try:
+                    arrays.append(self._decode(path))
+                    kept.append((path, title))
+                except (OSError, LookalikeError) as exc:  # one unreadable photo should not end a run
+                    bad.append(f"{path}: {exc}")
+            if bad:
+                print(f"skipped {len(bad)} unreadable photo(s), e.g. {bad[0]}", file=sys.stderr)
+            if not kept:
+                raise SystemExit("no readable training photo")
+            pairs = kept
+            self.cache = np.stack(arrays)
+        self.paths = [p for p, _ in pairs]
+        self.titles = [t for _, t in pairs]
 
-    def _load(self, i: int) -> np.ndarray:
-        with Image.open(self.paths[i]) as img:
-            return resize_for_model(img, self.size)
+    def _decode(self, path: Path) -> np.ndarray:
+        return load_pixels(path.read_bytes(), self.size, MAX_PIXELS, self.resample)
 
     def __len__(self) -> int:
         return len(self.paths)
 
     def __getitem__(self, i: int) -> tuple[np.ndarray, int]:
-        return (self.cache[i] if self.cache is not None else self._load(i)), i
+        return (self.cache[i] if self.cache is not None else self._decode(self.paths[i])), i
 
 
 def epoch_batches(n: int, batch: int, seed: int, start: int) -> Iterator[list[int]]:
@@ -396,12 +415,26 @@ def _seed_everything(seed: int) -> None:
 
 
 def train(args: argparse.Namespace) -> dict:
+    """Run a fine-tune as `args` says; returns the summary also written to OUT/train_summary.json."""
     device = _pick_device(args.device)
-    if args.threads:
-        torch.set_num_threads(args.threads)
+    threads = args.threads
+    if not threads and device.type == "cpu" and args.init == "tiny":
+        # The tiny model's matmuls are too small to split: one thread is as fast on an idle machine and
+        # never waits at a barrier for a core that another process holds (3-4x faster on a busy one).
+        threads = 1
+    before = torch.get_num_threads()
+    if threads:
+        torch.set_num_threads(threads)
+    try:
+        return _train(args, device)
+    finally:
+        torch.set_num_threads(before)  # the caller's process (e.g. a test session) keeps its setting
+
+
+def _train(args: argparse.Namespace, device: torch.device) -> dict:
     on_cuda = device.type == "cuda"
-    # A tiny model is cheap enough on a CPU for 64 pairs a step; bigger towers get 16 there.
-    batch_size = args.batch_size or (256 if on_cuda else 64 if args.init == "tiny" else 16)
+    # A tiny model is cheap enough on a CPU for 128 pairs a step; bigger towers get 16 there.
+    batch_size = args.batch_size or (256 if on_cuda else 128 if args.init == "tiny" else 16)
     state_path = args.out / STATE_FILE
     if state_path.exists() and not args.resume:
         raise SystemExit(f"{args.out} holds a training state; pass --resume to continue it or pick a new --out")
@@ -467,12 +500,11 @@ def train(args: argparse.Namespace) -> dict:
     scaler = torch.amp.GradScaler("cuda", enabled=amp_dtype == torch.float16)
 
     cache_bytes = len(pairs) * setup.image_size**2 * 3
+    resample = Image.Resampling(int(setup.processor.resample)).name.lower()
     images = PairImages(
-        [p for p, _ in pairs],
-        setup.image_size,
-        cache=cache_bytes <= args.cache_mb * 2**20,
-        progress=not args.no_progress,
+        pairs, setup.image_size, resample, cache=cache_bytes <= args.cache_mb * 2**20, progress=not args.no_progress
     )
+    titles = images.titles
     loader = torch.utils.data.DataLoader(
         images,
         batch_sampler=epoch_batches(len(images), batch_size, args.seed, step * args.grad_accum),
@@ -616,14 +648,14 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         "--batch-size",
         type=int,
         default=None,
-        help="pairs per micro-batch; default 256 on CUDA, on a CPU 64 for tiny and 16 otherwise",
+        help="pairs per micro-batch; default 256 on CUDA, on a CPU 128 for tiny and 16 otherwise",
     )
     p.add_argument("--grad-accum", type=int, default=1, help="micro-batches per optimizer step")
     p.add_argument(
         "--lr",
         type=float,
         default=None,
-        help="peak learning rate; default 1e-3 tiny, 3e-4 base, 1e-5 checkpoint, 1e-4 with --lora",
+        help="peak learning rate; default 2e-3 tiny, 3e-4 base, 1e-5 checkpoint, 1e-4 with --lora",
     )
     p.add_argument("--weight-decay", type=float, default=0.05)
     p.add_argument("--warmup-frac", type=float, default=0.1, help="share of steps for linear warm-up")
@@ -643,7 +675,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--device", choices=["auto", "cpu", "cuda"], default="auto")
     p.add_argument("--no-augment", action="store_true", help="no random zoom/shift/rotation/flip")
     p.add_argument("--no-amp", action="store_true", help="fp32 on CUDA too")
-    p.add_argument("--threads", type=int, default=0, help="torch CPU threads (0: torch's default)")
+    p.add_argument(
+        "--threads", type=int, default=0, help="torch CPU threads (0: 1 for tiny on a CPU, else torch's default)"
+    )
     p.add_argument("--workers", type=int, default=4, help="image loader processes when not cached in memory")
     p.add_argument("--cache-mb", type=int, default=2048, help="keep preprocessed photos in memory up to this size")
     p.add_argument("--no-progress", action="store_true")

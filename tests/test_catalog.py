@@ -9,6 +9,8 @@ from pathlib import Path
 import pytest
 from PIL import Image
 
+from app.cli import item_from_line
+from app.schemas import ItemIn
 from models import catalog
 
 N_ITEMS = 16
@@ -61,6 +63,15 @@ def test_items_jsonl_is_what_the_index_command_takes(catalogs: dict[str, Path]) 
         assert all(isinstance(v, str) for v in it["attributes"].values())
         with Image.open(root / it["image"]) as img:
             assert img.format == "JPEG" and img.mode == "RGB"
+
+
+def test_every_line_passes_the_index_commands_parser_and_schema(catalogs: dict[str, Path]) -> None:
+    # `lookalike index items.jsonl` reads relative image paths from the file's folder and posts ItemIn bodies.
+    root = catalogs["a"]
+    for line in (root / "items.jsonl").read_text().splitlines():
+        body = item_from_line(line, root)
+        ItemIn.model_validate(body)
+        assert body["image_base64"]
 
 
 def test_split_is_by_product_and_logs_stay_inside_their_split(catalogs: dict[str, Path]) -> None:
