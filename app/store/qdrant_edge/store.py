@@ -35,7 +35,7 @@ log = logging.getLogger("lookalike.store.edge")
 class EdgeStore(_Maintenance):
     """VectorStore on Qdrant Edge (embedded). See the package docstring (__init__.py) for the design.
 
-    EdgeStore(path, collection, *, hot_max=10_000, merge_fanin=4, max_shard_points=None,
+    EdgeStore(path, collection, *, hot_max=10_000, merge_fanin=2, max_shard_points=None,
     sync_wal=True, builder_nice=10): the constructor and the shared fields are in state.py.
     """
 
@@ -255,21 +255,32 @@ class EdgeStore(_Maintenance):
             if isinstance(vector, dict):  # named-vector form; the store uses the default vector
                 vector = vector[""]
             request = QueryRequest(
-                limit=k,
+                limit=k + 1,  # room for the query item itself, dropped below
                 query=Query.Nearest(vector),
-                filter=_build_filter(pid, item.payload or {}, filters),
-                with_payload=True,
+                filter=_build_filter(item.payload or {}, filters),
+                with_payload=False,  # payloads only for the winners: reading them costs ~0.8 ms per shard
                 with_vector=False,
             )
-            best: dict[str, tuple[float, dict[str, Any]]] = {}
-            for s in shards:  # rank descending: the newest copy of a duplicated item wins
+            # point id -> (score, shard); shards come rank descending, so a duplicated item's newest copy wins
+            found: dict[str, tuple[float, _Shard]] = {}
+            for s in shards:
                 for p in s.edge.query(request):
-                    payload = p.payload or {}
-                    key = str(payload.get("item_id", p.id))
-                    if key not in best:
-                        best[key] = (p.score, payload)
-        ranked = sorted(best.items(), key=lambda kv: (-kv[1][0], kv[0]))[:k]
-        return [Hit(item_id=key, score=score, payload=dict(payload)) for key, (score, payload) in ranked]
+                    found.setdefault(str(p.id), (p.score, s))
+            found.pop(pid, None)
+            if not found:
+                return []
+            # The k best scores, plus anything tied with the k-th (ties are broken by item_id below).
+            cutoff = sorted((score for score, _ in found.values()), reverse=True)[:k][-1]
+            by_shard: dict[int, tuple[_Shard, list[str]]] = {}
+            for point, (score, s) in found.items():
+                if score >= cutoff:
+                    by_shard.setdefault(id(s), (s, []))[1].append(point)
+            hits = []  # an item deleted between the query and this read is left out, as if gone before
+            for s, points in by_shard.values():
+                for r in s.edge.retrieve(points, True, False):
+                    payload = r.payload or {}
+                    hits.append(Hit(str(payload.get("item_id", r.id)), found[str(r.id)][0], dict(payload)))
+        return sorted(hits, key=lambda h: (-h.score, h.item_id))[:k]
 
     def count(self) -> int:
         with self._reading() as shards:
