@@ -7,10 +7,15 @@ import os
 from pathlib import Path
 from typing import Literal
 
-from pydantic import Field, SecretStr, ValidationError, model_validator
+from pydantic import Field, SecretStr, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 ENV_PREFIX = "LOOKALIKE_"
+
+# Batching defaults per encoder device (BATCH_MAX_SIZE / BATCH_MAX_WAIT_MS = auto). On CPU a batch
+# of 16 is faster per image than 32 (bench.encoder) and a batch runs for seconds, so waiting 50 ms
+# for it to fill costs little; on CUDA batches run in milliseconds, so the wait stays short.
+BATCH_DEFAULTS = {"cpu": (16, 50.0), "cuda": (32, 5.0)}
 
 
 class SettingsError(RuntimeError):
@@ -35,11 +40,13 @@ class Settings(BaseSettings):
     shard_number: int = Field(1, ge=1, le=1024)  # server mode, new collections only
     replication_factor: int = Field(1, ge=1, le=16)  # server mode, new collections only
     edge_hot_max: int = Field(10_000, ge=100, le=1_000_000)  # embedded: points before an index build
-    edge_merge_fanin: int = Field(4, ge=2, le=64)  # embedded: sealed shards merged at once
+    edge_merge_fanin: int = Field(2, ge=2, le=64)  # embedded: sealed shards merged at once
+    # embedded: no merge makes a bigger shard; None = 16 * edge_hot_max (see app/store/qdrant_edge)
+    edge_max_shard_points: int | None = Field(None, ge=100, le=100_000_000)
 
     # Batching and admission
-    batch_max_size: int = Field(32, ge=1, le=1024)
-    batch_max_wait_ms: float = Field(5.0, ge=0, le=1000)
+    batch_max_size: int | None = Field(None, ge=1, le=1024)  # None ("auto") = per device, see batching()
+    batch_max_wait_ms: float | None = Field(None, ge=0, le=1000)  # None ("auto") = per device
     queue_max: int = Field(256, ge=1, le=100_000)
     request_timeout_s: float = Field(30.0, gt=0, le=600)
 
@@ -56,6 +63,21 @@ class Settings(BaseSettings):
     host: str = "127.0.0.1"
     port: int = Field(8000, ge=1, le=65535)
     log_level: Literal["critical", "error", "warning", "info", "debug"] = "info"
+
+    @field_validator("batch_max_size", "batch_max_wait_ms", mode="before")
+    @classmethod
+    def _auto_is_none(cls, value: object) -> object:
+        if isinstance(value, str) and value.strip().lower() == "auto":
+            return None
+        return value
+
+    def batching(self, provider: str) -> tuple[int, float]:
+        """(max batch size, max wait ms) for the encoder's active ONNX Runtime provider; set values win."""
+        size, wait_ms = BATCH_DEFAULTS["cuda" if provider.startswith("CUDA") else "cpu"]
+        return (
+            size if self.batch_max_size is None else self.batch_max_size,
+            wait_ms if self.batch_max_wait_ms is None else self.batch_max_wait_ms,
+        )
 
     @model_validator(mode="after")
     def _check_store(self) -> Settings:

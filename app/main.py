@@ -38,6 +38,7 @@ def make_store(settings: Settings) -> VectorStore:
         settings.collection,
         hot_max=settings.edge_hot_max,
         merge_fanin=settings.edge_merge_fanin,
+        max_shard_points=settings.edge_max_shard_points,
     )
 
 
@@ -52,10 +53,11 @@ async def running_service(
     vector_store = store or make_store(settings)
     try:
         vector_store.ensure_collection(enc.dim, enc.model_version)
+        max_batch_size, max_wait_ms = settings.batching(enc.provider)  # "auto" = per device
         batcher = MicroBatcher(
             enc.embed,
-            max_batch_size=settings.batch_max_size,
-            max_wait_ms=settings.batch_max_wait_ms,
+            max_batch_size=max_batch_size,
+            max_wait_ms=max_wait_ms,
             queue_max=settings.queue_max,
         )
         fetcher = ImageFetcher(
@@ -64,7 +66,14 @@ async def running_service(
             allow_private=settings.fetch_allow_private,
         )
         await batcher.start()
-        log.info("ready: model %s on %s, %d items", enc.model_version, enc.provider, vector_store.count())
+        log.info(
+            "ready: model %s on %s (batches of up to %d, %g ms wait), %d items",
+            enc.model_version,
+            enc.provider,
+            max_batch_size,
+            max_wait_ms,
+            vector_store.count(),
+        )
         service = ItemService(settings, enc, vector_store, batcher, fetcher)
         try:
             yield service

@@ -172,17 +172,20 @@ class ItemService:
             data = await self.fetcher.fetch(data)
         if len(data) > self.settings.fetch_max_bytes:
             raise ImageTooLarge(f"the image is over the limit of {self.settings.fetch_max_bytes} bytes")
-        async with self._decode_slots:
-            meta = self.encoder.meta
-            pixels = await asyncio.to_thread(
-                load_pixels,
-                data,
-                meta.image_size,
-                self.settings.image_max_pixels,
-                meta.resample,
-                self.settings.decode_draft,
-            )
-        return await self.batcher.submit(pixels, self.settings.request_timeout_s)
+        # From here the image reaches the encoder within one decode: announce it, so that a batch
+        # opening meanwhile waits for it (a failed decode or a cancelled request withdraws it).
+        with self.batcher.reserve() as slot:
+            async with self._decode_slots:
+                meta = self.encoder.meta
+                pixels = await asyncio.to_thread(
+                    load_pixels,
+                    data,
+                    meta.image_size,
+                    self.settings.image_max_pixels,
+                    meta.resample,
+                    self.settings.decode_draft,
+                )
+            return await slot.submit(pixels, self.settings.request_timeout_s)
 
     async def _index_all(self, pending: list[_Pending]) -> list[WriteResult]:
         vectors = [await self._embed(p) for p in pending]

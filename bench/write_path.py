@@ -1,11 +1,12 @@
 """POST /items throughput and latency, micro-batching on vs off, with the batch sizes the service ran.
 
-    python -m bench.write_path --config tiny|base [--precision fp32|int8] [--json] [--quick]
+    python -m bench.write_path --config tiny|base [--precision fp32|int8] [--levels 8,32] [--rounds N] [--json]
 
 Two real services (`python -m app`, embedded store, CPU) run at once on the same model: one with the
-default micro-batching (LOOKALIKE_BATCH_MAX_SIZE=32, BATCH_MAX_WAIT_MS=5), one with batching off
-(BATCH_MAX_SIZE=1). For each concurrency level (closed loop, bounded in requests and seconds) the two
-are measured one right after the other, so their ratio is side by side under the same machine load.
+default micro-batching (BATCH_MAX_SIZE / BATCH_MAX_WAIT_MS unset = the CPU defaults, 16 images and
+50 ms), one with batching off (BATCH_MAX_SIZE=1). For each concurrency level (closed loop, bounded in
+requests and seconds) the two are measured one right after the other, so their ratio is side by side
+under the same machine load.
 Each request is a JSON POST /items with a distinct photo-like JPEG (made in-process) as image_base64.
 The batch-size distribution of each level is the difference of the lookalike_batch_size histogram
 on /metrics before and after it. The service's resident memory (VmRSS, and its peak VmHWM) is read
@@ -19,6 +20,7 @@ from __future__ import annotations
 
 import base64
 import shutil
+import statistics
 import sys
 import threading
 from contextlib import ExitStack
@@ -41,7 +43,8 @@ from bench.common import (
 
 TARGET_BATCHING_GAIN = 1.3
 TARGET_RSS_BYTES = int(1.5 * 2**30)
-MODES = {"batching_on": {"LOOKALIKE_BATCH_MAX_SIZE": "32"}, "batching_off": {"LOOKALIKE_BATCH_MAX_SIZE": "1"}}
+# batching_on runs the service's own defaults ("auto": resolved from the device, CPU here)
+MODES: dict[str, dict[str, str]] = {"batching_on": {}, "batching_off": {"LOOKALIKE_BATCH_MAX_SIZE": "1"}}
 
 
 def batch_histogram(service: Service) -> tuple[dict[str, float], float, float]:
@@ -130,6 +133,21 @@ def measure_level(service: Service, mode: str, concurrency: int, bodies: list[by
     }
 
 
+def mean_of(rows: list[dict[str, Any]], key: str) -> float:
+    return round(statistics.fmean(r[key] for r in rows), 1)
+
+
+def paired_gains(mine: list[dict[str, Any]], off: list[dict[str, Any]]) -> tuple[float, float]:
+    """Median over rounds of (img/s mine / off) and (CPU ms per image off / mine), each pair one round."""
+    pairs = list(zip(mine, off, strict=True))
+    gains = [a["img_per_s"] / b["img_per_s"] for a, b in pairs if b["img_per_s"]]
+    cpu = [b["cpu_ms_per_img"] / a["cpu_ms_per_img"] for a, b in pairs if a["cpu_ms_per_img"]]
+    return (
+        round(statistics.median(gains), 2) if gains else 0.0,
+        round(statistics.median(cpu), 2) if cpu else 0.0,
+    )
+
+
 def make_bodies(count: int, side: int) -> list[bytes]:
     """JSON bodies with a placeholder item id, each carrying its own JPEG."""
     import json
@@ -152,6 +170,7 @@ def run(
     max_s: float,
     side: int,
     variants: dict[str, dict[str, str]] | None = None,
+    rounds: int = 1,
 ) -> dict[str, Any]:
     machine = machine_info()
     model = cached_model(config, precision)
@@ -177,25 +196,33 @@ def run(
             services[mode] = stack.enter_context(running_service(env, name=f"write_path-{mode}"))
         idle = {mode: svc.rss_bytes() for mode, svc in services.items()}
         for concurrency in levels:
-            for mode, svc in services.items():  # side by side: on, then off, at the same level
-                rows.append(measure_level(svc, mode, concurrency, bodies, max(requests, 2 * concurrency), max_s))
-                log(
-                    f"{mode} c={concurrency}: {rows[-1]['img_per_s']} img/s, p50 {rows[-1]['p50_ms']} ms, "
-                    f"mean batch {rows[-1]['mean_batch']}"
-                )
-    by = {(r["mode"], r["concurrency"]): r for r in rows}
+            for round_ in range(rounds):
+                # Side by side at the same level: on then off, and off then on in the next round (ABBA),
+                # so that a drift in the machine's load weighs on both modes alike.
+                order = list(services.items())
+                for mode, svc in order if round_ % 2 == 0 else reversed(order):
+                    row = measure_level(svc, mode, concurrency, bodies, max(requests, 2 * concurrency), max_s)
+                    rows.append({**row, "round": round_})
+                    log(
+                        f"{mode} c={concurrency} round {round_}: {row['img_per_s']} img/s, p50 {row['p50_ms']} ms, "
+                        f"CPU {row['cpu_ms_per_img']} ms/img, mean batch {row['mean_batch']}"
+                    )
+    by: dict[tuple[str, int], list[dict[str, Any]]] = {}
+    for r in rows:
+        by.setdefault((r["mode"], r["concurrency"]), []).append(r)
     ratios = []
     for concurrency in levels:
         on, off = by[("batching_on", concurrency)], by[("batching_off", concurrency)]
+        gain, cpu_gain = paired_gains(on, off)
         ratios.append(
             {
                 "concurrency": concurrency,
-                "on_img_per_s": on["img_per_s"],
-                "off_img_per_s": off["img_per_s"],
-                "gain": round(on["img_per_s"] / off["img_per_s"], 2) if off["img_per_s"] else 0.0,
-                "cpu_gain": round(off["cpu_ms_per_img"] / on["cpu_ms_per_img"], 2) if on["cpu_ms_per_img"] else 0.0,
-                "on_p50_ms": on["p50_ms"],
-                "off_p50_ms": off["p50_ms"],
+                "on_img_per_s": mean_of(on, "img_per_s"),
+                "off_img_per_s": mean_of(off, "img_per_s"),
+                "gain": gain,
+                "cpu_gain": cpu_gain,
+                "on_p50_ms": mean_of(on, "p50_ms"),
+                "off_p50_ms": mean_of(off, "p50_ms"),
             }
         )
     peak_on = max(r["on_img_per_s"] for r in ratios)
@@ -206,13 +233,12 @@ def run(
     for name in variants or {}:
         for concurrency in levels:
             mine, off = by[(name, concurrency)], by[("batching_off", concurrency)]
-            gain = round(mine["img_per_s"] / off["img_per_s"], 2) if off["img_per_s"] else 0.0
-            cpu_gain = round(off["cpu_ms_per_img"] / mine["cpu_ms_per_img"], 2) if mine["cpu_ms_per_img"] else 0.0
+            gain, cpu_gain = paired_gains(mine, off)
             extra_rows.append(
                 {
                     "mode": name,
                     "concurrency": concurrency,
-                    "img_per_s": mine["img_per_s"],
+                    "img_per_s": mean_of(mine, "img_per_s"),
                     "gain": gain,
                     "cpu_gain": cpu_gain,
                 }
@@ -229,6 +255,7 @@ def run(
         "precision": precision,
         "image_side": side,
         "levels": levels,
+        "rounds": rounds,
         "rows": rows,
         "ratios": ratios,
         "saturation_img_per_s": {"batching_on": peak_on, "batching_off": peak_off},
@@ -278,6 +305,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--max-seconds", type=float, default=None, help="time bound per level and mode (default 25)")
     parser.add_argument("--side", type=int, default=None, help="JPEG width and height (default 800)")
     parser.add_argument(
+        "--rounds",
+        type=int,
+        default=1,
+        help="measure each level this many times, alternating the order of the modes; gains are the median "
+        "of the per-round ratios (default 1)",
+    )
+    parser.add_argument(
         "--variant",
         action="append",
         default=[],
@@ -297,6 +331,7 @@ def main(argv: list[str] | None = None) -> int:
         requests=args.requests or (8 if quick else 96),
         max_s=args.max_seconds or (3.0 if quick else 25.0),
         side=args.side or (128 if quick else 800),
+        rounds=max(1, args.rounds),
     )
     emit(result, args.json, render)
     return 0
