@@ -104,7 +104,19 @@ def load_edge_store(
     payloads, vectors = data
     n, dim = vectors.shape
     marker = path / "loaded.json"
-    wanted = {"items": n, "dim": dim, "model_version": model_version, "hot_max": hot_max, "seed": seed, "format": 2}
+    from app.config import Settings
+
+    # The served app merges with the default policy, so the cached layout must come from that policy too.
+    fanin = Settings.model_fields["edge_merge_fanin"].default
+    wanted = {
+        "items": n,
+        "dim": dim,
+        "model_version": model_version,
+        "hot_max": hot_max,
+        "merge_fanin": fanin,
+        "seed": seed,
+        "format": 3,
+    }
     if marker.is_file() and {k: v for k, v in json.loads(marker.read_text()).items() if k in wanted} == wanted:
         log(f"reusing the loaded store at {path}")
         return json.loads(marker.read_text())
@@ -112,7 +124,7 @@ def load_edge_store(
     path.mkdir(parents=True)
     t0 = time.perf_counter()
     # sync_wal=False: no fsync per batch while loading; close() flushes every shard.
-    store = EdgeStore(path, "items", hot_max=hot_max, sync_wal=False)
+    store = EdgeStore(path, "items", hot_max=hot_max, merge_fanin=fanin, sync_wal=False)
     store.ensure_collection(dim, model_version)
     chunk = min(LOAD_BATCH, hot_max)
     try:

@@ -32,7 +32,7 @@ Maintenance (two background threads that mostly wait on subprocesses; one job at
   manifest write. Until the first spare exists (~1 s after open) the hot shard may overshoot.
 - Build job (frozen -> sealed) and merge job (size-tiered: `merge_fanin` sealed shards of one size
   tier, tier t holding sizes in [hot_max * fanin^t, hot_max * fanin^(t+1)), never producing more
-  than `max_shard_points`, default 2 * hot_max * fanin; builds go first):
+  than `max_shard_points`, default 16 * hot_max; builds go first):
   1. Holding the sources' shard locks (writers of *those* shards wait; new items keep flowing into
      the hot shard), `cp -a` their directories into `tmp-<target>/`. No flush(): it fsyncs under
      the GIL. With the shards locked nothing changes their files, so each copy is exactly what a

@@ -29,7 +29,7 @@ class _StoreState:
         collection: str,
         *,
         hot_max: int = 10_000,
-        merge_fanin: int = 4,
+        merge_fanin: int = 2,
         max_shard_points: int | None = None,
         sync_wal: bool = True,
         builder_nice: int = 10,
@@ -40,11 +40,11 @@ class _StoreState:
         self.collection = collection
         self.hot_max = hot_max
         self.merge_fanin = merge_fanin
-        # Loading a built shard holds the GIL ~4-10 ms per 1000 points (768-d) even with its pages
-        # pinned, so no merge may produce more than this: a bounded freeze at the price of more
-        # shards per query. The default lets tier-0 merges (~hot_max * fanin, with overshoot) happen
-        # and stops the next tier (hot_max * fanin^2).
-        self.max_shard_points = max_shard_points if max_shard_points is not None else 2 * hot_max * merge_fanin
+        # Loading a built shard holds the GIL (measured 10k: ~70 ms CPU / ~250 ms wall, 40k: ~100 / ~450 ms),
+        # so merges stop here: a bounded, rare freeze. Every extra shard is a whole extra HNSW search
+        # per query (~0.8-1.7 ms CPU at 768-d), so the default lets shards grow to 16 * hot_max; with
+        # fanin 2 a collection of N points is searched in about popcount(N / hot_max) shards + hot.
+        self.max_shard_points = max_shard_points if max_shard_points is not None else 16 * hot_max
         self.sync_wal = sync_wal
         self.builder_nice = builder_nice  # CPU niceness added by builder children (request threads win)
         self._lock = threading.Lock()
