@@ -16,6 +16,7 @@ from PIL import Image, ImageDraw
 from transformers import Siglip2Config, SiglipConfig, SiglipImageProcessor, SiglipModel
 
 from models import export
+from models.attention_fusion import fuse_attention
 from models.export import export_model, load_source, main, read_metadata
 from models.preprocess import resize_for_model
 
@@ -142,14 +143,43 @@ def test_reduced_precision_passes_its_gate_and_keeps_the_io_contract(
     assert tensor_type(model.graph.output[0])[0] == onnx.TensorProto.FLOAT
     if precision == "fp16":  # the weights really are half precision
         assert any(t.data_type == onnx.TensorProto.FLOAT16 for t in model.graph.initializer)
-    else:  # the MatMuls really are quantised
-        assert {"DynamicQuantizeMatMul", "MatMulInteger"} & {n.op_type for n in model.graph.node}
+    else:  # attention fused, and every MatMul/Gemm with a weight (initializer) really is quantised
+        ops = [n.op_type for n in model.graph.node]
+        assert {"DynamicQuantizeMatMul", "MatMulInteger"} & set(ops)
+        assert ops.count("MultiHeadAttention") == export.CONFIGS["tiny"]["num_hidden_layers"]
+        assert ops.count("Softmax") == 1  # only the pooling head's single-query attention is left
+        weights = {t.name for t in model.graph.initializer}
+        float_matmuls = [n for n in model.graph.node if n.op_type in ("MatMul", "Gemm")]
+        assert float_matmuls and not [n.name for n in float_matmuls if weights & set(n.input)]
 
     pixels = random_pixels(5, seed=3)
     out = embed(report.path, pixels)
     assert out.dtype == np.float32
     np.testing.assert_allclose(np.linalg.norm(out, axis=1), 1.0, atol=1e-5)
     assert row_cosines(out, embed(tiny_model_path, pixels)).min() >= 0.999
+
+
+def test_attention_fusion_is_exact_deterministic_and_idempotent(tiny_model_path: Path) -> None:
+    heads, hidden = export.CONFIGS["tiny"]["num_attention_heads"], export.CONFIGS["tiny"]["hidden_size"]
+    fused, again = onnx.load(str(tiny_model_path)), onnx.load(str(tiny_model_path))
+
+    assert fuse_attention(fused, heads, hidden // heads) == export.CONFIGS["tiny"]["num_hidden_layers"]
+    fuse_attention(again, heads, hidden // heads)
+    assert fused.SerializeToString() == again.SerializeToString()
+    # Nothing left to match (the pooling head's attention is a different pattern): unchanged.
+    assert fuse_attention(again, heads, hidden // heads) == 0
+    assert again.SerializeToString() == fused.SerializeToString()
+
+    ops = [n.op_type for n in fused.graph.node]
+    assert ops.count("MultiHeadAttention") == 2 and ops.count("Softmax") == 1
+    onnx.checker.check_model(fused)
+    session = ort.InferenceSession(fused.SerializeToString(), providers=["CPUExecutionProvider"])
+    pixels = random_pixels(5, seed=4)
+    got = session.run(["image_embedding"], {"pixels": pixels})[0]
+    np.testing.assert_allclose(got, embed(tiny_model_path, pixels), atol=1e-5)  # fp32: the same function
+    np.testing.assert_allclose(session.run(["image_embedding"], {"pixels": pixels[:1]})[0], got[:1], atol=1e-5)
+    assert [i.name for i in fused.graph.input] == ["pixels"]
+    assert [o.name for o in fused.graph.output] == ["image_embedding"]
 
 
 # --------------------------------------------------------------------------- preprocessing
