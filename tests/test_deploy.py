@@ -15,7 +15,6 @@ import re
 import shlex
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -30,6 +29,7 @@ import yaml
 from packaging.requirements import Requirement
 
 from app.config import Settings, SettingsError, load_settings
+from tests.live import free_port
 
 ROOT = Path(__file__).resolve().parents[1]
 DOCKERFILE = ROOT / "Dockerfile"
@@ -148,12 +148,6 @@ def dashboard_series() -> dict[str, set[str]]:
                 for name in re.findall(r"\blookalike_[A-Za-z0-9_]+", target["expr"]):
                     found.setdefault(name, set()).add(f"{path.name}: {panel['title']}")
     return found
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 # ------------------------------------------------------------------------------- Dockerfile model
