@@ -8,8 +8,8 @@ import sys
 
 import uvicorn
 
-from app.config import Settings, SettingsError, load_settings
-from app.encoder import EncoderError, OnnxImageEncoder
+from app.core.settings import Settings, SettingsError, load_settings
+from app.encode.encoder import EncoderError, OnnxImageEncoder
 from app.store.base import CollectionMismatch, StoreUnavailableError
 
 # uvicorn waits this long for in-flight requests after SIGTERM; the rest of Kubernetes' 30 s grace
@@ -54,7 +54,8 @@ def main() -> int:
         settings = load_settings()
         logging.basicConfig(level=settings.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s %(message)s")
         ensure_model(settings)
-        from app.main import create_app, make_store
+        from app.http.app import create_app
+        from app.service.runtime import make_store
 
         # Load the model and open the store before serving, so a bad model or a mismatched collection
         # stops start-up with one clear line instead of a lifespan traceback.

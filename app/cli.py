@@ -22,9 +22,9 @@ from typing import Any
 import httpx
 from tqdm import tqdm
 
-from app.config import SettingsError, load_settings
-from app.errors import LookalikeError
-from app.schemas import BATCH_MAX, SimilarQuery
+from app.core.errors import LookalikeError
+from app.core.schemas import BATCH_MAX, SimilarQuery
+from app.core.settings import SettingsError, load_settings
 
 Sender = Callable[[list[dict[str, Any]]], Awaitable[list[dict[str, Any]]]]
 
@@ -66,7 +66,7 @@ def read_lines(path: Path) -> Iterator[tuple[int, str]]:
 
 @asynccontextmanager
 async def in_process_sender() -> AsyncIterator[Sender]:
-    from app.main import running_service
+    from app.service.runtime import running_service
 
     async with running_service(load_settings()) as service:
 
@@ -155,7 +155,7 @@ async def _similar(args: argparse.Namespace) -> int:
             response = await client.get(f"/similar/{args.item_id}", params=params)
         print(json.dumps(response.json(), indent=2))
         return 0 if response.status_code == 200 else 1
-    from app.main import running_service
+    from app.service.runtime import running_service
 
     async with running_service(load_settings()) as service:
         try:

@@ -3,7 +3,7 @@
     python -m bench.decode [--images 24] [--rounds 5] [--json] [--quick]
 
 Each variant turns the same 1000x1000 JPEG bytes into the model's uint8 [224, 224, 3] input:
-- full:              app.images.load_pixels (Pillow full-size decode, then bicubic resize) - the service today
+- full:              app.ingest.decode.load_pixels (Pillow full-size decode, then bicubic resize) - the service today
 - full_reducing_gap: full decode, resize with Pillow's reducing_gap=2 (a box pre-reduction, then bicubic)
 - draft:             Pillow Image.draft("RGB", (224, 224)) before decoding: libjpeg scales in the DCT by
                      1/2, 1/4 or 1/8, the largest reduction that keeps >= 224 px; then the same bicubic resize
@@ -26,7 +26,8 @@ from typing import Any
 import numpy as np
 from PIL import Image, ImageOps
 
-from app.images import decode_image, load_pixels
+from app.core.model_contract import RESAMPLE_FILTERS, resize_for_model
+from app.ingest.decode import decode_image, load_pixels
 from bench.common import (
     base_parser,
     cached_model,
@@ -39,7 +40,6 @@ from bench.common import (
     photo_jpeg,
     table,
 )
-from models.preprocess import RESAMPLE_FILTERS, resize_for_model
 
 MAX_PIXELS = 40_000_000
 COSINE_GATE = 0.999
@@ -59,7 +59,7 @@ def full_reducing_gap(data: bytes, size: int) -> np.ndarray:
 
 
 def _draft_decode(data: bytes, size: int, factor: int) -> np.ndarray:
-    """What app.images.decode_image does, plus Image.draft() between the header check and load()."""
+    """What app.ingest.decode.decode_image does, plus Image.draft() between the header check and load()."""
     img = Image.open(io.BytesIO(data), formats=["JPEG"])
     width, height = img.size
     if width * height > MAX_PIXELS:
@@ -111,7 +111,7 @@ def variants() -> dict[str, Variant]:
 def run(*, quick: bool, images: int, rounds: int, side: int) -> dict[str, Any]:
     from tqdm import tqdm
 
-    from app.encoder import OnnxImageEncoder
+    from app.encode.encoder import OnnxImageEncoder
 
     machine = machine_info()
     config = "tiny" if quick else "base"

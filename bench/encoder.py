@@ -2,7 +2,7 @@
 
     python -m bench.encoder [--batches 1,2,4,8,16,32] [--reps 2] [--json] [--quick]
 
-All ONNX variants run through app.encoder.OnnxImageEncoder (the service's own session setup) on the
+All ONNX variants run through app.encode.encoder.OnnxImageEncoder (the service's own session setup) on the
 CPU; PyTorch eager runs the same random-weight vision tower (models.export's wrapper: uint8 in,
 normalisation and L2 norm inside) under torch.inference_mode. Variants are timed side by side: for each
 batch size and repetition every variant runs once, in turn, on the same pixels. Cosine is against ORT
@@ -67,7 +67,7 @@ def probe_pixels(size: int, n: int) -> np.ndarray:
 
     from PIL import Image
 
-    from models.preprocess import resize_for_model
+    from app.core.model_contract import resize_for_model
 
     rng = np.random.default_rng(3)
     half = n // 2
@@ -81,7 +81,7 @@ def probe_pixels(size: int, n: int) -> np.ndarray:
 def run(*, quick: bool, batches: list[int], reps: int, max_cell_s: float, with_torch: bool) -> dict[str, Any]:
     from tqdm import tqdm
 
-    from app.encoder import OnnxImageEncoder
+    from app.encode.encoder import OnnxImageEncoder
 
     machine = machine_info()
     config = "tiny" if quick else "base"

@@ -125,7 +125,7 @@ def _probe(size: int) -> np.ndarray:
 
     from PIL import Image
 
-    from models.preprocess import resize_for_model
+    from app.core.model_contract import resize_for_model
 
     rng = np.random.default_rng(5)
     photos = [

@@ -210,7 +210,7 @@ class NaiveSubject:
     def __init__(self, root: Path, dim: int, hot_max: int) -> None:
         from qdrant_edge import EdgeShard
 
-        from app.store.edge_builder import ALWAYS_INDEX_KB, create_payload_indexes, shard_config
+        from app.store.qdrant_edge.builder import ALWAYS_INDEX_KB, create_payload_indexes, shard_config
 
         root.mkdir(parents=True, exist_ok=True)
         self.shard = EdgeShard.create(str(root / "naive"), shard_config(dim, indexing_threshold_kb=ALWAYS_INDEX_KB))

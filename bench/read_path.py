@@ -66,7 +66,7 @@ def item_id(i: int) -> str:
 
 
 def payload(i: int, rng: np.random.Generator, model_version: str) -> dict[str, Any]:
-    """What the service stores for an item (app/service.py), so GET /items/{id} answers for it too."""
+    """What the service stores for an item (app/service/items.py), so GET /items/{id} answers for it too."""
     return {
         "item_id": item_id(i),
         "title": f"listing {i}",
@@ -104,7 +104,7 @@ def load_edge_store(
     payloads, vectors = data
     n, dim = vectors.shape
     marker = path / "loaded.json"
-    from app.config import Settings
+    from app.core.settings import Settings
 
     # The served app merges with the default policy, so the cached layout must come from that policy too.
     fanin = Settings.model_fields["edge_merge_fanin"].default

@@ -13,8 +13,8 @@ Protocol (the paper's offline loop, on whatever --data holds):
   95% percentile bootstrap intervals over queries (paired: the same resamples for every system); the
   change relative to the FIRST --model with its paired interval.
 
-Models are run exactly as the service runs them: photo bytes -> app.images.load_pixels (decode, EXIF,
-RGB, the shared resize) -> app.encoder.OnnxImageEncoder (ONNX Runtime, preprocessing from the model's
+Models are run exactly as the service runs them: photo bytes -> app.ingest.decode.load_pixels (decode, EXIF,
+RGB, the shared resize) -> app.encode.encoder.OnnxImageEncoder (ONNX Runtime, preprocessing from the model's
 metadata). Baselines:
 * colorhist: an 8x8x8 joint RGB histogram of the photo (64x64, same decoding), square-rooted and
   L2-normalised (cosine on it is the Hellinger affinity) - what "looks alike" means without a model.
@@ -43,9 +43,9 @@ from pathlib import Path
 import numpy as np
 from tqdm import tqdm
 
-from app.config import Settings
-from app.encoder import OnnxImageEncoder
-from app.images import load_pixels
+from app.core.settings import Settings
+from app.encode.encoder import OnnxImageEncoder
+from app.ingest.decode import load_pixels
 from models.metrics import (
     METRICS,
     bootstrap_ci,

@@ -3,7 +3,7 @@
     python -m models.export --checkpoint google/siglip-base-patch16-224 --out model.onnx
     python -m models.export --config tiny --out tiny.onnx --precision int8
 
-The graph takes uint8 [N, H, W, 3] RGB pixels (already resized by models/preprocess.py), does the
+The graph takes uint8 [N, H, W, 3] RGB pixels (already resized by app/core/model_contract.py), does the
 rescale/normalise/transpose itself, runs the vision tower, and returns the L2-normalised pooled
 embedding `image_embedding` float32 [N, D]. Preprocessing facts go into metadata_props so the service
 reads them from the model instead of keeping its own copy. Before the file is moved into place, a
@@ -34,8 +34,8 @@ import torch.nn.functional as F
 from PIL import Image, ImageDraw
 from torch import nn
 
+from app.core.model_contract import RESAMPLE_FILTERS, resize_for_model
 from models.attention_fusion import fuse_attention
-from models.preprocess import RESAMPLE_FILTERS, resize_for_model
 
 log = logging.getLogger("lookalike.export")
 

@@ -23,8 +23,8 @@ title (two photos of one listing, or two listings both titled "navy striped tote
 negatives would teach the model to separate what the data says is identical. AdamW (no decay on
 biases, norms, embeddings, t', b) with linear warm-up then cosine decay; gradient clipping at 1.0.
 
-The image tower sees exactly what the service feeds the exported model: app.images.load_pixels (the
-service's decode + models.preprocess.resize_for_model, the resize shared with export and serving), then
+The image tower sees exactly what the service feeds the exported model: app.ingest.decode.load_pixels (the
+service's decode + app.core.model_contract.resize_for_model, the resize shared with export and serving), then
 /255 and the processor's mean/std as in the exported graph.
 On top, a light random zoom/shift/rotation/flip per image (--no-augment turns it off).
 
@@ -75,9 +75,9 @@ from transformers import (
 )
 from transformers.utils import logging as hf_logging
 
-from app.config import Settings
-from app.errors import LookalikeError
-from app.images import load_pixels
+from app.core.errors import LookalikeError
+from app.core.settings import Settings
+from app.ingest.decode import load_pixels
 from models.tokenizer import build_word_tokenizer
 
 STATE_FILE = "train_state.pt"
@@ -208,8 +208,8 @@ def load_pairs(data: Path, split: str = "train") -> list[tuple[Path, str]]:
 class PairImages(torch.utils.data.Dataset):
     """uint8 [S, S, 3] photo i, decoded and resized by the service's own code; in memory when it fits.
 
-    app.images.load_pixels is what the service runs on every photo (content-sniffed decode, EXIF
-    orientation, the JPEG draft scale, RGB on white, models.preprocess.resize_for_model), so the image
+    app.ingest.decode.load_pixels is what the service runs on every photo (content-sniffed decode, EXIF
+    orientation, the JPEG draft scale, RGB on white, app.core.model_contract.resize_for_model), so the image
     tower trains on exactly the pixels the exported model will be served.
     """
 

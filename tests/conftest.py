@@ -10,9 +10,9 @@ import pytest
 from fastapi.testclient import TestClient
 from qdrant_client import QdrantClient
 
-from app.config import Settings
-from app.encoder import OnnxImageEncoder
-from app.main import create_app
+from app.core.settings import Settings
+from app.encode.encoder import OnnxImageEncoder
+from app.http.app import create_app
 from app.store.base import VectorStore
 from app.store.qdrant_server import ServerStore
 from tests.factories import ImageServer, image_server

@@ -1,4 +1,4 @@
-"""Helpers shared by the tests/test_hardening_*.py files (issue 3: write path hardening)."""
+"""Helpers shared by the tests/integration/test_hardening_*.py files (issue 3: write path hardening)."""
 
 from __future__ import annotations
 
@@ -15,8 +15,8 @@ from typing import Any
 import httpx
 from fastapi.testclient import TestClient
 
-from app.encoder import OnnxImageEncoder
-from app.main import create_app
+from app.encode.encoder import OnnxImageEncoder
+from app.http.app import create_app
 from app.store.base import VectorStore
 from tests.conftest import make_settings, make_store
 

@@ -1,6 +1,6 @@
 """The VectorStore contract shared by the embedded (Qdrant Edge) and server (qdrant-client) stores.
 
-Both implementations must behave identically; tests/test_store_congruence.py runs one sequence of
+Both implementations must behave identically; tests/integration/test_store_congruence.py runs one sequence of
 operations on both and compares the answers.
 """
 

@@ -17,7 +17,7 @@ import numpy as np
 from qdrant_client import QdrantClient, models
 from qdrant_client.http.exceptions import ResponseHandlingException, UnexpectedResponse
 
-from app.config import Settings
+from app.core.settings import Settings
 from app.store.base import (
     FLOAT_FIELDS,
     KEYWORD_FIELDS,

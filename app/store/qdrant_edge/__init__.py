@@ -38,7 +38,7 @@ Maintenance (two background threads that mostly wait on subprocesses; one job at
      the GIL. With the shards locked nothing changes their files, so each copy is exactly what a
      kill -9 at that instant would leave, and the builder recovers it from the WAL like a restart.
      From just before this, every op applied to a source is also appended to the job's op log.
-  2. `python -m app.store.edge_builder build --hold` (subprocess, niced, dies with its parent,
+  2. `python -m app.store.qdrant_edge.builder build --hold` (subprocess, niced, dies with its parent,
      stderr copied to the log) loads the copies, upserts all points into a new shard, creates the
      payload indexes, optimize(), flush, close, then maps every page of the result and waits.
      The job thread only waits on it.
@@ -66,7 +66,7 @@ Durability (measured, qdrant-edge-py 0.9.0)
 -------------------------------------------
 - update() appends to the shard's write-ahead log, which is a memory-mapped file: strace shows no
   write()/msync/fsync during update(). A kill -9 right after update() returns loses nothing (the
-  data is in the kernel page cache; tests/test_store_edge.py kills writers to check it), but a power
+  data is in the kernel page cache; tests/integration/test_store_edge.py kills writers to check it), but a power
   loss or kernel crash could.
 - flush() and close() msync/fsync every segment while holding the GIL: 20-350 ms measured on this
   (shared, busy) disk, so calling flush() after each write would freeze reads far beyond the budget.
@@ -85,7 +85,7 @@ Modules
   (edge_builder subprocess, swap, disposal) and making the spare; `planning.py`: which job is next.
 - `write_gate.py`, `shard.py`, `files.py`, `manifest.py`, `filters.py`: the write gate, one open
   shard, file helpers (fsync, cp/rm, WAL syncer, dir lock), the on-disk layout, Qdrant filters.
-- `app/store/edge_builder.py` (`python -m app.store.edge_builder`): the out-of-process builder.
+- `app/store/qdrant_edge/builder.py` (`python -m app.store.qdrant_edge.builder`): the out-of-process builder.
 """
 
 from __future__ import annotations

@@ -2,7 +2,7 @@
 in __init__.py).
 
 A job copies its source shards (holding their locks) into `tmp-<target>/`, has a niced
-`python -m app.store.edge_builder build --hold` child index the copies, loads the result while the
+`python -m app.store.qdrant_edge.builder build --hold` child index the copies, loads the result while the
 child still maps it, then, holding the write gate exclusively, replays the ops recorded meanwhile,
 writes the manifest and swaps the shard list. The sources are closed once their readers are gone.
 """
@@ -42,7 +42,7 @@ class _JobRunner(_ShardAccess):
         cmd = [
             sys.executable,
             "-m",
-            "app.store.edge_builder",
+            "app.store.qdrant_edge.builder",
             args[0],
             "--dim",
             str(self._dim),

@@ -22,7 +22,7 @@ from app.store.base import (
     StoreUnavailableError,
     point_id,
 )
-from app.store.edge_builder import create_plain_shard
+from app.store.qdrant_edge.builder import create_plain_shard
 from app.store.qdrant_edge.files import _lock_dir, _unlock_dir, _write_back
 from app.store.qdrant_edge.filters import _build_filter
 from app.store.qdrant_edge.maintenance import _Maintenance

@@ -1,0 +1,200 @@
+"""Thin HTTP routes: parse, call the service, shape the answer. Errors are handled in app/http/app.py."""
+
+from __future__ import annotations
+
+import hmac
+import json
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Depends, Path, Query, Request, Response
+from fastapi.responses import JSONResponse, PlainTextResponse
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from pydantic import ValidationError
+from python_multipart.multipart import parse_options_header
+from starlette.datastructures import UploadFile
+
+from app.core.errors import BadRequest, NotReady, Unauthorized, ValidationFailed
+from app.core.schemas import (
+    ITEM_ID_PATTERN,
+    META_FIELDS,
+    BatchIn,
+    BatchOut,
+    ErrorBody,
+    ItemIn,
+    ItemMetaIn,
+    ItemOut,
+    ItemPatch,
+    ItemWriteOut,
+    SimilarQuery,
+    SimilarResponse,
+)
+from app.service.items import ItemService, WriteResult, validation_message
+
+router = APIRouter()
+ItemIdPath = Annotated[str, Path(pattern=ITEM_ID_PATTERN, min_length=1, max_length=128)]
+ERRORS: dict[int | str, dict[str, Any]] = {
+    code: {"model": ErrorBody} for code in (400, 401, 404, 413, 415, 422, 424, 429, 503, 504)
+}
+
+
+def get_service(request: Request) -> ItemService:
+    service: ItemService | None = getattr(request.app.state, "service", None)
+    if service is None or not request.app.state.accepting:
+        raise NotReady("the service is starting or stopping")
+    return service
+
+
+Service = Annotated[ItemService, Depends(get_service)]
+
+
+def require_write_key(request: Request) -> None:
+    key = request.app.state.settings.api_key
+    if key is None:
+        return
+    scheme, _, given = request.headers.get("authorization", "").partition(" ")
+    expected = key.get_secret_value().encode()
+    # compare_digest: the time taken does not tell how much of a guessed key was right
+    if scheme.lower() != "bearer" or not hmac.compare_digest(given.strip().encode(), expected):
+        raise Unauthorized("writes need the header `Authorization: Bearer <LOOKALIKE_API_KEY>`")
+
+
+WriteAuth = Depends(require_write_key)
+
+
+def _write_answer(result: WriteResult) -> JSONResponse:
+    body = ItemWriteOut(item_id=result.item_id, model_version=result.model_version, created=result.created)
+    return JSONResponse(body.model_dump(), status_code=201 if result.created else 200)
+
+
+def _loads(text: bytes | str, what: str) -> Any:
+    try:
+        return json.loads(text)
+    except (ValueError, RecursionError) as exc:  # also bad UTF-8, 5000-digit numbers, 100k-deep nesting
+        raise BadRequest(f"{what} is not valid JSON: {str(exc)[:200]}") from None
+
+
+async def _parse_json(request: Request) -> Any:
+    return _loads(await request.body(), "the body")
+
+
+ITEM_FORM_DOC = {
+    "requestBody": {
+        "required": True,
+        "content": {
+            "application/json": {"schema": ItemIn.model_json_schema(ref_template="#/components/schemas/{model}")},
+            "multipart/form-data": {
+                "schema": {
+                    "type": "object",
+                    "required": ["item_id", "image"],
+                    "properties": {
+                        "image": {"type": "string", "format": "binary"},
+                        "item_id": {"type": "string", "pattern": ITEM_ID_PATTERN},
+                        **{f: {"type": "string"} for f in META_FIELDS},
+                    },
+                }
+            },
+        },
+    }
+}
+
+
+@router.post(
+    "/items",
+    status_code=201,
+    response_model=ItemWriteOut,
+    responses={200: {"model": ItemWriteOut, "description": "replaced"}, **ERRORS},
+    openapi_extra=ITEM_FORM_DOC,
+    dependencies=[WriteAuth],
+)
+async def post_item(request: Request, service: Service) -> JSONResponse:
+    if request.headers.get("content-type", "").startswith("multipart/form-data"):
+        return _write_answer(await _post_multipart(request, service))
+    try:
+        item = ItemIn.model_validate(await _parse_json(request))
+    except ValidationError as exc:
+        raise ValidationFailed(validation_message(exc)) from None
+    return _write_answer(await service.index_item(item))
+
+
+async def _check_multipart_complete(request: Request) -> None:
+    # The parser accepts a body cut before its closing boundary; a cut upload is malformed, not an item.
+    _, options = parse_options_header(request.headers.get("content-type", ""))
+    boundary = options.get(b"boundary")
+    if boundary and b"\r\n--" + boundary + b"--" not in await request.body():
+        raise BadRequest("the multipart body is incomplete (no closing boundary)")
+
+
+async def _post_multipart(request: Request, service: ItemService) -> WriteResult:
+    # A malformed multipart body makes Starlette raise HTTPException(400) -> bad_request.
+    await _check_multipart_complete(request)
+    async with request.form(max_files=1, max_fields=len(META_FIELDS) + 2) as form:
+        image = form.get("image")
+        if not isinstance(image, UploadFile):
+            raise ValidationFailed("multipart uploads need a file field `image`")
+        fields: dict[str, Any] = {k: v for k, v in form.items() if k != "image" and isinstance(v, str)}
+        if "attributes" in fields:
+            try:
+                fields["attributes"] = _loads(fields["attributes"], "attributes")
+            except BadRequest:
+                raise ValidationFailed("attributes must be a JSON object") from None
+        try:
+            meta = ItemMetaIn.model_validate(fields)
+        except ValidationError as exc:
+            raise ValidationFailed(validation_message(exc)) from None
+        data = await image.read()
+    return await service.index_upload(meta.item_id, meta.metadata(), data)
+
+
+@router.post("/items/batch", response_model=BatchOut, responses=ERRORS, dependencies=[WriteAuth])
+async def post_batch(batch: BatchIn, service: Service) -> BatchOut:
+    results = await service.index_items(batch.items)
+    return BatchOut.model_validate(
+        {
+            "results": [
+                {
+                    "item_id": r.item_id,
+                    "status": r.status,
+                    "error": None if r.error is None else {"error": {"code": r.error.code, "message": r.error.message}},
+                }
+                for r in results
+            ]
+        }
+    )
+
+
+@router.get("/items/{item_id}", response_model=ItemOut, responses=ERRORS)
+async def get_item(item_id: ItemIdPath, service: Service) -> dict[str, Any]:
+    return await service.get(item_id)
+
+
+@router.patch("/items/{item_id}", response_model=ItemOut, responses=ERRORS, dependencies=[WriteAuth])
+async def patch_item(item_id: ItemIdPath, patch: ItemPatch, service: Service) -> dict[str, Any]:
+    return await service.patch(item_id, patch)
+
+
+@router.delete("/items/{item_id}", status_code=204, responses=ERRORS, dependencies=[WriteAuth])
+async def delete_item(item_id: ItemIdPath, service: Service) -> Response:
+    await service.delete(item_id)
+    return Response(status_code=204)
+
+
+@router.get("/similar/{item_id}", response_model=SimilarResponse, responses=ERRORS)
+async def similar(item_id: ItemIdPath, query: Annotated[SimilarQuery, Query()], service: Service) -> dict[str, Any]:
+    return await service.similar(item_id, query)
+
+
+@router.get("/healthz")
+async def healthz() -> dict[str, str]:
+    return {"status": "ok"}
+
+
+@router.get("/readyz", responses={503: {"model": ErrorBody}})
+async def readyz(service: Service) -> dict[str, str]:
+    if not await service.ready():
+        raise NotReady("the encoder queue is full or the vector store does not answer")
+    return {"status": "ready"}
+
+
+@router.get("/metrics", response_class=PlainTextResponse)
+async def prometheus_metrics() -> Response:
+    return Response(generate_latest(), media_type=CONTENT_TYPE_LATEST)

@@ -1,0 +1,220 @@
+"""Out-of-process shard work for the embedded store (see app/store/qdrant_edge/).
+
+Qdrant Edge's `optimize()` (the HNSW build) and `EdgeShard.create()` hold the Python GIL for their
+whole run, so the serving process never calls them while it serves: it runs this module instead.
+
+    python -m app.store.qdrant_edge.builder build  --target DIR --dim D SRC [SRC ...]
+    python -m app.store.qdrant_edge.builder create --target DIR --dim D
+
+`build` loads each SRC (copies of the server's shards, oldest first, so a later copy of a
+duplicated point wins), upserts every point with its vector and payload into a new shard at DIR,
+creates the payload indexes, runs `optimize()`, flushes and closes. `create` makes an empty plain
+shard (the next hot shard). Both log to stderr, which the server copies into its log, and lower
+their own CPU priority so that request threads in the server win the two cores.
+
+Then, with `--hold`, the process maps every file of the result and touches each page, prints one
+JSON line (the result) on stdout and waits until the server closes its stdin. Why: EdgeShard.load()
+drops the shard's files from the page cache (posix_fadvise DONTNEED) and reads them back with one
+synchronous page fault after another, all while holding the server's GIL (a 40k x 768 shard:
+~0.6 s). Linux never drops pages that some process has mapped, so while this process holds the
+mapping the server's load() finds everything in memory.
+
+The shard configuration helpers live here (not in the app.store.qdrant_edge package) because this
+module must stay importable without the server's dependencies: it imports only qdrant_edge and
+app.store.base.
+"""
+
+from __future__ import annotations
+
+import argparse
+import ctypes
+import json
+import logging
+import mmap
+import os
+import signal
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+from qdrant_edge import (
+    Distance,
+    EdgeConfig,
+    EdgeOptimizersConfig,
+    EdgeShard,
+    EdgeVectorParams,
+    FloatIndexParams,
+    HnswIndexConfig,
+    KeywordIndexParams,
+    Point,
+    ScrollRequest,
+    UpdateOperation,
+)
+
+from app.store.base import FLOAT_FIELDS, KEYWORD_FIELDS
+
+log = logging.getLogger("lookalike.store.edge_builder")
+
+# indexing_threshold is in KB of vectors. The server's shards carry a threshold no shard reaches,
+# so nothing in the serving process can ever decide to build an index; the builder sets 1 KB so that
+# optimize() indexes every segment, even the tiny ones in tests.
+NEVER_INDEX_KB = 1_000_000_000
+ALWAYS_INDEX_KB = 1
+
+# HNSW parameters of sealed shards (Qdrant's defaults). full_scan_threshold is in KB: a segment or a
+# filtered candidate set smaller than this is searched exactly, which keeps restrictive filters exact.
+HNSW_M = 16
+HNSW_EF_CONSTRUCT = 100
+FULL_SCAN_THRESHOLD_KB = 10_000
+
+# Keyword fields used only in must_not (status != sold, seller_id != x) never restrict the candidate
+# set much, so the extra per-value HNSW links Qdrant builds for filterable fields would only slow the
+# build. category and price are real restricting filters and keep them.
+_NO_HNSW_LINKS = frozenset({"status", "seller_id"})
+
+SCROLL_PAGE = 512
+
+
+def shard_config(dim: int, *, indexing_threshold_kb: int, indexing_threads: int = 0) -> EdgeConfig:
+    return EdgeConfig(
+        vectors=EdgeVectorParams(size=dim, distance=Distance.Cosine),
+        hnsw_config=HnswIndexConfig(
+            m=HNSW_M,
+            ef_construct=HNSW_EF_CONSTRUCT,
+            full_scan_threshold=FULL_SCAN_THRESHOLD_KB,
+            max_indexing_threads=indexing_threads,
+        ),
+        optimizers=EdgeOptimizersConfig(indexing_threshold=indexing_threshold_kb),
+    )
+
+
+def create_payload_indexes(shard: EdgeShard) -> None:
+    for name in KEYWORD_FIELDS:
+        params = KeywordIndexParams(enable_hnsw=False) if name in _NO_HNSW_LINKS else KeywordIndexParams()
+        shard.update(UpdateOperation.create_field_index(name, params))
+    for name in FLOAT_FIELDS:
+        shard.update(UpdateOperation.create_field_index(name, FloatIndexParams()))
+
+
+def create_plain_shard(target: Path, dim: int) -> EdgeShard:
+    """An empty appendable shard with payload indexes and indexing disabled (a hot shard)."""
+    shard = EdgeShard.create(str(target), shard_config(dim, indexing_threshold_kb=NEVER_INDEX_KB))
+    create_payload_indexes(shard)
+    return shard
+
+
+def create(target: Path, dim: int) -> dict[str, Any]:
+    shard = create_plain_shard(target, dim)
+    shard.flush()
+    shard.close()
+    return {"target": str(target), "points": 0}
+
+
+def build(target: Path, dim: int, sources: list[Path], indexing_threads: int = 0) -> dict[str, Any]:
+    t0 = time.perf_counter()
+    shard = EdgeShard.create(
+        str(target),
+        shard_config(dim, indexing_threshold_kb=ALWAYS_INDEX_KB, indexing_threads=indexing_threads),
+    )
+    create_payload_indexes(shard)
+    copied = 0
+    for src in sources:
+        source = EdgeShard.load(str(src))
+        offset = None
+        while True:
+            records, offset = source.scroll(
+                ScrollRequest(offset=offset, limit=SCROLL_PAGE, with_payload=True, with_vector=True)
+            )
+            if records:
+                points = [Point(r.id, r.vector, r.payload) for r in records]
+                shard.update(UpdateOperation.upsert_points(points))
+                copied += len(points)
+            if offset is None:
+                break
+        source.close()
+        log.info("copied %s (%d points so far)", src.name, copied)
+    t1 = time.perf_counter()
+    shard.optimize()
+    t2 = time.perf_counter()
+    shard.flush()
+    shard.close()
+    # Reopen once to store the serving configuration (indexing off) in the shard itself, so that the
+    # server loads it without passing a config (loading with a config rewrites it on disk, with fsyncs,
+    # while holding the GIL).
+    shard = EdgeShard.load(str(target), shard_config(dim, indexing_threshold_kb=NEVER_INDEX_KB))
+    info = shard.info()
+    result = {
+        "target": str(target),
+        "points": info.points_count,
+        "indexed_vectors": info.indexed_vectors_count,
+        "segments": info.segments_count,
+        "copy_s": round(t1 - t0, 3),
+        "optimize_s": round(t2 - t1, 3),
+    }
+    shard.flush()
+    shard.close()
+    log.info("built %s: %s", target.name, result)
+    return result
+
+
+def pin_and_wait(root: Path, result: dict[str, Any]) -> None:
+    """Map and touch every page under root, report `result`, hold the mappings until stdin closes."""
+    maps: list[mmap.mmap] = []
+    pages = 0
+    for dirpath, _dirnames, filenames in os.walk(root):
+        for name in filenames:
+            path = os.path.join(dirpath, name)
+            if os.path.getsize(path) == 0:
+                continue
+            with open(path, "rb") as f:
+                m = mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ)
+            pages += len(m[:: mmap.PAGESIZE])  # one byte per page: faults every page in
+            maps.append(m)
+    result = {**result, "pinned_pages": pages}
+    print(json.dumps(result), flush=True)
+    sys.stdin.read()  # EOF: the server has loaded the shard (or died)
+    for m in maps:
+        m.close()
+
+
+def _die_with_parent(parent_pid: int) -> None:
+    """A builder whose server was killed must not keep writing into a directory the next server
+    removes on open: ask Linux to SIGKILL this process when the parent goes away."""
+    if sys.platform.startswith("linux"):
+        pr_set_pdeathsig = 1
+        ctypes.CDLL(None, use_errno=True).prctl(pr_set_pdeathsig, signal.SIGKILL)
+    if parent_pid and os.getppid() != parent_pid:  # the parent died before prctl took effect
+        sys.exit(3)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m app.store.qdrant_edge.builder", description=__doc__.split("\n")[0])
+    parser.add_argument("command", choices=("build", "create"))
+    parser.add_argument("--target", type=Path, required=True)
+    parser.add_argument("--dim", type=int, required=True)
+    parser.add_argument("--threads", type=int, default=0, help="HNSW indexing threads (0 = all cores)")
+    parser.add_argument("--nice", type=int, default=10, help="added CPU niceness (request threads win)")
+    parser.add_argument("--parent-pid", type=int, default=0, help="exit when this process dies")
+    parser.add_argument("--hold", action="store_true", help="pin the result in memory until stdin closes")
+    parser.add_argument("sources", nargs="*", type=Path)
+    args = parser.parse_intermixed_args(argv)
+    _die_with_parent(args.parent_pid)
+    logging.basicConfig(stream=sys.stderr, level=logging.INFO, format="%(message)s")
+    if args.nice:
+        os.nice(args.nice)
+    if args.command == "create":
+        result = create(args.target, args.dim)
+    else:
+        if not args.sources:
+            parser.error("build needs at least one source shard")
+        result = build(args.target, args.dim, args.sources, args.threads)
+    if args.hold:
+        pin_and_wait(args.target, result)
+    else:
+        print(json.dumps(result), flush=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

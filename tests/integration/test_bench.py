@@ -1,0 +1,158 @@
+"""Every bench/ script runs in --quick mode and prints one well-formed JSON object.
+
+Only the shape is checked (keys and types): timings depend on the machine and are never asserted
+(DESIGN §7). The scripts run as a user runs them (`python -m bench.X --quick --json`), with their cache
+in a temporary folder seeded with the session's tiny model.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[2]
+NUMBER = (int, float)
+
+
+@pytest.fixture(scope="module")
+def bench_env(tiny_model_path: Path, tmp_path_factory: pytest.TempPathFactory) -> dict[str, str]:
+    cache = tmp_path_factory.mktemp("bench-cache")
+    (cache / "models").mkdir()
+    # The same model bench.common.cached_model("tiny") would export (tiny config, seed 0, fp32).
+    shutil.copy(tiny_model_path, cache / "models" / "siglip-tiny-fp32-seed0.onnx")
+    env = {k: v for k, v in os.environ.items() if not k.startswith("LOOKALIKE_")}
+    env.update({"BENCH_CACHE_DIR": str(cache), "HF_HUB_OFFLINE": "1"})
+    return env
+
+
+def run_quick(module: str, env: dict[str, str], *args: str) -> dict[str, Any]:
+    result = subprocess.run(
+        [sys.executable, "-m", f"bench.{module}", "--quick", "--json", *args],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    report = json.loads(result.stdout)  # stdout is exactly one JSON object; progress goes to stderr
+    assert isinstance(report, dict)
+    return report
+
+
+def check(obj: dict[str, Any], schema: dict[str, Any]) -> None:
+    """Each key present with a value of the given type(s); a dict value in the schema recurses."""
+    for key, kind in schema.items():
+        assert key in obj, f"missing key {key!r} in {sorted(obj)}"
+        if isinstance(kind, dict):
+            assert isinstance(obj[key], dict), key
+            check(obj[key], kind)
+        else:
+            value = obj[key]
+            assert isinstance(value, kind), f"{key}: {type(value).__name__} is not {kind}"
+            if bool not in (kind if isinstance(kind, tuple) else (kind,)):
+                assert not isinstance(value, bool), f"{key}: a bool where a {kind} is expected"
+
+
+MACHINE = {"cpu": str, "cores": int, "loadavg_1m": NUMBER, "date": str}
+
+
+def test_read_path_quick(bench_env: dict[str, str]) -> None:
+    r = run_quick("read_path", bench_env)
+    check(
+        r,
+        {
+            "benchmark": str,
+            "items": int,
+            "dim": int,
+            "machine": MACHINE,
+            "http_p50_ms": NUMBER,
+            "http_p99_ms": NUMBER,
+            "rps": NUMBER,
+            "store_p50_ms": NUMBER,
+            "local_mode_p50_ms": NUMBER,
+            "speedup_vs_local_mode": NUMBER,
+            "service_rss_bytes": int,
+            "store_layout": list,
+            "targets": {"http_p99_met": bool, "speedup_met": bool},
+        },
+    )
+    assert r["benchmark"] == "read_path" and r["dim"] == 32 and r["items"] > 0
+    assert set(r["concurrency"]) == {"1", "8"}
+    for level in r["concurrency"].values():
+        check(level, {"requests": int, "errors": int, "rps": NUMBER, "http_p50_ms": NUMBER, "http_p99_ms": NUMBER})
+        assert level["requests"] > 0 and level["errors"] == 0
+    assert sum(s["points"] for s in r["store_layout"]) == r["items"]
+
+
+def test_write_path_quick(bench_env: dict[str, str]) -> None:
+    r = run_quick("write_path", bench_env, "--config", "tiny")
+    check(
+        r,
+        {
+            "benchmark": str,
+            "config": str,
+            "machine": MACHINE,
+            "rows": list,
+            "ratios": list,
+            "batching_gain_at_saturation": NUMBER,
+            "peak_rss_bytes": int,
+            "targets": {"batching_met": bool, "rss_met": bool},
+        },
+    )
+    assert {(row["mode"], row["concurrency"]) for row in r["rows"]} == {
+        (mode, c) for mode in ("batching_on", "batching_off") for c in r["levels"]
+    }
+    for row in r["rows"]:
+        check(row, {"img_per_s": NUMBER, "p50_ms": NUMBER, "p99_ms": NUMBER, "mean_batch": NUMBER, "batch_sizes": dict})
+        assert row["requests"] > 0 and row["errors"] == 0
+        assert all(k.startswith("<=") and isinstance(v, int) for k, v in row["batch_sizes"].items())
+    off = [row for row in r["rows"] if row["mode"] == "batching_off"]
+    assert all(set(row["batch_sizes"]) <= {"<=1"} for row in off)  # max batch 1 really ran batches of 1
+
+
+def test_decode_quick(bench_env: dict[str, str]) -> None:
+    r = run_quick("decode", bench_env)
+    check(r, {"benchmark": str, "machine": MACHINE, "variants": list, "recommended": str, "simplejpeg_available": bool})
+    names = {v["variant"] for v in r["variants"]}
+    assert {"full", "draft"} <= names and r["recommended"] in names
+    for v in r["variants"]:
+        check(v, {"p50_ms": NUMBER, "speedup_vs_full": NUMBER, "min_cosine": NUMBER, "mean_cosine": NUMBER})
+        assert -1.0 <= v["min_cosine"] <= 1.0 + 1e-6
+
+
+def test_encoder_quick(bench_env: dict[str, str]) -> None:
+    r = run_quick("encoder", bench_env)
+    check(
+        r,
+        {
+            "benchmark": str,
+            "machine": MACHINE,
+            "rows": list,
+            "summary": list,
+            "int8_speedup": NUMBER,
+            "int8_min_cosine": NUMBER,
+            "defaults": {"cpu": str, "cuda": str},
+            "targets": {"met": bool},
+        },
+    )
+    variants = {s["variant"] for s in r["summary"]}
+    assert {"ort_fp32", "ort_int8", "ort_fp16", "torch_eager_fp32"} <= variants
+    for row in r["rows"]:
+        check(row, {"variant": str, "batch": int, "best_ms_per_img": NUMBER, "img_per_s": NUMBER})
+
+
+def test_gpu_quick_is_well_formed_with_or_without_cuda(bench_env: dict[str, str]) -> None:
+    r = run_quick("gpu", bench_env)
+    check(r, {"benchmark": str, "machine": MACHINE, "cuda_available": bool, "reason": str, "devices": list})
+    if r["cuda_available"]:
+        check(r["encoder"], {"rows": list, "summary": list, "skipped": dict})
+    else:
+        assert r["reason"] and r["encoder"] is None and r["e2e"] is None

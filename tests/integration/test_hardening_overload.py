@@ -1,0 +1,145 @@
+"""Admission control (issue 3, item 4): a full encoder queue answers 429 + Retry-After at once, expired
+work never reaches the encoder, /readyz is 503 while saturated and 200 again once drained, and a live
+server under a write storm with a tiny queue answers only 201 or 429 (never a 5xx)."""
+
+from __future__ import annotations
+
+import statistics
+import threading
+import time
+from concurrent.futures import Future, ThreadPoolExecutor
+from pathlib import Path
+from typing import Any
+
+import httpx
+import numpy as np
+import pytest
+from fastapi.testclient import TestClient
+
+from app.encode.encoder import OnnxImageEncoder
+from tests.factories import photo
+from tests.hardening import SCALE, WriteLoad, assert_error, b64, missing_items, open_app, wait_until
+from tests.live import live_server
+
+PHOTOS = [b64(photo(i, size=96)) for i in range(4)]
+
+
+class HeldEncoder:
+    """The real tiny encoder behind a gate the test holds: 'the encoder is busy' for exactly as long as
+    the test needs, without a sleep or a fake model. Everything else is the real encoder."""
+
+    def __init__(self, real: OnnxImageEncoder) -> None:
+        self._real = real
+        self.gate = threading.Event()
+        self.gate.set()  # open until a test closes it
+        self.entered = 0
+        self.batches: list[int] = []
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._real, name)
+
+    def embed(self, pixels: np.ndarray) -> np.ndarray:
+        self.entered += 1
+        self.gate.wait(60)
+        self.batches.append(len(pixels))
+        return self._real.embed(pixels)
+
+
+def post(client: TestClient, item_id: str) -> Any:
+    return client.post("/items", json={"item_id": item_id, "image_base64": PHOTOS[len(item_id) % len(PHOTOS)]})
+
+
+def test_full_queue_sheds_at_once_and_readiness_follows(
+    tmp_path: Path, tiny_model_path: Path, tiny_encoder: OnnxImageEncoder
+) -> None:
+    held = HeldEncoder(tiny_encoder)
+    settings = {"queue_max": 2, "batch_max_size": 1, "request_timeout_s": 60}
+    with open_app(tmp_path, tiny_model_path, held, **settings) as client, ThreadPoolExecutor(4) as pool:  # type: ignore[arg-type]
+        batcher = client.app.state.service.batcher  # type: ignore[attr-defined]
+        assert client.get("/readyz").status_code == 200
+        assert post(client, "seed").status_code == 201  # an item to read while writes are shed
+        held.gate.clear()
+        held.entered = 0
+        waiting: list[Future[Any]] = [pool.submit(post, client, f"in-{i}") for i in range(3)]
+        wait_until(lambda: held.entered == 1 and batcher.depth == 2, what="encoder busy and queue full")
+
+        assert_error(client.get("/readyz"), 503, "not_ready")
+        shed_s = []
+        for i in range(40):
+            started = time.perf_counter()
+            response = post(client, f"shed-{i}")
+            shed_s.append(time.perf_counter() - started)
+            assert_error(response, 429, "overloaded")
+        batch = client.post("/items/batch", json={"items": [{"item_id": "shed-b", "image_base64": PHOTOS[0]}]})
+        assert batch.json()["results"][0]["status"] == 429
+        assert client.get("/similar/seed").status_code == 200  # reads are not behind the encoder
+
+        held.gate.set()
+        assert [f.result(timeout=60).status_code for f in waiting] == [201, 201, 201]
+        wait_until(lambda: client.get("/readyz").status_code == 200, what="ready again after draining")
+        for i in range(40):
+            assert client.get(f"/items/shed-{i}").status_code == 404
+        assert client.get("/items/shed-b").status_code == 404
+        assert all(client.get(f"/items/in-{i}").status_code == 200 for i in range(3))
+    print(
+        f"shed latency over {len(shed_s)} requests: median {statistics.median(shed_s) * 1000:.1f} ms, "
+        f"max {max(shed_s) * 1000:.1f} ms"
+    )
+
+
+def test_expired_work_never_reaches_the_encoder(
+    tmp_path: Path, tiny_model_path: Path, tiny_encoder: OnnxImageEncoder
+) -> None:
+    held = HeldEncoder(tiny_encoder)
+    with (
+        open_app(tmp_path, tiny_model_path, held, queue_max=4, batch_max_size=1, request_timeout_s=0.5) as client,  # type: ignore[arg-type]
+        ThreadPoolExecutor(2) as pool,
+    ):
+        batcher = client.app.state.service.batcher  # type: ignore[attr-defined]
+        held.gate.clear()
+        held.entered = 0
+        running, queued = pool.submit(post, client, "late-1"), None
+        wait_until(lambda: held.entered == 1, what="first image in the encoder")
+        queued = pool.submit(post, client, "late-2")
+        wait_until(lambda: batcher.depth == 1, what="second image queued")
+        for future in (running, queued):  # both pass their deadline while the encoder is held
+            assert_error(future.result(timeout=30), 429, "overloaded")
+        batches_before = len(held.batches)
+        held.gate.set()
+        assert post(client, "on-time").status_code == 201
+        # the held batch finished (its answer dropped), the expired queued image was never encoded
+        assert len(held.batches) == batches_before + 2
+        assert held.entered == 2
+        assert client.get("/items/late-1").status_code == 404
+        assert client.get("/items/late-2").status_code == 404
+
+
+def test_live_write_storm_with_a_tiny_queue_gets_201_or_429_only(
+    tiny_model_path: Path, tmp_path_factory: pytest.TempPathFactory
+) -> None:
+    env = {
+        "LOOKALIKE_MODEL_PATH": str(tiny_model_path),
+        "LOOKALIKE_QDRANT_PATH": str(tmp_path_factory.mktemp("storm")),
+        "LOOKALIKE_QUEUE_MAX": "1",
+        "LOOKALIKE_BATCH_MAX_SIZE": "1",
+        "LOOKALIKE_BATCH_MAX_WAIT_MS": "0",
+        "LOOKALIKE_LOG_LEVEL": "warning",
+    }
+    images = [photo(i, size=384, fmt="PNG") for i in range(4)]
+    with live_server(env) as server:
+        load = WriteLoad(server.url, images, "storm", threads=12).start()
+        wait_until(lambda: len(load.answers) >= 200 * SCALE, timeout_s=120 * SCALE, what="answers")
+        load.stop()
+        statuses = sorted({status for _, status in load.answers})
+        shed = [item_id for item_id, status in load.answers if status == 429]
+        assert set(statuses) <= {201, 429}, statuses
+        assert load.broken == [] and load.refused == []
+        assert missing_items(server.url, load.acked) == []
+        with httpx.Client(base_url=server.url, timeout=30) as client:
+            assert all(client.get(f"/items/{i}").status_code == 404 for i in shed)
+            assert client.get("/readyz").status_code == 200
+    shed_s = sorted(load.seconds.get(429, [0.0]))
+    print(
+        f"write storm: {len(load.answers)} answers, {len(load.acked)} x 201, {len(shed)} x 429, 0 x 5xx; "
+        f"429 latency median {statistics.median(shed_s) * 1000:.0f} ms, max {shed_s[-1] * 1000:.0f} ms"
+    )
