@@ -294,6 +294,9 @@ def test_unknown_route_keeps_error_shape(client: TestClient) -> None:
     response = client.get("/nothing-here")
     assert response.status_code == 404
     assert response.json()["error"]["code"] == "not_found"
+    response = client.put("/items/sku-1", json={})
+    assert response.status_code == 405
+    assert response.json()["error"] == {"code": "method_not_allowed", "message": "Method Not Allowed"}
 
 
 # ---- operations -----------------------------------------------------------------------------------
