@@ -8,9 +8,10 @@ import sys
 
 import uvicorn
 
+from app.core.errors import StoreUnavailable
 from app.core.settings import Settings, SettingsError, load_settings
 from app.encode.encoder import EncoderError, OnnxImageEncoder
-from app.store.base import CollectionMismatch, StoreUnavailableError
+from app.store.base import CollectionMismatch
 
 # uvicorn waits this long for in-flight requests after SIGTERM; the rest of Kubernetes' 30 s grace
 # period is for draining the batcher and flushing the store.
@@ -77,7 +78,7 @@ def main() -> int:
             )
         finally:
             store.close()
-    except (SettingsError, ModelMissing, EncoderError, CollectionMismatch, StoreUnavailableError) as exc:
+    except (SettingsError, ModelMissing, EncoderError, CollectionMismatch, StoreUnavailable) as exc:
         print(f"lookalike: {exc}", file=sys.stderr)
         return 2
     return 0

@@ -23,9 +23,10 @@ import httpx
 from tqdm import tqdm
 
 from app.core.errors import LookalikeError
-from app.core.schemas import BATCH_MAX, SimilarQuery
+from app.core.schemas import BATCH_MAX, ErrorBody, ErrorDetail, SimilarQuery
 from app.core.settings import SettingsError, load_settings
 
+# A sender answers one POST /items/batch result per item: {"item_id", "status", "error": {"code", "message"} | None}
 Sender = Callable[[list[dict[str, Any]]], Awaitable[list[dict[str, Any]]]]
 
 
@@ -71,15 +72,7 @@ async def in_process_sender() -> AsyncIterator[Sender]:
     async with running_service(load_settings()) as service:
 
         async def send(items: list[dict[str, Any]]) -> list[dict[str, Any]]:
-            results = await service.index_items(items)
-            return [
-                {
-                    "item_id": r.item_id,
-                    "status": r.status,
-                    "error": None if r.error is None else {"code": r.error.code, "message": r.error.message},
-                }
-                for r in results
-            ]
+            return [r.model_dump() for r in await service.index_items(items)]
 
         yield send
 
@@ -94,7 +87,7 @@ async def http_sender(url: str, api_key: str | None) -> AsyncIterator[Sender]:
             if response.status_code != 200:
                 error = response.json().get("error", {}) if response.content else {}
                 return [{"item_id": i.get("item_id"), "status": response.status_code, "error": error} for i in items]
-            return [{**r, "error": (r.get("error") or {}).get("error")} for r in response.json()["results"]]
+            return response.json()["results"]
 
         yield send
 
@@ -161,9 +154,9 @@ async def _similar(args: argparse.Namespace) -> int:
         try:
             answer = await service.similar(args.item_id, SimilarQuery.model_validate(params))
         except LookalikeError as exc:
-            print(json.dumps({"error": {"code": exc.code, "message": exc.message}}, indent=2))
+            print(json.dumps(ErrorBody(error=ErrorDetail.of(exc)).model_dump(), indent=2))
             return 1
-    print(json.dumps(answer, indent=2))
+    print(json.dumps(answer.model_dump(mode="json"), indent=2))
     return 0
 
 

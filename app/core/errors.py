@@ -1,17 +1,20 @@
-"""Domain errors and the one table that maps each error code to an HTTP status.
+"""Domain errors: each class carries its error code, HTTP status and Retry-After.
 
-Everything below the API raises `LookalikeError` subclasses; app/http/routes.py turns them into
-`{"error": {"code", "message"}}` bodies through `STATUS`. Nothing else picks status codes.
+Everything below the API raises `LookalikeError` subclasses; app/http/answers.py turns any of them into
+a `{"error": {"code", "message"}}` answer from these class attributes. Nothing else picks status codes.
+README.md's error table lists every class (tests/unit/test_errors.py checks it).
 """
 
 from __future__ import annotations
 
-from typing import ClassVar
+from collections.abc import Callable, Iterable, Mapping
+from typing import Any, ClassVar
 
 
 class LookalikeError(Exception):
-    code: ClassVar[str] = "internal"
-    retry_after_s: ClassVar[int | None] = None
+    code: ClassVar[str]
+    status: ClassVar[int]
+    retry_after_s: ClassVar[int | None] = None  # set for 429 and 503: when a retry may succeed
 
     def __init__(self, message: str) -> None:
         super().__init__(message)
@@ -20,94 +23,113 @@ class LookalikeError(Exception):
 
 class BadRequest(LookalikeError):
     code = "bad_request"
+    status = 400
 
 
 class Unauthorized(LookalikeError):
     code = "unauthorized"
+    status = 401
 
 
 class ItemNotFound(LookalikeError):
     code = "item_not_found"
+    status = 404
 
     def __init__(self, item_id: str) -> None:
         super().__init__(f"no item with item_id {item_id!r}")
 
 
+class RouteNotFound(LookalikeError):
+    code = "not_found"
+    status = 404
+
+
+class MethodNotAllowed(LookalikeError):
+    code = "method_not_allowed"
+    status = 405
+
+
 class PayloadTooLarge(LookalikeError):
     code = "payload_too_large"
+    status = 413
+
+    def __init__(self, max_bytes: int) -> None:
+        super().__init__(f"the request body is over the limit of {max_bytes} bytes")
 
 
 class ImageTooLarge(LookalikeError):
     code = "image_too_large"
+    status = 413
 
 
 class UnsupportedImageType(LookalikeError):
     code = "unsupported_image_type"
+    status = 415
 
 
 class ValidationFailed(LookalikeError):
     code = "validation_error"
+    status = 422
 
 
 class ImageDecodeError(LookalikeError):
     code = "image_decode_error"
+    status = 422
 
 
 class UrlNotAllowed(LookalikeError):
     code = "url_not_allowed"
+    status = 422
 
 
 class ImageFetchFailed(LookalikeError):
     code = "image_fetch_failed"
+    status = 424
 
 
 class Overloaded(LookalikeError):
     code = "overloaded"
+    status = 429
     retry_after_s = 1
+
+
+class InternalError(LookalikeError):
+    """A bug: the answer names only the request id (the details go to the log)."""
+
+    code = "internal"
+    status = 500
 
 
 class NotReady(LookalikeError):
     code = "not_ready"
+    status = 503
     retry_after_s = 5
 
 
 class StoreUnavailable(LookalikeError):
+    """The vector store cannot be reached or did not answer in time; the stores raise it themselves."""
+
     code = "store_unavailable"
+    status = 503
     retry_after_s = 5
 
 
 class ImageFetchTimeout(LookalikeError):
     code = "image_fetch_timeout"
+    status = 504
 
 
-class ModelMismatch(LookalikeError):
-    """Start-up only: the collection holds vectors of another model (never an HTTP answer)."""
+def validation_message(
+    errors: Iterable[Mapping[str, Any]], *, whole: str = "body", name: Callable[[str], str] = str
+) -> str:
+    """One line for pydantic's (or FastAPI's) validation errors: `field.sub: message; other: message`.
 
-    code = "internal"
-
-
-STATUS: dict[str, int] = {
-    "bad_request": 400,
-    "unauthorized": 401,
-    "item_not_found": 404,
-    "payload_too_large": 413,
-    "image_too_large": 413,
-    "unsupported_image_type": 415,
-    "validation_error": 422,
-    "image_decode_error": 422,
-    "url_not_allowed": 422,
-    "image_fetch_failed": 424,
-    "overloaded": 429,
-    "not_ready": 503,
-    "store_unavailable": 503,
-    "image_fetch_timeout": 504,
-    "internal": 500,
-}
-
-
-def status_of(error: LookalikeError) -> int:
-    return STATUS[error.code]
-
-
-def error_body(code: str, message: str) -> dict[str, dict[str, str]]:
-    return {"error": {"code": code, "message": message}}
+    `whole` names an error about the object as a whole (no field); `name` maps a field path to the
+    name the caller knows it by (settings: the environment variable). FastAPI's leading "body" is dropped.
+    """
+    parts = []
+    for err in errors:
+        loc = tuple(err.get("loc", ()))
+        where = ".".join(str(p) for p in (loc[1:] if loc[:1] == ("body",) else loc))
+        parts.append(f"{name(where) if where else whole}: {err.get('msg')}")
+    return "; ".join(parts)

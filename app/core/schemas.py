@@ -1,4 +1,4 @@
-"""Request and response bodies of the HTTP contract (DESIGN §2)."""
+"""Request and response bodies of the HTTP contract; the service returns the response models."""
 
 from __future__ import annotations
 
@@ -17,6 +17,8 @@ from pydantic import (
     field_validator,
 )
 from pydantic import model_validator as _model_validator
+
+from app.core.errors import LookalikeError
 
 
 def _encodable(value: str) -> str:
@@ -96,6 +98,15 @@ class ItemMetaIn(_Meta):
         return {name: getattr(self, name) for name in META_FIELDS}
 
 
+class ItemForm(ItemMetaIn):
+    """POST /items as multipart/form-data, for the OpenAPI document: the fields plus the file `image`.
+
+    In a form, OpenAPI sends object fields (attributes) as JSON parts and the rest as text.
+    """
+
+    image: bytes
+
+
 class ItemPatch(_Meta):
     """PATCH /items/{id}: only the fields present change; null removes a field (status cannot be null)."""
 
@@ -130,15 +141,25 @@ class ErrorDetail(BaseModel):
     code: str
     message: str
 
+    @classmethod
+    def of(cls, error: LookalikeError) -> ErrorDetail:
+        return cls(code=error.code, message=error.message)
+
 
 class ErrorBody(BaseModel):
     error: ErrorDetail
 
 
 class BatchResult(BaseModel):
+    """One item of POST /items/batch: its own status, and the error (as in an error body) when it failed."""
+
     item_id: str | None
     status: int
-    error: ErrorBody | None = None
+    error: ErrorDetail | None = None
+
+    @classmethod
+    def failed(cls, item_id: str | None, error: LookalikeError) -> BatchResult:
+        return cls(item_id=item_id, status=error.status, error=ErrorDetail.of(error))
 
 
 class BatchOut(BaseModel):

@@ -10,6 +10,8 @@ from typing import Literal
 from pydantic import Field, SecretStr, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from app.core.errors import validation_message
+
 ENV_PREFIX = "LOOKALIKE_"
 
 # Batching defaults per encoder device (BATCH_MAX_SIZE / BATCH_MAX_WAIT_MS = auto). On CPU a batch
@@ -104,9 +106,9 @@ def load_settings(**overrides: object) -> Settings:
     try:
         return Settings(**overrides)  # type: ignore[arg-type]
     except ValidationError as exc:
-        lines = []
-        for err in exc.errors():
-            field = ".".join(str(p) for p in err["loc"]) or "settings"
-            var = ENV_PREFIX + field.upper() if field in Settings.model_fields else field
-            lines.append(f"{var}: {err['msg']}")
-        raise SettingsError("invalid setting(s): " + "; ".join(lines)) from None
+        message = validation_message(exc.errors(), whole="settings", name=_env_var)
+        raise SettingsError("invalid setting(s): " + message) from None
+
+
+def _env_var(field: str) -> str:
+    return ENV_PREFIX + field.upper() if field in Settings.model_fields else field

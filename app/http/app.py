@@ -11,9 +11,18 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from app.core.errors import LookalikeError, error_body, status_of
+from app.core.errors import (
+    BadRequest,
+    InternalError,
+    LookalikeError,
+    MethodNotAllowed,
+    RouteNotFound,
+    ValidationFailed,
+    validation_message,
+)
 from app.core.settings import Settings, load_settings
 from app.encode.encoder import OnnxImageEncoder
+from app.http.answers import error_answer
 from app.http.middleware import BodySizeLimit, RequestMetrics
 from app.http.routes import router
 from app.service.runtime import running_service
@@ -56,37 +65,31 @@ def create_app(
     return app
 
 
-def _json_error(status: int, code: str, message: str, retry_after: int | None = None) -> JSONResponse:
-    headers = {"Retry-After": str(retry_after)} if retry_after else None
-    return JSONResponse(error_body(code, message), status_code=status, headers=headers)
+# The HTTPExceptions Starlette and FastAPI raise themselves: a malformed body, an unknown route or method.
+HTTP_ERRORS: dict[int, type[LookalikeError]] = {400: BadRequest, 404: RouteNotFound, 405: MethodNotAllowed}
 
 
 def _install_error_handlers(app: FastAPI) -> None:
     @app.exception_handler(LookalikeError)
     async def domain_error(request: Request, exc: LookalikeError) -> JSONResponse:
-        return _json_error(status_of(exc), exc.code, exc.message, exc.retry_after_s)
+        return error_answer(exc)
 
     @app.exception_handler(RequestValidationError)
     async def validation_error(request: Request, exc: RequestValidationError) -> JSONResponse:
         errors = exc.errors()
         if any(e.get("type") == "json_invalid" for e in errors):
-            return _json_error(400, "bad_request", "the body is not valid JSON")
-        message = "; ".join(
-            ".".join(str(p) for p in e.get("loc", ()) if p != "body") + f": {e.get('msg')}" for e in errors
-        )
-        return _json_error(422, "validation_error", message or "invalid request")
-
-    @app.exception_handler(StarletteHTTPException)
-    async def http_error(request: Request, exc: StarletteHTTPException) -> JSONResponse:
-        codes = {404: "not_found", 405: "method_not_allowed"}
-        if exc.status_code in codes:
-            return _json_error(exc.status_code, codes[exc.status_code], str(exc.detail))
-        if exc.status_code == 400:
-            return _json_error(400, "bad_request", str(exc.detail))
-        return _json_error(exc.status_code, "http_error", str(exc.detail))
+            return error_answer(BadRequest("the body is not valid JSON"))
+        return error_answer(ValidationFailed(validation_message(errors) or "invalid request"))
 
     @app.exception_handler(Exception)
     async def internal_error(request: Request, exc: Exception) -> JSONResponse:
         request_id = request.scope.get("state", {}).get("request_id", "-")
         log.exception("internal error, request id %s", request_id)
-        return _json_error(500, "internal", f"internal error (request id {request_id})")
+        return error_answer(InternalError(f"internal error (request id {request_id})"))
+
+    @app.exception_handler(StarletteHTTPException)
+    async def http_error(request: Request, exc: StarletteHTTPException) -> JSONResponse:
+        error_class = HTTP_ERRORS.get(exc.status_code)
+        if error_class is None:  # nothing here raises another status: it would be a bug
+            return await internal_error(request, exc)
+        return error_answer(error_class(str(exc.detail)))

@@ -6,14 +6,14 @@ it streams, before anything parses it.
 
 from __future__ import annotations
 
-import json
 import time
 import uuid
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from app.core import metrics
-from app.core.errors import error_body
+from app.core.errors import PayloadTooLarge
+from app.http.answers import error_answer
 
 REQUEST_ID_HEADER = b"x-request-id"
 
@@ -60,18 +60,10 @@ class BodySizeLimit:
         self.app = app
         self.max_bytes = max_bytes
 
-    async def _reject(self, send: Send) -> None:
-        body = json.dumps(
-            error_body("payload_too_large", f"the request body is over the limit of {self.max_bytes} bytes")
-        ).encode()
-        await send(
-            {
-                "type": "http.response.start",
-                "status": 413,
-                "headers": [(b"content-type", b"application/json"), (b"connection", b"close")],
-            }
-        )
-        await send({"type": "http.response.body", "body": body})
+    async def _reject(self, scope: Scope, receive: Receive, send: Send) -> None:
+        # Connection: close, as the rest of the body is never read
+        response = error_answer(PayloadTooLarge(self.max_bytes), headers={"connection": "close"})
+        await response(scope, receive, send)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -79,7 +71,7 @@ class BodySizeLimit:
             return
         declared = dict(scope["headers"]).get(b"content-length", b"")
         if declared.isdigit() and int(declared) > self.max_bytes:
-            await self._reject(send)
+            await self._reject(scope, receive, send)
             return
         # Read the whole body first (the routes need all of it anyway), so an oversized body is refused
         # before any parser sees it, whatever Content-Length claimed.
@@ -92,7 +84,7 @@ class BodySizeLimit:
             chunk = message.get("body", b"")
             received += len(chunk)
             if received > self.max_bytes:
-                await self._reject(send)
+                await self._reject(scope, receive, send)
                 return
             chunks.append(chunk)
             if not message.get("more_body", False):

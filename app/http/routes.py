@@ -1,4 +1,7 @@
-"""Thin HTTP routes: parse, call the service, shape the answer. Errors are handled in app/http/app.py."""
+"""Thin HTTP routes: parse, call the service, answer through app/http/answers.py.
+
+Errors are handled in app/http/app.py.
+"""
 
 from __future__ import annotations
 
@@ -9,17 +12,18 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Depends, Path, Query, Request, Response
 from fastapi.responses import JSONResponse, PlainTextResponse
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
-from pydantic import ValidationError
+from pydantic import BaseModel, ValidationError
 from python_multipart.multipart import parse_options_header
 from starlette.datastructures import UploadFile
 
-from app.core.errors import BadRequest, NotReady, Unauthorized, ValidationFailed
+from app.core.errors import BadRequest, NotReady, Unauthorized, ValidationFailed, validation_message
 from app.core.schemas import (
     ITEM_ID_PATTERN,
     META_FIELDS,
     BatchIn,
     BatchOut,
     ErrorBody,
+    ItemForm,
     ItemIn,
     ItemMetaIn,
     ItemOut,
@@ -28,7 +32,8 @@ from app.core.schemas import (
     SimilarQuery,
     SimilarResponse,
 )
-from app.service.items import ItemService, WriteResult, validation_message
+from app.http.answers import answer, write_answer
+from app.service.items import ItemService
 
 router = APIRouter()
 ItemIdPath = Annotated[str, Path(pattern=ITEM_ID_PATTERN, min_length=1, max_length=128)]
@@ -61,11 +66,6 @@ def require_write_key(request: Request) -> None:
 WriteAuth = Depends(require_write_key)
 
 
-def _write_answer(result: WriteResult) -> JSONResponse:
-    body = ItemWriteOut(item_id=result.item_id, model_version=result.model_version, created=result.created)
-    return JSONResponse(body.model_dump(), status_code=201 if result.created else 200)
-
-
 def _loads(text: bytes | str, what: str) -> Any:
     try:
         return json.loads(text)
@@ -77,23 +77,15 @@ async def _parse_json(request: Request) -> Any:
     return _loads(await request.body(), "the body")
 
 
-ITEM_FORM_DOC = {
+def _body_schema(model: type[BaseModel]) -> dict[str, Any]:
+    return {"schema": model.model_json_schema(ref_template="#/components/schemas/{model}")}
+
+
+# POST /items reads its body itself (JSON or multipart), so FastAPI cannot see it: document both from the models.
+ITEM_BODY_DOC = {
     "requestBody": {
         "required": True,
-        "content": {
-            "application/json": {"schema": ItemIn.model_json_schema(ref_template="#/components/schemas/{model}")},
-            "multipart/form-data": {
-                "schema": {
-                    "type": "object",
-                    "required": ["item_id", "image"],
-                    "properties": {
-                        "image": {"type": "string", "format": "binary"},
-                        "item_id": {"type": "string", "pattern": ITEM_ID_PATTERN},
-                        **{f: {"type": "string"} for f in META_FIELDS},
-                    },
-                }
-            },
-        },
+        "content": {"application/json": _body_schema(ItemIn), "multipart/form-data": _body_schema(ItemForm)},
     }
 }
 
@@ -103,17 +95,17 @@ ITEM_FORM_DOC = {
     status_code=201,
     response_model=ItemWriteOut,
     responses={200: {"model": ItemWriteOut, "description": "replaced"}, **ERRORS},
-    openapi_extra=ITEM_FORM_DOC,
+    openapi_extra=ITEM_BODY_DOC,
     dependencies=[WriteAuth],
 )
 async def post_item(request: Request, service: Service) -> JSONResponse:
     if request.headers.get("content-type", "").startswith("multipart/form-data"):
-        return _write_answer(await _post_multipart(request, service))
+        return write_answer(await _post_multipart(request, service))
     try:
         item = ItemIn.model_validate(await _parse_json(request))
     except ValidationError as exc:
-        raise ValidationFailed(validation_message(exc)) from None
-    return _write_answer(await service.index_item(item))
+        raise ValidationFailed(validation_message(exc.errors())) from None
+    return write_answer(await service.index_item(item))
 
 
 async def _check_multipart_complete(request: Request) -> None:
@@ -124,7 +116,7 @@ async def _check_multipart_complete(request: Request) -> None:
         raise BadRequest("the multipart body is incomplete (no closing boundary)")
 
 
-async def _post_multipart(request: Request, service: ItemService) -> WriteResult:
+async def _post_multipart(request: Request, service: ItemService) -> ItemWriteOut:
     # A malformed multipart body makes Starlette raise HTTPException(400) -> bad_request.
     await _check_multipart_complete(request)
     async with request.form(max_files=1, max_fields=len(META_FIELDS) + 2) as form:
@@ -140,36 +132,24 @@ async def _post_multipart(request: Request, service: ItemService) -> WriteResult
         try:
             meta = ItemMetaIn.model_validate(fields)
         except ValidationError as exc:
-            raise ValidationFailed(validation_message(exc)) from None
+            raise ValidationFailed(validation_message(exc.errors())) from None
         data = await image.read()
     return await service.index_upload(meta.item_id, meta.metadata(), data)
 
 
 @router.post("/items/batch", response_model=BatchOut, responses=ERRORS, dependencies=[WriteAuth])
-async def post_batch(batch: BatchIn, service: Service) -> BatchOut:
-    results = await service.index_items(batch.items)
-    return BatchOut.model_validate(
-        {
-            "results": [
-                {
-                    "item_id": r.item_id,
-                    "status": r.status,
-                    "error": None if r.error is None else {"error": {"code": r.error.code, "message": r.error.message}},
-                }
-                for r in results
-            ]
-        }
-    )
+async def post_batch(batch: BatchIn, service: Service) -> JSONResponse:
+    return answer(BatchOut(results=await service.index_items(batch.items)))
 
 
 @router.get("/items/{item_id}", response_model=ItemOut, responses=ERRORS)
-async def get_item(item_id: ItemIdPath, service: Service) -> dict[str, Any]:
-    return await service.get(item_id)
+async def get_item(item_id: ItemIdPath, service: Service) -> JSONResponse:
+    return answer(await service.get(item_id))
 
 
 @router.patch("/items/{item_id}", response_model=ItemOut, responses=ERRORS, dependencies=[WriteAuth])
-async def patch_item(item_id: ItemIdPath, patch: ItemPatch, service: Service) -> dict[str, Any]:
-    return await service.patch(item_id, patch)
+async def patch_item(item_id: ItemIdPath, patch: ItemPatch, service: Service) -> JSONResponse:
+    return answer(await service.patch(item_id, patch))
 
 
 @router.delete("/items/{item_id}", status_code=204, responses=ERRORS, dependencies=[WriteAuth])
@@ -179,8 +159,8 @@ async def delete_item(item_id: ItemIdPath, service: Service) -> Response:
 
 
 @router.get("/similar/{item_id}", response_model=SimilarResponse, responses=ERRORS)
-async def similar(item_id: ItemIdPath, query: Annotated[SimilarQuery, Query()], service: Service) -> dict[str, Any]:
-    return await service.similar(item_id, query)
+async def similar(item_id: ItemIdPath, query: Annotated[SimilarQuery, Query()], service: Service) -> JSONResponse:
+    return answer(await service.similar(item_id, query))
 
 
 @router.get("/healthz")

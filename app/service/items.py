@@ -26,36 +26,30 @@ from app.core.errors import (
     Overloaded,
     StoreUnavailable,
     ValidationFailed,
-    status_of,
+    validation_message,
 )
-from app.core.schemas import ItemIn, ItemPatch, SimilarQuery
+from app.core.schemas import (
+    BatchResult,
+    ItemIn,
+    ItemOut,
+    ItemPatch,
+    ItemWriteOut,
+    SimilarItem,
+    SimilarQuery,
+    SimilarResponse,
+)
 from app.core.settings import Settings
 from app.encode.batcher import MicroBatcher
 from app.encode.encoder import OnnxImageEncoder
 from app.ingest.decode import load_pixels
 from app.ingest.fetch import ImageFetcher
-from app.store.base import Hit, SimilarFilters, StoreUnavailableError, VectorStore
+from app.store.base import Hit, SimilarFilters, VectorStore
 from app.store.guard import StoreGuard
 
 T = TypeVar("T")
 # Images decoded at once: each may take IMAGE_MAX_PIXELS x 4 bytes (and a copy) while it converts,
 # so this bounds decode memory; more would not be faster on this many cores anyway.
 DECODE_SLOTS = min(8, os.cpu_count() or 2)
-SIMILAR_FIELDS = ("title", "category", "price", "seller_id", "status")
-
-
-@dataclass(frozen=True)
-class WriteResult:
-    item_id: str
-    model_version: str
-    created: bool
-
-
-@dataclass(frozen=True)
-class BatchItemResult:
-    item_id: str | None
-    status: int
-    error: LookalikeError | None = None
 
 
 @dataclass(frozen=True)
@@ -65,15 +59,9 @@ class _Pending:
     image: bytes | str  # raw bytes, or an image URL still to fetch
 
 
-def validation_message(exc: ValidationError) -> str:
-    parts = []
-    for err in exc.errors():
-        where = ".".join(str(p) for p in err["loc"]) or "body"
-        parts.append(f"{where}: {err['msg']}")
-    return "; ".join(parts)
-
-
 class ItemService:
+    """Answers with the response models of app/core/schemas.py; errors are LookalikeError subclasses."""
+
     def __init__(
         self,
         settings: Settings,
@@ -100,15 +88,15 @@ class ItemService:
 
     # ---- writes -------------------------------------------------------------------------------------
 
-    async def index_item(self, item: ItemIn) -> WriteResult:
+    async def index_item(self, item: ItemIn) -> ItemWriteOut:
         return (await self._index_all([self._pending(item)]))[0]
 
-    async def index_upload(self, item_id: str, metadata: dict[str, Any], data: bytes) -> WriteResult:
+    async def index_upload(self, item_id: str, metadata: dict[str, Any], data: bytes) -> ItemWriteOut:
         return (await self._index_all([_Pending(item_id, metadata, data)]))[0]
 
-    async def index_items(self, raw_items: list[dict[str, Any]]) -> list[BatchItemResult]:
+    async def index_items(self, raw_items: list[dict[str, Any]]) -> list[BatchResult]:
         """Validate, embed and store each item independently; one bad item never fails the others."""
-        results: list[BatchItemResult | None] = [None] * len(raw_items)
+        results: list[BatchResult | None] = [None] * len(raw_items)
         pending: list[tuple[int, _Pending]] = []
         seen: set[str] = set()
         for i, raw in enumerate(raw_items):
@@ -121,14 +109,14 @@ class ItemService:
                 seen.add(item.item_id)
                 pending.append((i, self._pending(item)))
             except ValidationError as exc:
-                results[i] = self._failed(given_id, ValidationFailed(validation_message(exc)))
+                results[i] = BatchResult.failed(given_id, ValidationFailed(validation_message(exc.errors())))
             except LookalikeError as exc:
-                results[i] = self._failed(given_id, exc)
+                results[i] = BatchResult.failed(given_id, exc)
         embedded = await asyncio.gather(*(self._embed(p) for _, p in pending), return_exceptions=True)
         ready: list[tuple[int, _Pending, np.ndarray]] = []
         for (i, p), outcome in zip(pending, embedded, strict=True):
             if isinstance(outcome, LookalikeError):
-                results[i] = self._failed(p.item_id, outcome)
+                results[i] = BatchResult.failed(p.item_id, outcome)
             elif isinstance(outcome, BaseException):
                 raise outcome
             else:
@@ -138,15 +126,11 @@ class ItemService:
                 written = await self._upsert([p for _, p, _ in ready], np.stack([v for _, _, v in ready]))
             except LookalikeError as exc:
                 for i, p, _ in ready:
-                    results[i] = self._failed(p.item_id, exc)
+                    results[i] = BatchResult.failed(p.item_id, exc)
             else:
                 for (i, _, _), result in zip(ready, written, strict=True):
-                    results[i] = BatchItemResult(result.item_id, 201 if result.created else 200)
+                    results[i] = BatchResult(item_id=result.item_id, status=201 if result.created else 200)
         return [r for r in results if r is not None]
-
-    @staticmethod
-    def _failed(item_id: str | None, error: LookalikeError) -> BatchItemResult:
-        return BatchItemResult(item_id, status_of(error), error)
 
     def _pending(self, item: ItemIn) -> _Pending:
         if item.image_url is not None:
@@ -187,26 +171,29 @@ class ItemService:
                 )
             return await slot.submit(pixels, self.settings.request_timeout_s)
 
-    async def _index_all(self, pending: list[_Pending]) -> list[WriteResult]:
+    async def _index_all(self, pending: list[_Pending]) -> list[ItemWriteOut]:
         vectors = [await self._embed(p) for p in pending]
         return await self._upsert(pending, np.stack(vectors))
 
-    async def _upsert(self, pending: list[_Pending], vectors: np.ndarray) -> list[WriteResult]:
+    async def _upsert(self, pending: list[_Pending], vectors: np.ndarray) -> list[ItemWriteOut]:
         now = time.time()
         payloads = [self._payload(p, now) for p in pending]
         created = await self._store("upsert", self.store.upsert, payloads, vectors)
         metrics.items_indexed.inc(len(pending))
-        return [WriteResult(p.item_id, self.model_version, c) for p, c in zip(pending, created, strict=True)]
+        return [
+            ItemWriteOut(item_id=p.item_id, model_version=self.model_version, created=c)
+            for p, c in zip(pending, created, strict=True)
+        ]
 
     def _payload(self, pending: _Pending, now: float) -> dict[str, Any]:
         fields = {k: v for k, v in pending.metadata.items() if v is not None}
         return {"item_id": pending.item_id, **fields, "model_version": self.model_version, "indexed_at": now}
 
-    async def patch(self, item_id: str, patch: ItemPatch) -> dict[str, Any]:
+    async def patch(self, item_id: str, patch: ItemPatch) -> ItemOut:
         payload = await self._store("patch", self.store.patch, item_id, patch.changes())
         if payload is None:
             raise ItemNotFound(item_id)
-        return payload
+        return ItemOut.model_validate(payload)
 
     async def delete(self, item_id: str) -> None:
         if not await self._store("delete", self.store.delete, item_id):
@@ -214,13 +201,13 @@ class ItemService:
 
     # ---- reads --------------------------------------------------------------------------------------
 
-    async def get(self, item_id: str) -> dict[str, Any]:
+    async def get(self, item_id: str) -> ItemOut:
         payload = await self._store("get", self.store.get, item_id)
         if payload is None:
             raise ItemNotFound(item_id)
-        return payload
+        return ItemOut.model_validate(payload)
 
-    async def similar(self, item_id: str, query: SimilarQuery) -> dict[str, Any]:
+    async def similar(self, item_id: str, query: SimilarQuery) -> SimilarResponse:
         filters = SimilarFilters(
             category=query.category,
             min_price=query.min_price,
@@ -231,13 +218,12 @@ class ItemService:
         hits: list[Hit] | None = await self._store("similar", self.store.similar, item_id, query.k, filters)
         if hits is None:
             raise ItemNotFound(item_id)
-        return {
-            "item_id": item_id,
-            "model_version": self.model_version,
-            "results": [
-                {"item_id": h.item_id, "score": h.score, **{f: h.payload.get(f) for f in SIMILAR_FIELDS}} for h in hits
-            ],
-        }
+        return SimilarResponse(
+            item_id=item_id,
+            model_version=self.model_version,
+            # SimilarItem keeps the payload fields it declares and drops the rest (attributes, indexed_at...)
+            results=[SimilarItem.model_validate({**h.payload, "item_id": h.item_id, "score": h.score}) for h in hits],
+        )
 
     async def ready(self) -> bool:
         if self.batcher.saturated():
@@ -251,15 +237,12 @@ class ItemService:
     def _store_ready(self) -> None:
         # A store that says "not ready" counts as a failure, so the breaker stays open until it is.
         if not self.store.ready():
-            raise StoreUnavailableError("the store reports not ready")
+            raise StoreUnavailable("the vector store reports not ready")
 
     async def _store(self, op: str, fn: Callable[..., T], *args: Any) -> T:
         started = time.perf_counter()
         try:
             return await self._guard.call(fn, *args)
-        except StoreUnavailableError as exc:
-            metrics.store_errors.labels(op=op).inc()
-            raise StoreUnavailable(f"the vector store is unavailable: {exc}") from None
         except Exception:
             metrics.store_errors.labels(op=op).inc()
             raise

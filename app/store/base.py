@@ -41,15 +41,13 @@ class Hit:
 
 
 class CollectionMismatch(RuntimeError):
-    """The stored collection was built with another embedding model or dimension."""
-
-
-class StoreUnavailableError(RuntimeError):
-    """The store cannot be reached or did not answer in time (server mode)."""
+    """Start-up only: the stored collection was built with another embedding model or dimension."""
 
 
 class VectorStore(Protocol):
     """Synchronous; the service calls it from worker threads.
+
+    A store that cannot be reached (or is closed) raises app.core.errors.StoreUnavailable (503).
 
     Payload dicts always hold `item_id`; `upsert` replaces the whole payload and vector of an item.
     """

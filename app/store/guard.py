@@ -4,7 +4,7 @@ Why: a Qdrant server that hangs would otherwise hold a worker thread per request
 timeout, then queue every later request behind those threads (and behind image decodes and DNS
 lookups, which share asyncio's default executor). So:
 - store calls run on their own small thread pool;
-- a caller waits at most `timeout_s`, then gets StoreUnavailableError (503 + Retry-After);
+- a caller waits at most `timeout_s`, then gets StoreUnavailable (503 + Retry-After);
 - after a failure the breaker opens: calls fail at once for `cooldown_s`, then exactly one trial
   call goes through (the readiness probe is enough to drive it); its success closes the breaker.
   Recovery needs no restart.
@@ -18,7 +18,7 @@ from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any, TypeVar
 
-from app.store.base import StoreUnavailableError
+from app.core.errors import StoreUnavailable
 
 T = TypeVar("T")
 
@@ -41,7 +41,7 @@ class StoreGuard:
         if self._open_until is None:
             return False
         if time.monotonic() < self._open_until or self._trial_running:
-            raise StoreUnavailableError(f"the store failed recently ({self._last_error}); not retrying yet")
+            raise StoreUnavailable(f"the vector store failed recently ({self._last_error}); not retrying yet")
         self._trial_running = True
         return True
 
@@ -53,8 +53,8 @@ class StoreGuard:
                 result = await asyncio.wait_for(future, self.timeout_s)
             except TimeoutError:
                 # The thread may still be blocked in the client; its late answer is dropped.
-                raise StoreUnavailableError(f"no answer within {self.timeout_s:g} s") from None
-        except StoreUnavailableError as exc:
+                raise StoreUnavailable(f"the vector store did not answer within {self.timeout_s:g} s") from None
+        except StoreUnavailable as exc:
             self._last_error = str(exc)[:200]
             self._open_until = time.monotonic() + self.cooldown_s
             raise

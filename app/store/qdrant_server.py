@@ -1,7 +1,7 @@
 """ServerStore: the VectorStore on a Qdrant server (or cluster) through qdrant-client.
 
 Writes use wait=True, so an acknowledged write is applied (and in the server's WAL) before we answer.
-Connection failures and timeouts become StoreUnavailableError (503 store_unavailable, Retry-After);
+Connection failures and timeouts become StoreUnavailable (503 store_unavailable, Retry-After);
 the client reconnects by itself, so the service recovers without a restart.
 """
 
@@ -17,6 +17,7 @@ import numpy as np
 from qdrant_client import QdrantClient, models
 from qdrant_client.http.exceptions import ResponseHandlingException, UnexpectedResponse
 
+from app.core.errors import StoreUnavailable
 from app.core.settings import Settings
 from app.store.base import (
     FLOAT_FIELDS,
@@ -24,7 +25,6 @@ from app.store.base import (
     CollectionMismatch,
     Hit,
     SimilarFilters,
-    StoreUnavailableError,
     point_id,
 )
 
@@ -33,21 +33,21 @@ MODEL_VERSION_KEY = "lookalike.model_version"
 
 @contextlib.contextmanager
 def _unavailable_on_failure() -> Iterator[None]:
-    """Qdrant unreachable, hanging, overloaded or answering garbage -> StoreUnavailableError (503).
+    """Qdrant unreachable, hanging, overloaded or answering garbage -> StoreUnavailable (503).
 
     Only a 400/422 (the request itself was wrong: our bug) stays an error that answers 500.
     """
     try:
         yield
     except (ResponseHandlingException, httpx.TransportError, ConnectionError, TimeoutError) as exc:
-        raise StoreUnavailableError(f"{type(exc).__name__}: {exc}") from None
+        raise StoreUnavailable(f"Qdrant is unreachable: {type(exc).__name__}: {exc}") from None
     except UnexpectedResponse as exc:
         if exc.status_code in (400, 422):
             raise
-        raise StoreUnavailableError(f"Qdrant answered HTTP {exc.status_code}") from None
+        raise StoreUnavailable(f"Qdrant answered HTTP {exc.status_code}") from None
     except (ValueError, AssertionError) as exc:
         # qdrant-client raises these for a body that is not JSON or not Qdrant's shape: not a Qdrant.
-        raise StoreUnavailableError(f"Qdrant's answer could not be read: {type(exc).__name__}") from None
+        raise StoreUnavailable(f"Qdrant's answer could not be read: {type(exc).__name__}") from None
 
 
 def build_filter(item_id: str, seller_id: Any, filters: SimilarFilters) -> models.Filter:
@@ -186,7 +186,7 @@ class ServerStore:
         try:
             with _unavailable_on_failure():
                 return self._client.collection_exists(self.collection)
-        except StoreUnavailableError:
+        except StoreUnavailable:
             return False
 
     def close(self) -> None:

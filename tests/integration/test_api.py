@@ -173,9 +173,12 @@ def test_batch_with_one_bad_item(client: TestClient) -> None:
     assert response.status_code == 200
     results = response.json()["results"]
     assert [r["status"] for r in results] == [201, 415, 422, 422, 201, 422]
-    assert results[1]["error"]["error"]["code"] == "unsupported_image_type"
-    assert results[2]["error"]["error"]["code"] == "validation_error"
+    assert results[1]["error"]["code"] == "unsupported_image_type"
+    assert results[2]["error"]["code"] == "validation_error"
     assert results[0]["error"] is None
+    # flat: {"item_id", "status", "error": {"code", "message"} | null}, the error as in an error body
+    assert set(results[1]) == {"item_id", "status", "error"}
+    assert set(results[1]["error"]) == {"code", "message"} and results[1]["error"]["message"]
     assert client.get("/items/b-1").status_code == 200
     assert client.get("/items/b-5").status_code == 200
     for missing in ("b-2", "b-4"):
@@ -291,6 +294,9 @@ def test_unknown_route_keeps_error_shape(client: TestClient) -> None:
     response = client.get("/nothing-here")
     assert response.status_code == 404
     assert response.json()["error"]["code"] == "not_found"
+    response = client.put("/items/sku-1", json={})
+    assert response.status_code == 405
+    assert response.json()["error"] == {"code": "method_not_allowed", "message": "Method Not Allowed"}
 
 
 # ---- operations -----------------------------------------------------------------------------------

@@ -108,7 +108,7 @@ def test_store_outage_is_503_then_recovers_without_restart(
                     slowest = max(slowest, time.monotonic() - started)
                     if path == "/items/batch":
                         result = response.json()["results"][0]
-                        assert (result["status"], result["error"]["error"]["code"]) == (503, "store_unavailable")
+                        assert (result["status"], result["error"]["code"]) == (503, "store_unavailable")
                     else:
                         assert_error(response, 503, "store_unavailable")
             assert_error(client.get("/readyz"), 503, "not_ready")

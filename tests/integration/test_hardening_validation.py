@@ -151,7 +151,7 @@ def test_batch_item_that_is_not_an_object_fails_alone(api: TestClient) -> None:
         {"item_id": "vb-bad", "image_url": "ftp://x/y"},
     ]
     results = api.post("/items/batch", json={"items": items}).json()["results"]
-    assert [(r["status"], r["error"] and r["error"]["error"]["code"]) for r in results] == [
+    assert [(r["status"], r["error"] and r["error"]["code"]) for r in results] == [
         (422, "validation_error"),
         (422, "validation_error"),
         (422, "validation_error"),

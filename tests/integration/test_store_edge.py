@@ -22,7 +22,8 @@ from typing import Any
 import numpy as np
 import pytest
 
-from app.store.base import CollectionMismatch, SimilarFilters, StoreUnavailableError
+from app.core.errors import StoreUnavailable
+from app.store.base import CollectionMismatch, SimilarFilters
 from app.store.qdrant_edge import EdgeStore
 
 DIM = 16
@@ -220,10 +221,10 @@ def test_mismatch_raises(tmp_path: Path) -> None:
     again = EdgeStore(tmp_path, "items")  # the failed opens released the directory
     again.ensure_collection(DIM, "m-1")
     second = EdgeStore(tmp_path, "items")
-    with pytest.raises(StoreUnavailableError):
+    with pytest.raises(StoreUnavailable):
         second.ensure_collection(DIM, "m-1")  # one open store per collection directory
     again.close()
-    with pytest.raises(StoreUnavailableError):
+    with pytest.raises(StoreUnavailable):
         again.get("item-1")
 
 

@@ -15,7 +15,7 @@ from typing import TypeVar
 
 from qdrant_edge import UpdateOperation
 
-from app.store.base import StoreUnavailableError
+from app.core.errors import StoreUnavailable
 from app.store.qdrant_edge.shard import _Shard
 from app.store.qdrant_edge.state import _StoreState
 
@@ -33,7 +33,7 @@ class _ShardAccess(_StoreState):
     def _reading(self) -> Iterator[list[_Shard]]:
         with self._lock:
             if not self._open:
-                raise StoreUnavailableError("the embedded store is closed")
+                raise StoreUnavailable("the embedded store is closed")
             shards = list(self._shards)
             for s in shards:
                 s.readers += 1
@@ -63,7 +63,7 @@ class _ShardAccess(_StoreState):
             blocked: _Shard | None = None
             with self._gate.shared():
                 if not self._open or self._stopping:
-                    raise StoreUnavailableError("the embedded store is closed")
+                    raise StoreUnavailable("the embedded store is closed")
                 targets, apply = plan(list(self._shards))
                 held: list[_Shard] = []
                 try:

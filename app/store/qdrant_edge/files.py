@@ -18,7 +18,7 @@ import threading
 from pathlib import Path
 from typing import Any
 
-from app.store.base import StoreUnavailableError
+from app.core.errors import StoreUnavailable
 
 
 def _fsync_path(path: Path, *, directory: bool = False) -> None:
@@ -105,7 +105,7 @@ def _lock_dir(directory: Path, lock_file: str) -> int:
         fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
     except BlockingIOError:
         os.close(fd)
-        raise StoreUnavailableError(
+        raise StoreUnavailable(
             f"collection directory {directory} is open by another store (process or instance)"
         ) from None
     return fd

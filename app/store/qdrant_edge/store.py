@@ -15,11 +15,11 @@ from typing import Any
 import numpy as np
 from qdrant_edge import EdgeShard, Point, Query, QueryRequest, UpdateOperation
 
+from app.core.errors import StoreUnavailable
 from app.store.base import (
     CollectionMismatch,
     Hit,
     SimilarFilters,
-    StoreUnavailableError,
     point_id,
 )
 from app.store.qdrant_edge.builder import create_plain_shard
@@ -140,7 +140,7 @@ class EdgeStore(_Maintenance):
 
     def upsert(self, payloads: list[dict[str, Any]], vectors: np.ndarray) -> list[bool]:
         if not self.ready():
-            raise StoreUnavailableError("the embedded store is not open")
+            raise StoreUnavailable("the embedded store is not open")
         vectors = np.asarray(vectors, dtype=np.float32)
         if vectors.ndim != 2 or vectors.shape[0] != len(payloads) or vectors.shape[1] != self._dim:
             raise ValueError(f"vectors must have shape ({len(payloads)}, {self._dim}), got {vectors.shape}")
