@@ -24,7 +24,8 @@ def make_shard(root: Path, name: str, role: str, rank: int) -> Shard:
 
 @pytest.fixture
 def shard_set(tmp_path: Path) -> ShardSet:
-    state = StoreState(config=StoreConfig(root=tmp_path, collection="items"), manifest=Manifest(tmp_path))
+    config = StoreConfig(root=tmp_path, collection="items", max_shard_points=1000)
+    state = StoreState(config=config, manifest=Manifest(tmp_path))
     shards = ShardSet(state)
     shards.install([make_shard(tmp_path, "old", "sealed", 1), make_shard(tmp_path, "hot", "hot", 5)])
     return shards
@@ -81,3 +82,12 @@ def test_close_all_refuses_new_readers(shard_set: ShardSet) -> None:
     with pytest.raises(StoreUnavailableError), shard_set.reading():
         pass
     assert all(s.path.exists() for s in shards)  # closed, not deleted
+
+
+def test_close_all_waits_for_readers_at_most_timeout_s(shard_set: ShardSet, caplog: pytest.LogCaptureFixture) -> None:
+    with shard_set.reading() as shards:  # a reader still querying when close comes
+        shard_set.close_all(timeout_s=0.05)  # returns: the reader does not hold close up forever
+        assert not shard_set.state.open and shard_set.state.shards == []
+        assert [s.readers for s in shards] == [1, 1]
+    assert [s.readers for s in shards] == [0, 0]
+    assert "readers still active" in caplog.text

@@ -17,17 +17,21 @@ from app.store.qdrant_edge.shard import Shard
 from app.store.qdrant_edge.write_gate import WriteGate
 
 
-@dataclass(frozen=True)
+def default_max_shard_points(hot_max: int) -> int:
+    # Loading a built shard holds the GIL (measured 10k: ~70 ms CPU / ~250 ms wall, 40k: ~100 / ~450 ms),
+    # so merges stop at max_shard_points: a bounded, rare freeze. Every extra shard is a whole extra
+    # HNSW search per query (~0.8-1.7 ms CPU at 768-d), so the default lets shards grow to 16 * hot_max;
+    # with fanin 2 a collection of N points is searched in about popcount(N / hot_max) shards + hot.
+    return 16 * hot_max
+
+
+@dataclass(frozen=True, kw_only=True)
 class StoreConfig:
     root: Path  # the collection directory: QDRANT_PATH/<collection>
     collection: str
     hot_max: int = 10_000
     merge_fanin: int = 2
-    # Loading a built shard holds the GIL (measured 10k: ~70 ms CPU / ~250 ms wall, 40k: ~100 / ~450 ms),
-    # so merges stop here: a bounded, rare freeze. Every extra shard is a whole extra HNSW search
-    # per query (~0.8-1.7 ms CPU at 768-d), so the default lets shards grow to 16 * hot_max; with
-    # fanin 2 a collection of N points is searched in about popcount(N / hot_max) shards + hot.
-    max_shard_points: int = 160_000
+    max_shard_points: int  # no merge makes a bigger shard (see default_max_shard_points)
     sync_wal: bool = True
     builder_nice: int = 10  # CPU niceness added by builder children (request threads win)
     close_wait_s: float = 30.0  # close(): how long to wait for readers still querying a shard

@@ -24,7 +24,7 @@ from app.store.qdrant_edge.manifest import LOCK_FILE, Manifest
 from app.store.qdrant_edge.planning import MaintenanceHook
 from app.store.qdrant_edge.shard import Shard
 from app.store.qdrant_edge.shard_set import ShardSet
-from app.store.qdrant_edge.state import StoreConfig, StoreState
+from app.store.qdrant_edge.state import StoreConfig, StoreState, default_max_shard_points
 from app.store.qdrant_edge.writes import ShardWriter
 
 log = logging.getLogger("lookalike.store.edge")
@@ -51,7 +51,7 @@ class EdgeStore:
             collection=collection,
             hot_max=hot_max,
             merge_fanin=merge_fanin,
-            max_shard_points=max_shard_points if max_shard_points is not None else 16 * hot_max,
+            max_shard_points=max_shard_points if max_shard_points is not None else default_max_shard_points(hot_max),
             sync_wal=sync_wal,
             builder_nice=builder_nice,
             close_wait_s=close_wait_s,
