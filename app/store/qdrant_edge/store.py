@@ -59,9 +59,9 @@ class EdgeStore:
         self.root = root
         self.collection = collection
         self._state = StoreState(config=config, manifest=Manifest(root))
-        self._shards = ShardSet(self._state)
+        self._shard_set = ShardSet(self._state)
         self._writer = ShardWriter(self._state)
-        self._maintenance = MaintenanceScheduler(self._state, JobRunner(self._state, self._shards))
+        self._maintenance = MaintenanceScheduler(self._state, JobRunner(self._state, self._shard_set))
         self._dir_lock = DirLock(root, LOCK_FILE)
 
     @property
@@ -87,7 +87,7 @@ class EdgeStore:
         except BaseException:
             self._dir_lock.release()
             raise
-        self._shards.install(shards)
+        self._shard_set.install(shards)
         self._maintenance.start()
 
     def ready(self) -> bool:
@@ -100,7 +100,7 @@ class EdgeStore:
                 return
         self._maintenance.stop()
         with state.gate.exclusive():
-            self._shards.close_all(timeout_s=state.config.close_wait_s)
+            self._shard_set.close_all(timeout_s=state.config.close_wait_s)
         self._dir_lock.release()
 
     def wait_for_maintenance(self, timeout_s: float) -> bool:
@@ -109,7 +109,7 @@ class EdgeStore:
 
     def stats(self) -> dict[str, Any]:
         state = self._state
-        with self._shards.reading() as shards:
+        with self._shard_set.reading() as shards:
             rows = []
             for s in shards:
                 info = s.edge.info()
@@ -185,7 +185,7 @@ class EdgeStore:
 
     def get(self, item_id: str) -> dict[str, Any] | None:
         pid = point_id(item_id)
-        with self._shards.reading() as shards:
+        with self._shard_set.reading() as shards:
             for s in shards:
                 records = s.edge.retrieve([pid], True, False)
                 if records:
@@ -240,7 +240,7 @@ class EdgeStore:
         if k < 1:
             raise ValueError("k must be >= 1")
         pid = point_id(item_id)
-        with self._shards.reading() as shards:
+        with self._shard_set.reading() as shards:
             item = None
             for s in shards:
                 records = s.edge.retrieve([pid], True, True)
@@ -281,5 +281,5 @@ class EdgeStore:
         return sorted(hits, key=lambda h: (-h.score, h.item_id))[:k]
 
     def count(self) -> int:
-        with self._shards.reading() as shards:
+        with self._shard_set.reading() as shards:
             return sum(s.edge.info().points_count for s in shards)
