@@ -27,7 +27,7 @@ Layout (root = QDRANT_PATH/<collection>/)
 Maintenance (two background threads that mostly wait on subprocesses; one job at a time: 2 cores)
 --------------------------------------------------------------------------------------------------
 - Freeze: when the hot shard holds >= `hot_max` points, an empty *spare* shard becomes the hot shard
-  and the old one turns frozen. The spare is made ahead of time by `edge_builder create` in a
+  and the old one turns frozen. The spare is made ahead of time by the builder's `create` command in a
   subprocess (create() holds the GIL ~100 ms) and loaded by the spare thread, so a freeze is just a
   manifest write. Until the first spare exists (~1 s after open) the hot shard may overshoot.
 - Build job (frozen -> sealed) and merge job (size-tiered: `merge_fanin` sealed shards of one size
@@ -56,8 +56,9 @@ Maintenance (two background threads that mostly wait on subprocesses; one job at
 
 Concurrency
 -----------
-- Readers (get/similar/count) take `_lock` only to copy the shard list and bump reference counts,
-  then query outside any lock; a retired shard is closed after its readers leave.
+- Readers (get/similar/count) take the store's one lock (`StoreState.cond`) only to copy the shard
+  list and bump reference counts, then query outside any lock; a retired shard is closed after its
+  readers leave.
 - Writers hold the write gate in shared mode plus the lock of each shard they touch (taken without
   waiting; if a job is copying that shard, the writer leaves the gate, waits, and re-plans).
   Freeze and swap take the gate exclusively (a few ms), so a write never sees the shard set change.
@@ -78,14 +79,22 @@ Durability (measured, qdrant-edge-py 0.9.0)
 
 Modules
 -------
-- `store.py`: EdgeStore, the public methods (lifecycle, VectorStore API) and opening a collection.
-- `state.py`: the constructor and the state shared by the layers EdgeStore is built from.
-- `concurrency.py`: reference-counted shard snapshots for readers, the gated write protocol.
-- `maintenance.py`: freezes and the two maintenance threads; `jobs.py`: running one build/merge job
-  (edge_builder subprocess, swap, disposal) and making the spare; `planning.py`: which job is next.
-- `write_gate.py`, `shard.py`, `files.py`, `manifest.py`, `filters.py`: the write gate, one open
-  shard, file helpers (fsync, cp/rm, WAL syncer, dir lock), the on-disk layout, Qdrant filters.
-- `app/store/qdrant_edge/builder.py` (`python -m app.store.qdrant_edge.builder`): the out-of-process builder.
+EdgeStore is a facade over parts that share one state object and are composed, not inherited:
+- `store.py`: EdgeStore, the constructor and the VectorStore API (lifecycle, upsert/get/patch/
+  delete/similar/count, stats), built from the parts below.
+- `state.py`: StoreConfig (the constructor's settings) and StoreState, the state every part shares
+  (shard list, spare, running job, open/stopping flags, counters, under one lock; the write gate).
+- `collection.py`: opening a collection (model check, crash leftovers, loading or creating shards).
+- `manifest.py`: Manifest, the on-disk layout (atomic manifest writes, shard numbers, garbage collection).
+- `shard_set.py`: ShardSet, reader snapshots with reference counts, swaps, retire-after-last-reader.
+- `writes.py`: ShardWriter, the gated write protocol (gate, shard locks, WAL fsync, op recording).
+- `write_gate.py`: WriteGate, shared for writes, exclusive for freeze, swap and close.
+- `jobs.py`: JobRunner, one build/merge job (builder subprocess, source snapshots, swap) and the spare.
+- `maintenance.py`: MaintenanceScheduler, freezes and the spare and job threads.
+- `planning.py`: the job record and which job is next (build first, then size-tiered merges).
+- `shard.py`, `files.py`, `filters.py`: one open shard, file helpers (fsync, cp/rm, WAL syncer,
+  directory lock), Qdrant filters for GET /similar.
+- `builder.py` (`python -m app.store.qdrant_edge.builder`): the out-of-process builder.
 """
 
 from __future__ import annotations

@@ -21,7 +21,7 @@ from typing import Any
 from app.core.errors import StoreUnavailable
 
 
-def _fsync_path(path: Path, *, directory: bool = False) -> None:
+def fsync_path(path: Path, *, directory: bool = False) -> None:
     try:
         fd = os.open(path, os.O_RDONLY | (os.O_DIRECTORY if directory else 0))
     except FileNotFoundError:
@@ -32,7 +32,7 @@ def _fsync_path(path: Path, *, directory: bool = False) -> None:
         os.close(fd)
 
 
-def _write_back() -> None:
+def write_back() -> None:
     """Write back all dirty pages (shard mmaps included) in one GIL-free call.
 
     The engine's flush()/close() msync and fsync under the GIL; after this they find nothing to write.
@@ -40,23 +40,23 @@ def _write_back() -> None:
     os.sync()
 
 
-def _copy_dir(src: Path, dst: Path, attempts: int = 3) -> None:
+def copy_dir(src: Path, dst: Path, attempts: int = 3) -> None:
     for attempt in range(attempts):
         done = subprocess.run(["cp", "-a", "--", str(src), str(dst)], capture_output=True, text=True)
         if done.returncode == 0:
             return
         # The WAL preallocates its next segment in a background thread (tmp-open-N, then renamed);
         # a file renamed between cp's listing and its open fails the copy. Start over.
-        _remove_dir(dst)
+        remove_dir(dst)
         if attempt == attempts - 1:
             raise RuntimeError(f"copying {src} failed: {done.stderr.strip()}")
 
 
-def _remove_dir(path: Path) -> None:
+def remove_dir(path: Path) -> None:
     subprocess.run(["rm", "-rf", "--", str(path)], check=True, capture_output=True)
 
 
-class _WalSyncer:
+class WalSyncer:
     """fsyncs one shard's write-ahead log (mmap-written segment files) after each write.
 
     File descriptors stay open between writes, so a write costs one listdir plus one fsync per
@@ -77,7 +77,7 @@ class _WalSyncer:
                 for new in names - self._fds.keys():
                     with contextlib.suppress(FileNotFoundError):
                         self._fds[new] = os.open(self._dir / new, os.O_RDONLY)
-                _fsync_path(self._dir, directory=True)  # the segment set changed: persist the names
+                fsync_path(self._dir, directory=True)  # the segment set changed: persist the names
             for fd in self._fds.values():
                 os.fsync(fd)
 
@@ -88,28 +88,35 @@ class _WalSyncer:
             self._fds.clear()
 
 
-def _write_json_atomic(path: Path, data: dict[str, Any]) -> None:
+def write_json_atomic(path: Path, data: dict[str, Any]) -> None:
     tmp = path.with_name(path.name + ".tmp")
     with open(tmp, "w", encoding="utf-8") as f:
         json.dump(data, f, indent=1, sort_keys=True)
         f.flush()
         os.fsync(f.fileno())
     os.replace(tmp, path)
-    _fsync_path(path.parent, directory=True)
+    fsync_path(path.parent, directory=True)
 
 
-def _lock_dir(directory: Path, lock_file: str) -> int:
-    """Take an exclusive flock on `directory/lock_file`; returns the descriptor that holds it."""
-    fd = os.open(directory / lock_file, os.O_RDWR | os.O_CREAT, 0o644)
-    try:
-        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-    except BlockingIOError:
-        os.close(fd)
-        raise StoreUnavailable(
-            f"collection directory {directory} is open by another store (process or instance)"
-        ) from None
-    return fd
+class DirLock:
+    """An exclusive flock on `directory/name`: one open store per collection directory."""
 
+    def __init__(self, directory: Path, name: str) -> None:
+        self.path = directory / name
+        self._fd: int | None = None
 
-def _unlock_dir(fd: int) -> None:
-    os.close(fd)  # closing the descriptor drops the flock
+    def acquire(self) -> None:
+        fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            os.close(fd)
+            raise StoreUnavailable(
+                f"collection directory {self.path.parent} is open by another store (process or instance)"
+            ) from None
+        self._fd = fd
+
+    def release(self) -> None:
+        if self._fd is not None:
+            os.close(self._fd)  # closing the descriptor drops the flock
+            self._fd = None

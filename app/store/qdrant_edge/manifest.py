@@ -1,8 +1,9 @@
 """On-disk layout of an embedded collection: the manifest, shard names, and garbage left by a crash.
 
-`manifest.json` holds dim, model_version, a generation counter and the shard list (name, role, rank,
-points). It is replaced atomically (tmp file, fsync, os.replace, fsync dir). Anything in the
-collection directory that the manifest does not name is garbage from a crash and is removed on open.
+`manifest.json` holds dim, model_version, a generation counter, the next shard number and the shard
+list (name, role, rank, points). It is replaced atomically (tmp file, fsync, os.replace, fsync dir).
+Anything in the collection directory that the manifest does not name is garbage from a crash and is
+removed on open.
 """
 
 from __future__ import annotations
@@ -10,11 +11,12 @@ from __future__ import annotations
 import json
 import logging
 import shutil
+import threading
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from app.store.qdrant_edge.files import _write_json_atomic
-from app.store.qdrant_edge.shard import _Shard
+from app.store.qdrant_edge.files import write_json_atomic
 
 log = logging.getLogger("lookalike.store.edge")
 
@@ -24,56 +26,94 @@ STAGING_PREFIX = "tmp-"
 FORMAT_VERSION = 1
 
 
-def _shard_name(number: int) -> str:
+@dataclass(frozen=True)
+class ShardRecord:
+    """One row of the manifest's shard list."""
+
+    name: str
+    role: str  # "hot" | "frozen" | "sealed"
+    rank: int  # data age: higher is newer
+    points: int = 0  # recorded when the shard was frozen or built (size tiers)
+
+
+def shard_name(number: int) -> str:
     return f"shard-{number:06d}"
 
 
-def _read_manifest(root: Path) -> dict[str, Any] | None:
-    """The manifest of the collection at `root`, or None for a new collection."""
-    manifest_path = root / MANIFEST
-    if not manifest_path.exists():
-        return None
-    manifest: dict[str, Any] = json.loads(manifest_path.read_text(encoding="utf-8"))
-    return manifest
+class Manifest:
+    """The manifest of the collection at `root` and the counters it persists.
 
+    Thread-safe: shard numbers are handed out and the file is written under one internal lock.
+    """
 
-def _write_manifest_file(
-    root: Path,
-    shards: list[tuple[_Shard, dict[str, Any]]],
-    *,
-    dim: int,
-    model_version: str,
-    generation: int,
-    next_id: int,
-) -> None:
-    """Persist the shard list; `shards` pairs each shard with attribute overrides to record."""
-    rows = []
-    for s, override in shards:
-        row = {"name": s.name, "role": s.role, "rank": s.rank, "points": s.points}
-        row.update(override)
-        rows.append(row)
-    _write_json_atomic(
-        root / MANIFEST,
-        {
-            "format": FORMAT_VERSION,
-            "dim": dim,
-            "model_version": model_version,
-            "generation": generation,
-            "next_id": next_id,
-            "shards": sorted(rows, key=lambda r: -r["rank"]),
-        },
-    )
+    def __init__(self, root: Path) -> None:
+        self.root = root
+        self.path = root / MANIFEST
+        self.dim = 0
+        self.model_version = ""
+        self.generation = 0
+        self._next_id = 1  # next shard number; ranks are drawn from the same counter
+        self._lock = threading.Lock()
 
+    def exists(self) -> bool:
+        return self.path.exists()
 
-def _collect_garbage(root: Path, keep: set[str]) -> None:
-    """Remove what a crash left behind: staging dirs, spares, built targets never swapped in."""
-    for entry in root.iterdir():
-        if entry.name in keep or entry.name in (MANIFEST, LOCK_FILE):
-            continue
-        log.info("removing leftover %s", entry)
-        if entry.is_dir():
-            shutil.rmtree(entry, ignore_errors=True)
-        else:
-            entry.unlink(missing_ok=True)
-        if entry.exists():  # harmless (never read), but say so: something else writes here
-            log.warning("could not remove leftover %s", entry)
+    def load(self) -> list[ShardRecord]:
+        """Read the manifest (the collection must exist): sets dim, model_version and the counters."""
+        data: dict[str, Any] = json.loads(self.path.read_text(encoding="utf-8"))
+        if data.get("format") != FORMAT_VERSION:
+            raise RuntimeError(f"{self.path}: unsupported format {data.get('format')!r}")
+        with self._lock:
+            self.dim = int(data["dim"])
+            self.model_version = str(data["model_version"])
+            self.generation = int(data["generation"])
+            self._next_id = int(data["next_id"])
+        return [
+            ShardRecord(name=str(e["name"]), role=str(e["role"]), rank=int(e["rank"]), points=int(e["points"]))
+            for e in data["shards"]
+        ]
+
+    def take_number(self) -> int:
+        """A number never used before in this collection (shard names and ranks)."""
+        with self._lock:
+            number = self._next_id
+            self._next_id += 1
+            return number
+
+    def new_name(self) -> str:
+        return shard_name(self.take_number())
+
+    def write(self, shards: list[ShardRecord]) -> None:
+        """Persist `shards` as the collection's shard list (atomically), with a new generation."""
+        with self._lock:
+            self.generation += 1
+            rows = [{"name": s.name, "role": s.role, "rank": s.rank, "points": s.points} for s in shards]
+            write_json_atomic(
+                self.path,
+                {
+                    "format": FORMAT_VERSION,
+                    "dim": self.dim,
+                    "model_version": self.model_version,
+                    "generation": self.generation,
+                    "next_id": self._next_id,
+                    "shards": sorted(rows, key=lambda r: -r["rank"]),
+                },
+            )
+
+    def collect_garbage(self, keep: set[str]) -> list[str]:
+        """Remove what a crash left behind (staging dirs, spares, built targets never swapped in): every
+        entry of the collection directory but the manifest, the lock file and the shards in `keep`.
+        Returns the names removed."""
+        removed = []
+        for entry in self.root.iterdir():
+            if entry.name in keep or entry.name in (MANIFEST, LOCK_FILE):
+                continue
+            log.info("removing leftover %s", entry)
+            if entry.is_dir():
+                shutil.rmtree(entry, ignore_errors=True)
+            else:
+                entry.unlink(missing_ok=True)
+            if entry.exists():  # harmless (never read), but say so: something else writes here
+                log.warning("could not remove leftover %s", entry)
+            removed.append(entry.name)
+        return sorted(removed)

@@ -8,22 +8,38 @@ job joins `merge_fanin` sealed shards of one size tier (tier t holds sizes in
 from __future__ import annotations
 
 import subprocess
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Protocol, TypeVar
 
 from qdrant_edge import UpdateOperation
 
-from app.store.qdrant_edge.shard import _Shard
+from app.store.qdrant_edge.shard import Shard
 
 # Hook signature for tests: (phase, job info). Phases: "copied", "spawned", "built".
 MaintenanceHook = Callable[[str, dict[str, Any]], None]
 
 
+class Planned(Protocol):
+    """What planning reads of a shard (a Shard or a manifest ShardRecord)."""
+
+    @property
+    def role(self) -> str: ...
+
+    @property
+    def rank(self) -> int: ...
+
+    @property
+    def points(self) -> int: ...
+
+
+S = TypeVar("S", bound=Planned)
+
+
 @dataclass(eq=False)
-class _Job:
+class Job:
     kind: str  # "build" | "merge"
-    sources: list[_Shard]
+    sources: list[Shard]
     target: str
     recording: bool = False
     # (point id whose existence the op needs, or None; the op), in application order
@@ -41,28 +57,30 @@ class _Job:
         }
 
 
-class _JobAborted(Exception):
-    pass
+class JobAborted(Exception):
+    """The store is closing: the job (or spare) was abandoned; nothing was swapped in."""
 
 
-def _tier(points: int, hot_max: int, merge_fanin: int) -> int:
-    tier, bound = 0, hot_max * merge_fanin
+def tier(points: int, hot_max: int, merge_fanin: int) -> int:
+    t, bound = 0, hot_max * merge_fanin
     while points >= bound:
-        tier, bound = tier + 1, bound * merge_fanin
-    return tier
+        t, bound = t + 1, bound * merge_fanin
+    return t
 
 
-def _plan_job(shards: list[_Shard], *, hot_max: int, merge_fanin: int, max_shard_points: int) -> _Job | None:
-    """The next job for this shard list (target not named yet), or None when nothing is to do."""
+def plan_job(
+    shards: Sequence[S], *, hot_max: int, merge_fanin: int, max_shard_points: int
+) -> tuple[str, list[S]] | None:
+    """The next job for this shard list as (kind, sources), or None when nothing is to do."""
     frozen = sorted((s for s in shards if s.role == "frozen"), key=lambda s: s.rank)
     if frozen:
-        return _Job(kind="build", sources=[frozen[0]], target="")
-    tiers: dict[int, list[_Shard]] = {}
+        return "build", [frozen[0]]
+    tiers: dict[int, list[S]] = {}
     for s in shards:
         if s.role == "sealed":
-            tiers.setdefault(_tier(s.points, hot_max, merge_fanin), []).append(s)
-    for tier in sorted(tiers):
-        group = sorted(tiers[tier], key=lambda s: s.rank)[:merge_fanin]
+            tiers.setdefault(tier(s.points, hot_max, merge_fanin), []).append(s)
+    for t in sorted(tiers):
+        group = sorted(tiers[t], key=lambda s: s.rank)[:merge_fanin]
         if len(group) == merge_fanin and sum(s.points for s in group) <= max_shard_points:
-            return _Job(kind="merge", sources=group, target="")
+            return "merge", group
     return None

@@ -1,4 +1,4 @@
-"""One open shard of the embedded store (`_Shard`), and the timing of engine calls that hold the GIL."""
+"""One open shard of the embedded store (`Shard`), and the timing of engine calls that hold the GIL."""
 
 from __future__ import annotations
 
@@ -12,7 +12,8 @@ from pathlib import Path
 
 from qdrant_edge import EdgeShard
 
-from app.store.qdrant_edge.files import _WalSyncer
+from app.store.qdrant_edge.files import WalSyncer
+from app.store.qdrant_edge.manifest import ShardRecord
 
 log = logging.getLogger("lookalike.store.edge")
 
@@ -22,7 +23,8 @@ SLOW_GIL_HOLD_MS = 50.0
 
 
 @contextlib.contextmanager
-def _gil_hold(what: str) -> Iterator[None]:
+def gil_hold(what: str) -> Iterator[None]:
+    """Log how long an engine call that holds the GIL took (a warning above SLOW_GIL_HOLD_MS)."""
     # Wall time is what request threads feel; this thread's CPU time is the call's own work (the
     # rest is waiting for a CPU or the disk, which a busy machine stretches).
     t, cpu = time.perf_counter(), time.thread_time()
@@ -32,7 +34,7 @@ def _gil_hold(what: str) -> Iterator[None]:
 
 
 @dataclass(eq=False)
-class _Shard:
+class Shard:
     name: str
     path: Path
     edge: EdgeShard
@@ -40,12 +42,25 @@ class _Shard:
     rank: int
     points: int = 0  # recorded when the shard was frozen or built (size tiers)
     lock: threading.Lock = field(default_factory=threading.Lock)  # mutations and job copies
-    readers: int = 0  # guarded by EdgeStore._lock
+    readers: int = 0  # guarded by StoreState.cond (see ShardSet)
     retired: bool = False
-    wal: _WalSyncer = field(init=False)
+    wal: WalSyncer = field(init=False)
 
     def __post_init__(self) -> None:
-        self.wal = _WalSyncer(self.path)
+        self.wal = WalSyncer(self.path)
+
+    @classmethod
+    def load(cls, root: Path, record: ShardRecord) -> Shard:
+        """Open the shard a manifest row names (holds the GIL: start-up only)."""
+        path = root / record.name
+        if not path.is_dir():
+            raise RuntimeError(f"the manifest of {root} names {record.name} but the directory is missing")
+        edge = EdgeShard.load(str(path))
+        return cls(name=record.name, path=path, edge=edge, role=record.role, rank=record.rank, points=record.points)
+
+    def record(self) -> ShardRecord:
+        """This shard as a manifest row."""
+        return ShardRecord(name=self.name, role=self.role, rank=self.rank, points=self.points)
 
     def close(self) -> None:
         self.wal.close()

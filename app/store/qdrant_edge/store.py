@@ -1,118 +1,116 @@
 """EdgeStore: the embedded VectorStore (Qdrant Edge shards; design in __init__.py).
 
-This module holds the public methods (lifecycle and the VectorStore API) and opening a collection;
-the layers it inherits hold the rest (see state.py).
+EdgeStore is a thin facade: it builds the state the parts share (StoreState) and the parts
+(ShardSet, ShardWriter, JobRunner, MaintenanceScheduler), and implements the VectorStore API with them.
 """
 
 from __future__ import annotations
 
 import logging
-import threading
-import time
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 import numpy as np
-from qdrant_edge import EdgeShard, Point, Query, QueryRequest, UpdateOperation
+from qdrant_edge import Point, Query, QueryRequest, UpdateOperation
 
 from app.core.errors import StoreUnavailable
-from app.store.base import (
-    CollectionMismatch,
-    Hit,
-    SimilarFilters,
-    point_id,
-)
-from app.store.qdrant_edge.builder import create_plain_shard
-from app.store.qdrant_edge.files import _lock_dir, _unlock_dir, _write_back
-from app.store.qdrant_edge.filters import _build_filter
-from app.store.qdrant_edge.maintenance import _Maintenance
-from app.store.qdrant_edge.manifest import FORMAT_VERSION, LOCK_FILE, MANIFEST, _collect_garbage, _read_manifest
-from app.store.qdrant_edge.shard import _Shard
+from app.store.base import Hit, SimilarFilters, point_id
+from app.store.qdrant_edge.collection import check_matches, open_collection
+from app.store.qdrant_edge.files import DirLock
+from app.store.qdrant_edge.filters import build_filter
+from app.store.qdrant_edge.jobs import JobRunner
+from app.store.qdrant_edge.maintenance import MaintenanceScheduler
+from app.store.qdrant_edge.manifest import LOCK_FILE, Manifest
+from app.store.qdrant_edge.planning import MaintenanceHook
+from app.store.qdrant_edge.shard import Shard
+from app.store.qdrant_edge.shard_set import ShardSet
+from app.store.qdrant_edge.state import StoreConfig, StoreState, default_max_shard_points
+from app.store.qdrant_edge.writes import ShardWriter
 
 log = logging.getLogger("lookalike.store.edge")
 
 
-class EdgeStore(_Maintenance):
-    """VectorStore on Qdrant Edge (embedded). See the package docstring (__init__.py) for the design.
+class EdgeStore:
+    """VectorStore on Qdrant Edge (embedded). See the package docstring (__init__.py) for the design."""
 
-    EdgeStore(path, collection, *, hot_max=10_000, merge_fanin=2, max_shard_points=None,
-    sync_wal=True, builder_nice=10): the constructor and the shared fields are in state.py.
-    """
+    def __init__(
+        self,
+        path: Path,
+        collection: str,
+        *,
+        hot_max: int = 10_000,
+        merge_fanin: int = 2,
+        max_shard_points: int | None = None,
+        sync_wal: bool = True,
+        builder_nice: int = 10,
+        close_wait_s: float = 30.0,
+    ) -> None:
+        root = Path(path) / collection
+        config = StoreConfig(
+            root=root,
+            collection=collection,
+            hot_max=hot_max,
+            merge_fanin=merge_fanin,
+            max_shard_points=max_shard_points if max_shard_points is not None else default_max_shard_points(hot_max),
+            sync_wal=sync_wal,
+            builder_nice=builder_nice,
+            close_wait_s=close_wait_s,
+        )
+        self.root = root
+        self.collection = collection
+        self._state = StoreState(config=config, manifest=Manifest(root))
+        self._shard_set = ShardSet(self._state)
+        self._writer = ShardWriter(self._state)
+        self._maintenance = MaintenanceScheduler(self._state, JobRunner(self._state, self._shard_set))
+        self._dir_lock = DirLock(root, LOCK_FILE)
+
+    @property
+    def _maintenance_hook(self) -> MaintenanceHook | None:
+        """Tests: called with (phase, job info) as a job goes through "copied", "spawned", "built"."""
+        return self._state.maintenance_hook
+
+    @_maintenance_hook.setter
+    def _maintenance_hook(self, hook: MaintenanceHook | None) -> None:
+        self._state.maintenance_hook = hook
 
     # ------------------------------------------------------------ lifecycle
 
     def ensure_collection(self, dim: int, model_version: str) -> None:
-        if self._open:
-            self._check_matches(dim, model_version)
+        state = self._state
+        if state.open:
+            check_matches(state.manifest, self.collection, dim, model_version)
             return
         self.root.mkdir(parents=True, exist_ok=True)
-        self._acquire_dir_lock()
+        self._dir_lock.acquire()
         try:
-            manifest = _read_manifest(self.root)
-            if manifest is not None:
-                self._dim, self._model_version = int(manifest["dim"]), str(manifest["model_version"])
-                self._check_matches(dim, model_version)
-                self._open_existing(manifest)
-            else:
-                self._dim, self._model_version = dim, model_version
-                self._create_new()
+            shards = open_collection(state.manifest, self.collection, dim, model_version)
         except BaseException:
-            self._release_dir_lock()
+            self._dir_lock.release()
             raise
-        self._open = True
-        self._stopping = False
-        # Two threads: one keeps an empty spare shard ready (so a freeze never waits behind a long
-        # merge), one runs build/merge jobs. Both mostly wait on subprocesses.
-        self._threads = [
-            threading.Thread(target=self._keep_spare, name=f"edge-spare-{self.collection}", daemon=True),
-            threading.Thread(target=self._run_jobs, name=f"edge-jobs-{self.collection}", daemon=True),
-        ]
-        for t in self._threads:
-            t.start()
+        self._shard_set.install(shards)
+        self._maintenance.start()
 
     def ready(self) -> bool:
-        return self._open and not self._stopping
+        return self._state.open and not self._state.stopping
 
     def close(self) -> None:
-        with self._cond:
-            if not self._open:
+        state = self._state
+        with state.cond:
+            if not state.open:
                 return
-            self._stopping = True
-            procs = list(self._procs)
-            self._cond.notify_all()
-        for proc in procs:
-            if proc.poll() is None:
-                proc.terminate()
-        for t in self._threads:
-            t.join()
-        self._threads = []
-        with self._gate.exclusive():
-            with self._cond:
-                self._open = False
-                shards = list(self._shards)
-                if self._spare is not None:
-                    shards.append(self._spare)
-                self._wait_readers_locked(shards, timeout_s=30.0)
-                self._shards, self._spare = [], None
-            _write_back()
-            for s in shards:
-                s.edge.flush()
-                s.close()
-        self._release_dir_lock()
+        self._maintenance.stop()
+        with state.gate.exclusive():
+            self._shard_set.close_all(timeout_s=state.config.close_wait_s)
+        self._dir_lock.release()
 
     def wait_for_maintenance(self, timeout_s: float) -> bool:
         """Block until no job runs or is due and no freeze is pending; False on timeout."""
-        deadline = time.monotonic() + timeout_s
-        with self._cond:
-            while self._open and (self._job is not None or self._busy_locked()):
-                remaining = deadline - time.monotonic()
-                if remaining <= 0:
-                    return False
-                self._cond.wait(min(remaining, 0.5))
-            return True
+        return self._maintenance.wait_idle(timeout_s)
 
     def stats(self) -> dict[str, Any]:
-        with self._reading() as shards:
+        state = self._state
+        with self._shard_set.reading() as shards:
             rows = []
             for s in shards:
                 info = s.edge.info()
@@ -126,14 +124,14 @@ class EdgeStore(_Maintenance):
                         "segments": info.segments_count,
                     }
                 )
-            with self._lock:
-                job = self._job.info() if self._job is not None else None
+            with state.cond:
+                job = state.job.info() if state.job is not None else None
                 return {
                     "shards": rows,
                     "job": job,
                     "job_running": job is not None,
-                    "spare_ready": self._spare is not None,
-                    **self._counters,
+                    "spare_ready": state.spare is not None,
+                    **state.counters,
                 }
 
     # ------------------------------------------------------------ VectorStore API
@@ -141,9 +139,10 @@ class EdgeStore(_Maintenance):
     def upsert(self, payloads: list[dict[str, Any]], vectors: np.ndarray) -> list[bool]:
         if not self.ready():
             raise StoreUnavailable("the embedded store is not open")
+        dim = self._state.manifest.dim
         vectors = np.asarray(vectors, dtype=np.float32)
-        if vectors.ndim != 2 or vectors.shape[0] != len(payloads) or vectors.shape[1] != self._dim:
-            raise ValueError(f"vectors must have shape ({len(payloads)}, {self._dim}), got {vectors.shape}")
+        if vectors.ndim != 2 or vectors.shape[0] != len(payloads) or vectors.shape[1] != dim:
+            raise ValueError(f"vectors must have shape ({len(payloads)}, {dim}), got {vectors.shape}")
         ids: list[str] = []
         for p in payloads:
             item_id = p.get("item_id")
@@ -157,9 +156,9 @@ class EdgeStore(_Maintenance):
         unique = list(last)
         existed: set[str] = set()
 
-        def plan(shards: list[_Shard]) -> tuple[list[_Shard], Callable[[], None]]:
+        def plan(shards: list[Shard]) -> tuple[list[Shard], Callable[[], None]]:
             hot = shards[0]
-            elsewhere: list[tuple[_Shard, list[str]]] = []
+            elsewhere: list[tuple[Shard, list[str]]] = []
             existed.clear()
             for s in shards:
                 found = [str(r.id) for r in s.edge.retrieve(unique, False, False)]
@@ -168,26 +167,26 @@ class EdgeStore(_Maintenance):
                     elsewhere.append((s, found))
 
             def apply() -> None:
-                self._apply(hot, UpdateOperation.upsert_points(points), None)
+                self._writer.apply(hot, UpdateOperation.upsert_points(points), None)
                 # Written first, removed from older shards second: a crash in between leaves a
                 # duplicate that reads resolve by rank, never a lost item.
                 for s, found in elsewhere:
-                    self._apply(s, UpdateOperation.delete_points(found), None)
+                    self._writer.apply(s, UpdateOperation.delete_points(found), None)
 
             return [hot] + [s for s, _ in elsewhere], apply
 
-        self._mutate(plan)
+        self._writer.mutate(plan)
         seen: set[str] = set()
         created = []
         for pid in ids:
             created.append(pid not in existed and pid not in seen)
             seen.add(pid)
-        self._maybe_freeze()
+        self._maintenance.maybe_freeze()
         return created
 
     def get(self, item_id: str) -> dict[str, Any] | None:
         pid = point_id(item_id)
-        with self._reading() as shards:
+        with self._shard_set.reading() as shards:
             for s in shards:
                 records = s.edge.retrieve([pid], True, False)
                 if records:
@@ -202,7 +201,7 @@ class EdgeStore(_Maintenance):
         to_set = {k: v for k, v in fields.items() if v is not None}
         to_unset = [k for k, v in fields.items() if v is None]
 
-        def plan(shards: list[_Shard]) -> tuple[list[_Shard], Callable[[], dict[str, Any] | None]]:
+        def plan(shards: list[Shard]) -> tuple[list[Shard], Callable[[], dict[str, Any] | None]]:
             holders = [s for s in shards if s.edge.retrieve([pid], False, False)]
 
             def apply() -> dict[str, Any] | None:
@@ -211,9 +210,9 @@ class EdgeStore(_Maintenance):
                 holders[:] = [s for s in holders if s.edge.retrieve([pid], False, False)]
                 for s in holders:
                     if to_set:
-                        self._apply(s, UpdateOperation.set_payload([pid], to_set), pid)
+                        self._writer.apply(s, UpdateOperation.set_payload([pid], to_set), pid)
                     if to_unset:
-                        self._apply(s, UpdateOperation.delete_payload([pid], to_unset), pid)
+                        self._writer.apply(s, UpdateOperation.delete_payload([pid], to_unset), pid)
                 if not holders:
                     return None
                 records = holders[0].edge.retrieve([pid], True, False)
@@ -221,28 +220,28 @@ class EdgeStore(_Maintenance):
 
             return holders, apply
 
-        return self._mutate(plan)
+        return self._writer.mutate(plan)
 
     def delete(self, item_id: str) -> bool:
         pid = point_id(item_id)
 
-        def plan(shards: list[_Shard]) -> tuple[list[_Shard], Callable[[], bool]]:
+        def plan(shards: list[Shard]) -> tuple[list[Shard], Callable[[], bool]]:
             holders = [s for s in shards if s.edge.retrieve([pid], False, False)]
 
             def apply() -> bool:
                 for s in holders:
-                    self._apply(s, UpdateOperation.delete_points([pid]), None)
+                    self._writer.apply(s, UpdateOperation.delete_points([pid]), None)
                 return bool(holders)
 
             return holders, apply
 
-        return self._mutate(plan)
+        return self._writer.mutate(plan)
 
     def similar(self, item_id: str, k: int, filters: SimilarFilters) -> list[Hit] | None:
         if k < 1:
             raise ValueError("k must be >= 1")
         pid = point_id(item_id)
-        with self._reading() as shards:
+        with self._shard_set.reading() as shards:
             item = None
             for s in shards:
                 records = s.edge.retrieve([pid], True, True)
@@ -257,12 +256,12 @@ class EdgeStore(_Maintenance):
             request = QueryRequest(
                 limit=k + 1,  # room for the query item itself, dropped below
                 query=Query.Nearest(vector),
-                filter=_build_filter(item.payload or {}, filters),
+                filter=build_filter(item.payload or {}, filters),
                 with_payload=False,  # payloads only for the winners: reading them costs ~0.8 ms per shard
                 with_vector=False,
             )
             # point id -> (score, shard); shards come rank descending, so a duplicated item's newest copy wins
-            found: dict[str, tuple[float, _Shard]] = {}
+            found: dict[str, tuple[float, Shard]] = {}
             for s in shards:
                 for p in s.edge.query(request):
                     found.setdefault(str(p.id), (p.score, s))
@@ -271,7 +270,7 @@ class EdgeStore(_Maintenance):
                 return []
             # The k best scores, plus anything tied with the k-th (ties are broken by item_id below).
             cutoff = sorted((score for score, _ in found.values()), reverse=True)[:k][-1]
-            by_shard: dict[int, tuple[_Shard, list[str]]] = {}
+            by_shard: dict[int, tuple[Shard, list[str]]] = {}
             for point, (score, s) in found.items():
                 if score >= cutoff:
                     by_shard.setdefault(id(s), (s, []))[1].append(point)
@@ -283,57 +282,5 @@ class EdgeStore(_Maintenance):
         return sorted(hits, key=lambda h: (-h.score, h.item_id))[:k]
 
     def count(self) -> int:
-        with self._reading() as shards:
+        with self._shard_set.reading() as shards:
             return sum(s.edge.info().points_count for s in shards)
-
-    # ------------------------------------------------------------ open / create
-
-    def _check_matches(self, dim: int, model_version: str) -> None:
-        if dim == self._dim and model_version == self._model_version:
-            return
-        raise CollectionMismatch(
-            f"collection {self.collection!r} at {self.root} was built with model {self._model_version!r} "
-            f"({self._dim}-d vectors), but the loaded model is {model_version!r} ({dim}-d). Point "
-            f"LOOKALIKE_MODEL_PATH at the model the collection was built with, or set another "
-            f"LOOKALIKE_COLLECTION (or delete {self.root}) and re-index the items with this model."
-        )
-
-    def _acquire_dir_lock(self) -> None:
-        self._lock_fd = _lock_dir(self.root, LOCK_FILE)
-
-    def _release_dir_lock(self) -> None:
-        if self._lock_fd is not None:
-            _unlock_dir(self._lock_fd)
-            self._lock_fd = None
-
-    def _create_new(self) -> None:
-        _collect_garbage(self.root, keep=set())
-        name = self._new_name()
-        edge = create_plain_shard(self.root / name, self._dim)  # start-up: a GIL hold is harmless here
-        hot = _Shard(name=name, path=self.root / name, edge=edge, role="hot", rank=self._next_id)
-        self._next_id += 1
-        self._write_manifest([(hot, {})])
-        self._shards = [hot]
-        log.info("created embedded collection %s (dim %d, model %s)", self.root, self._dim, self._model_version)
-
-    def _open_existing(self, manifest: dict[str, Any]) -> None:
-        if manifest.get("format") != FORMAT_VERSION:
-            raise RuntimeError(f"{self.root / MANIFEST}: unsupported format {manifest.get('format')!r}")
-        entries = manifest["shards"]
-        _collect_garbage(self.root, keep={e["name"] for e in entries})
-        self._next_id = int(manifest["next_id"])
-        self._generation = int(manifest["generation"])
-        shards = []
-        for e in entries:
-            path = self.root / e["name"]
-            if not path.is_dir():
-                raise RuntimeError(f"{self.root / MANIFEST} names {e['name']} but the directory is missing")
-            edge = EdgeShard.load(str(path))
-            shards.append(
-                _Shard(name=e["name"], path=path, edge=edge, role=e["role"], rank=int(e["rank"]), points=e["points"])
-            )
-        shards.sort(key=lambda s: s.rank, reverse=True)
-        if not shards or shards[0].role != "hot":
-            raise RuntimeError(f"{self.root / MANIFEST}: the newest shard must be the hot shard")
-        self._shards = shards
-        log.info("opened embedded collection %s: %s", self.root, [(s.name, s.role) for s in shards])

@@ -7,9 +7,9 @@ import threading
 from collections.abc import Iterator
 
 
-class _WriteGate:
+class WriteGate:
     """Shared by writes, exclusive for freeze/swap/close. Exclusive-preferring: a stream of writes
-    cannot starve a swap (writers never wait inside the gate for long, see EdgeStore._mutate)."""
+    cannot starve a swap (writers never wait inside the gate for long, see ShardWriter.mutate)."""
 
     def __init__(self) -> None:
         self._cond = threading.Condition(threading.Lock())
