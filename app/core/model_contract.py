@@ -34,7 +34,7 @@ OUTPUT_NAME = "image_embedding"
 INPUT_TYPE = "tensor(uint8)"
 OUTPUT_TYPE = "tensor(float)"
 
-METADATA_PREFIX = "lookalike."
+# metadata_props keys (ModelMetadata's fields)
 MODEL_VERSION_KEY = "lookalike.model_version"
 SOURCE_KEY = "lookalike.source"
 IMAGE_SIZE_KEY = "lookalike.image_size"
