@@ -19,10 +19,6 @@ from app.store.base import CollectionMismatch, StoreUnavailableError
 GRACEFUL_SHUTDOWN_S = 20
 
 
-# What `python -m models.export` needs: the project's training side and the `train` extra.
-EXPORT_NEEDS = ("models", "torch", "transformers", "onnx", "onnxscript")
-
-
 class ModelMissing(RuntimeError):
     pass
 
@@ -38,6 +34,10 @@ def model_hint(settings: Settings) -> str:
         "  - for a quick local try (random weights, meaningless rankings): "
         f"python -m models.export --config tiny --out {settings.model_path}"
     )
+
+
+# What `python -m models.export` needs: the project's training side and the `train` extra.
+EXPORT_NEEDS = ("models", "torch", "transformers", "onnx", "onnxscript")
 
 
 def ensure_model(settings: Settings) -> None:
