@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import importlib.util
 import logging
 import signal
+import subprocess
 import sys
 
 import uvicorn
@@ -35,19 +37,40 @@ def model_hint(settings: Settings) -> str:
     )
 
 
+# What `python -m models.export` needs: the project's training side and the `train` extra.
+EXPORT_NEEDS = ("models", "torch", "transformers", "onnx", "onnxscript")
+
+
 def ensure_model(settings: Settings) -> None:
-    """Export LOOKALIKE_MODEL_SOURCE to LOOKALIKE_MODEL_PATH when the file is missing; never a random model."""
+    """Export LOOKALIKE_MODEL_SOURCE to LOOKALIKE_MODEL_PATH when the file is missing; never a random model.
+
+    The export (torch, transformers) runs as `python -m models.export` in a child process, so the
+    service never imports the training side; its progress goes to stderr.
+    """
     if settings.model_path.is_file():
         return
-    try:
-        from models.export import export_model
-    except ImportError:
-        raise ModelMissing(model_hint(settings) + "\n(the export tools are not installed here)") from None
+    missing = [name for name in EXPORT_NEEDS if importlib.util.find_spec(name) is None]
+    if missing:
+        raise ModelMissing(
+            model_hint(settings) + f"\n(the export tools are not installed here: no {', '.join(missing)})"
+        )
     print(f"lookalike: no model at {settings.model_path}; exporting {settings.model_source} ...", file=sys.stderr)
-    try:
-        export_model(settings.model_path, checkpoint=settings.model_source)
-    except (Exception, SystemExit) as exc:
-        raise ModelMissing(f"could not export {settings.model_source}: {exc}\n\n" + model_hint(settings)) from None
+    command = [sys.executable, "-m", "models.export", "--checkpoint", settings.model_source]
+    command += ["--out", str(settings.model_path)]
+    # Its stdout (the export summary) goes to stderr too: stdout is not the service's log.
+    with subprocess.Popen(command, stdout=sys.stderr.fileno()) as export:
+        # A SIGTERM while exporting (a rollout) stops the export too instead of leaving it orphaned.
+        previous = signal.signal(signal.SIGTERM, lambda *_: export.terminate())
+        try:
+            returncode = export.wait()
+        finally:
+            signal.signal(signal.SIGTERM, previous)
+    if returncode != 0 or not settings.model_path.is_file():
+        ended = f"exited with {returncode}" if returncode >= 0 else f"was stopped by signal {-returncode}"
+        raise ModelMissing(
+            f"could not export {settings.model_source} (`python -m models.export` {ended}; its messages are above)"
+            "\n\n" + model_hint(settings)
+        )
 
 
 def main() -> int:

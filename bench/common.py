@@ -28,6 +28,8 @@ from typing import Any
 
 import numpy as np
 
+from app.core.model_contract import ModelContractError, read_model_file
+
 ROOT = Path(__file__).resolve().parents[1]
 # BENCH_CACHE_DIR moves the cache (the test suite points it at a temporary folder).
 CACHE = Path(os.environ.get("BENCH_CACHE_DIR") or ROOT / ".bench-cache")
@@ -48,23 +50,23 @@ def cache_dir(*parts: str) -> Path:
 
 
 def cached_model(config: str, precision: str = "fp32", seed: int = 0) -> Path:
-    """A random-weight SigLIP exported by the real export path (parity gate included), made once."""
+    """A random-weight SigLIP exported by the real export path (parity gate included), made once.
+
+    A cached file that no longer follows the model contract (made by an older export) is made again.
+    """
     path = cache_dir("models") / f"siglip-{config}-{precision}-seed{seed}.onnx"
+    if path.is_file():
+        try:
+            read_model_file(path)
+        except ModelContractError as e:
+            log(f"{e}; exporting it again")
+            path.unlink()
     if not path.is_file():
         from models.export import export_model  # torch + transformers: only when a model must be made
 
         log(f"exporting the {config} model ({precision}) once to {path} ...")
         export_model(path, config=config, precision=precision, seed=seed)
     return path
-
-
-def model_metadata(path: Path) -> dict[str, str]:
-    """The model's `lookalike.*` metadata (keys without the prefix), read without building a session."""
-    import onnx
-
-    model = onnx.load_model(str(path), load_external_data=False)
-    prefix = "lookalike."
-    return {p.key[len(prefix) :]: p.value for p in model.metadata_props if p.key.startswith(prefix)}
 
 
 # ---------------------------------------------------------------- machine and output

@@ -35,6 +35,7 @@ from typing import Any
 
 import numpy as np
 
+from app.core.model_contract import INPUT_NAME, OUTPUT_NAME
 from bench.common import (
     base_parser,
     cache_dir,
@@ -149,7 +150,7 @@ class OrtVariant:
         self.iobinding = iobinding
 
     def embed(self, pixels: np.ndarray) -> np.ndarray:
-        return np.asarray(self.session.run(["image_embedding"], {"pixels": pixels})[0], dtype=np.float32)
+        return np.asarray(self.session.run([OUTPUT_NAME], {INPUT_NAME: pixels})[0], dtype=np.float32)
 
     def prepare(self, pixels: np.ndarray) -> Callable[[], None]:
         import onnxruntime as ort
@@ -158,8 +159,8 @@ class OrtVariant:
             return lambda: self.embed(pixels)
         on_device = ort.OrtValue.ortvalue_from_numpy(np.ascontiguousarray(pixels), "cuda", 0)
         binding = self.session.io_binding()
-        binding.bind_ortvalue_input("pixels", on_device)
-        binding.bind_output("image_embedding", "cuda", 0)
+        binding.bind_ortvalue_input(INPUT_NAME, on_device)
+        binding.bind_output(OUTPUT_NAME, "cuda", 0)
 
         def run() -> None:
             self.session.run_with_iobinding(binding)

@@ -28,6 +28,7 @@ from typing import Any
 
 import numpy as np
 
+from app.core.model_contract import read_model_file
 from bench.common import (
     KeepAliveClient,
     LoadResult,
@@ -39,7 +40,6 @@ from bench.common import (
     log,
     machine_info,
     machine_line,
-    model_metadata,
     running_service,
     summary_ms,
     table,
@@ -316,9 +316,9 @@ def run(
         raise SystemExit(f"--dim must be one of {sorted(CONFIG_BY_DIM)} (the embedding size of a SigLIP config)")
     machine = machine_info()
     model_path = cached_model(CONFIG_BY_DIM[dim])
-    meta = model_metadata(model_path)
-    model_version = meta["model_version"]
-    assert int(meta["embedding_dim"]) == dim
+    meta = read_model_file(model_path)
+    model_version = meta.model_version
+    assert meta.embedding_dim == dim
     store_path = cache_dir("read-path", f"n{items}-d{dim}-h{hot_max}-{model_version}")
     if reload:
         shutil.rmtree(store_path, ignore_errors=True)

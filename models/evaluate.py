@@ -103,14 +103,19 @@ def load_eval_data(data: Path) -> EvalData:
 
 
 def _embed(
-    paths: list[Path], size: int, fn: Callable[[np.ndarray], np.ndarray], desc: str, progress: bool
+    paths: list[Path],
+    size: int,
+    fn: Callable[[np.ndarray], np.ndarray],
+    desc: str,
+    progress: bool,
+    resample: str = "bicubic",
 ) -> np.ndarray:
     out = []
     for start in tqdm(
         range(0, len(paths), EMBED_BATCH), desc=desc, unit="batch", disable=not progress, file=sys.stderr
     ):
         chunk = paths[start : start + EMBED_BATCH]
-        pixels = np.stack([load_pixels(p.read_bytes(), size, MAX_PIXELS) for p in chunk])
+        pixels = np.stack([load_pixels(p.read_bytes(), size, MAX_PIXELS, resample) for p in chunk])
         out.append(fn(pixels))
     return np.concatenate(out).astype(np.float32)
 
@@ -119,7 +124,8 @@ def onnx_embeddings(
     model: Path, paths: list[Path], device: str, threads: int, progress: bool
 ) -> tuple[np.ndarray, OnnxImageEncoder]:
     encoder = OnnxImageEncoder(model, device=device, threads=threads)
-    return _embed(paths, encoder.image_size, encoder.embed, f"embed {model.name}", progress), encoder
+    meta = encoder.meta  # the size and resize filter the model's metadata names, as the service uses them
+    return _embed(paths, meta.image_size, encoder.embed, f"embed {model.name}", progress, meta.resample), encoder
 
 
 def colour_histogram(pixels: np.ndarray, bins: int = HIST_BINS) -> np.ndarray:

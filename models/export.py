@@ -1,13 +1,14 @@
-"""Export a SigLIP image encoder to one self-describing ONNX file (DESIGN.md §4).
+"""Export a SigLIP image encoder to one self-describing ONNX file (the contract: app/core/model_contract.py).
 
     python -m models.export --checkpoint google/siglip-base-patch16-224 --out model.onnx
     python -m models.export --config tiny --out tiny.onnx --precision int8
 
-The graph takes uint8 [N, H, W, 3] RGB pixels (already resized by app/core/model_contract.py), does the
-rescale/normalise/transpose itself, runs the vision tower, and returns the L2-normalised pooled
-embedding `image_embedding` float32 [N, D]. Preprocessing facts go into metadata_props so the service
-reads them from the model instead of keeping its own copy. Before the file is moved into place, a
-parity gate compares ONNX Runtime with the PyTorch reference; under the gate nothing is written.
+The graph takes uint8 [N, H, W, 3] RGB pixels (already resized by model_contract.resize_for_model), does
+the rescale/normalise/transpose itself, runs the vision tower, and returns the L2-normalised pooled
+embedding `image_embedding` float32 [N, D]. Preprocessing facts go into metadata_props
+(model_contract.ModelMetadata) so the service reads them from the model instead of keeping its own copy.
+Before the file is moved into place, it is checked against the contract the service applies and a parity
+gate compares ONNX Runtime with the PyTorch reference; on failure nothing is written.
 """
 
 from __future__ import annotations
@@ -16,7 +17,6 @@ import argparse
 import contextlib
 import copy
 import hashlib
-import json
 import logging
 import sys
 import tempfile
@@ -34,7 +34,16 @@ import torch.nn.functional as F
 from PIL import Image, ImageDraw
 from torch import nn
 
-from app.core.model_contract import RESAMPLE_FILTERS, resize_for_model
+from app.core.model_contract import (
+    INPUT_NAME,
+    OUTPUT_NAME,
+    RESAMPLE_FILTERS,
+    ModelContractError,
+    ModelMetadata,
+    read_model_file,
+    resample_name,
+    resize_for_model,
+)
 from models.attention_fusion import fuse_attention
 
 log = logging.getLogger("lookalike.export")
@@ -42,10 +51,6 @@ log = logging.getLogger("lookalike.export")
 PRECISIONS = ("fp32", "fp16", "int8")
 # Minimum cosine(ONNX, PyTorch fp32 reference) per precision.
 GATES: dict[str, float] = {"fp32": 0.99999, "fp16": 0.999, "int8": 0.999}
-INPUT_NAME = "pixels"
-# Not "embedding": the dynamo exporter clashes with a folded constant of that name.
-OUTPUT_NAME = "image_embedding"
-METADATA_PREFIX = "lookalike."
 
 # Vision tower sizes for --config (random weights, seeded).
 CONFIGS: dict[str, dict[str, int]] = {
@@ -254,12 +259,15 @@ def _read_preprocessing(location: str, image_size: int) -> Preprocessing:
         problems.append("it center-crops")
     if not np.isclose(getattr(processor, "rescale_factor", 1 / 255), 1 / 255):
         problems.append(f"rescale_factor is {processor.rescale_factor}, not 1/255")
+    try:
+        resample = resample_name(processor.resample)
+    except ValueError as e:
+        problems.append(str(e))
     if problems:
         raise ExportError(
             f"the image processor in {location} does not fit the model contract (square resize to the "
             f"model's {image_size}px, rescale 1/255, normalise): {'; '.join(problems)}"
         )
-    resample = Image.Resampling(int(processor.resample)).name.lower()
     mean, std = _triple(processor.image_mean), _triple(processor.image_std)
     return Preprocessing(image_size, mean, std, resample)
 
@@ -327,18 +335,19 @@ def export_model(
         else:
             _export_onnx(PixelsToEmbedding(src.tower, prep).eval(), staged, prep.image_size)
 
-        metadata = {
-            "model_version": version,
-            "source": src.source,
-            "image_size": str(prep.image_size),
-            "resample": prep.resample,
-            "mean": json.dumps(list(prep.mean)),
-            "std": json.dumps(list(prep.std)),
-            "embedding_dim": str(src.embedding_dim),
-            "precision": precision,
-        }
+        metadata = ModelMetadata(
+            model_version=version,
+            source=src.source,
+            image_size=prep.image_size,
+            resample=prep.resample,
+            mean=prep.mean,
+            std=prep.std,
+            embedding_dim=src.embedding_dim,
+            precision=precision,
+        )
         # Applied last, so it also survives quantisation (which rewrites the model).
-        _write_metadata(staged, {METADATA_PREFIX + k: v for k, v in metadata.items()})
+        _write_metadata(staged, metadata.to_props())
+        _check_contract(staged, metadata)
 
         log.info("checking parity against PyTorch (ONNX Runtime, CPU)")
         min_cosine = parity_min_cosine(staged, src.tower, prep, seed=seed)
@@ -432,11 +441,14 @@ def _write_metadata(path: Path, metadata: dict[str, str]) -> None:
     onnx.save_model(model, str(path))
 
 
-def read_metadata(path: Path) -> dict[str, str]:
-    """The `lookalike.*` metadata of an exported model, keys without the prefix."""
-    model = onnx.load_model(str(path), load_external_data=False)
-    n = len(METADATA_PREFIX)
-    return {p.key[n:]: p.value for p in model.metadata_props if p.key.startswith(METADATA_PREFIX)}
+def _check_contract(path: Path, written: ModelMetadata) -> None:
+    """The service's own check on the staged file: a model the service would refuse is never written."""
+    try:
+        found = read_model_file(path)
+    except ModelContractError as e:
+        raise ExportError(f"the exported model breaks the model contract: {e}") from None
+    if found != written:
+        raise ExportError(f"the exported model's metadata reads back as {found}, not {written}")
 
 
 # --------------------------------------------------------------------------- parity

@@ -76,6 +76,7 @@ from transformers import (
 from transformers.utils import logging as hf_logging
 
 from app.core.errors import LookalikeError
+from app.core.model_contract import resample_name
 from app.core.settings import Settings
 from app.ingest.decode import load_pixels
 from models.tokenizer import build_word_tokenizer
@@ -500,7 +501,7 @@ def _train(args: argparse.Namespace, device: torch.device) -> dict:
     scaler = torch.amp.GradScaler("cuda", enabled=amp_dtype == torch.float16)
 
     cache_bytes = len(pairs) * setup.image_size**2 * 3
-    resample = Image.Resampling(int(setup.processor.resample)).name.lower()
+    resample = resample_name(setup.processor.resample)
     images = PairImages(
         pairs, setup.image_size, resample, cache=cache_bytes <= args.cache_mb * 2**20, progress=not args.no_progress
     )

@@ -1,61 +1,28 @@
-"""OnnxImageEncoder: runs the exported SigLIP image tower with ONNX Runtime (DESIGN §4).
+"""OnnxImageEncoder: runs the exported SigLIP image tower with ONNX Runtime.
 
 The model file is self-describing: preprocessing (size, resample, mean/std) and the model version are
-read from its metadata_props, so a model and its preprocessing can never disagree.
+read from its metadata_props, and it is checked against app/core/model_contract.py when it loads.
 """
 
 from __future__ import annotations
 
-import json
 import logging
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
 
 import numpy as np
 import onnxruntime as ort
 
+from app.core.model_contract import INPUT_NAME, OUTPUT_NAME, ModelContractError, ModelMetadata, check_session
+
 log = logging.getLogger(__name__)
 
-INPUT_NAME = "pixels"
-OUTPUT_NAME = "image_embedding"
 CUDA = "CUDAExecutionProvider"
 CPU = "CPUExecutionProvider"
 
 
 class EncoderError(RuntimeError):
     """The model cannot be loaded or run as asked; the message says what to do."""
-
-
-@dataclass(frozen=True)
-class ModelMetadata:
-    model_version: str
-    source: str
-    image_size: int
-    resample: str
-    mean: tuple[float, ...]
-    std: tuple[float, ...]
-    embedding_dim: int
-    precision: str
-
-    @classmethod
-    def from_props(cls, props: dict[str, str], path: Path) -> ModelMetadata:
-        try:
-            return cls(
-                model_version=props["lookalike.model_version"],
-                source=props.get("lookalike.source", "unknown"),
-                image_size=int(props["lookalike.image_size"]),
-                resample=props.get("lookalike.resample", "bicubic"),
-                mean=tuple(json.loads(props["lookalike.mean"])),
-                std=tuple(json.loads(props["lookalike.std"])),
-                embedding_dim=int(props["lookalike.embedding_dim"]),
-                precision=props.get("lookalike.precision", "fp32"),
-            )
-        except (KeyError, ValueError) as exc:
-            raise EncoderError(
-                f"{path} is not a lookalike model (missing or bad metadata {exc}); "
-                "export one with `python -m models.export --checkpoint DIR --out FILE.onnx`"
-            ) from None
 
 
 def _providers(device: Literal["auto", "cuda", "cpu"]) -> list[str]:
@@ -100,17 +67,12 @@ class OnnxImageEncoder:
                 f"(active: {active}); check the NVIDIA driver, CUDA 12 and cuDNN 9 libraries, "
                 "or set LOOKALIKE_DEVICE=auto to fall back to the CPU"
             )
-        self._check_io(path)
-        self.meta = ModelMetadata.from_props(self._session.get_modelmeta().custom_metadata_map, path)
-
-    def _check_io(self, path: Path) -> None:
-        inputs = {i.name: i for i in self._session.get_inputs()}
-        outputs = {o.name for o in self._session.get_outputs()}
-        if INPUT_NAME not in inputs or inputs[INPUT_NAME].type != "tensor(uint8)" or OUTPUT_NAME not in outputs:
+        try:
+            self.meta: ModelMetadata = check_session(self._session, path)
+        except ModelContractError as exc:
             raise EncoderError(
-                f"{path} does not follow the artifact contract (uint8 input `{INPUT_NAME}`, "
-                f"output `{OUTPUT_NAME}`); export it with `python -m models.export`"
-            )
+                f"{exc}; export one with `python -m models.export --checkpoint DIR --out FILE.onnx`"
+            ) from None
 
     @property
     def model_version(self) -> str:

@@ -1,4 +1,4 @@
-"""models/export.py and app/core/model_contract.py against the model artifact contract (DESIGN.md §4)."""
+"""models/export.py and app/core/model_contract.py against the model artifact contract."""
 
 from __future__ import annotations
 
@@ -18,7 +18,7 @@ from transformers import Siglip2Config, SiglipConfig, SiglipImageProcessor, Sigl
 from app.core.model_contract import resize_for_model
 from models import export
 from models.attention_fusion import fuse_attention
-from models.export import export_model, load_source, main, read_metadata
+from models.export import export_model, load_source, main
 
 SIZE = 32  # the tiny config's image size and embedding dim
 DIM = 32
@@ -27,6 +27,12 @@ DIM = 32
 def embed(model: Path, pixels: np.ndarray) -> np.ndarray:
     session = ort.InferenceSession(str(model), providers=["CPUExecutionProvider"])
     return session.run(["image_embedding"], {"pixels": pixels})[0]
+
+
+def read_metadata(path: Path) -> dict[str, str]:
+    """The `lookalike.*` metadata_props as written in the file (keys without the prefix), read with onnx."""
+    props = onnx.load_model(str(path), load_external_data=False).metadata_props
+    return {p.key.removeprefix("lookalike."): p.value for p in props if p.key.startswith("lookalike.")}
 
 
 def random_pixels(n: int, seed: int) -> np.ndarray:
@@ -297,4 +303,26 @@ def test_failed_parity_gate_exits_non_zero_and_writes_nothing(
     assert main(["--config", "tiny", "--out", str(out_dir / "model.onnx")]) != 0
 
     assert "parity gate failed" in capsys.readouterr().err
+    assert list(out_dir.iterdir()) == []  # no file, no leftover temporary
+
+
+def test_a_graph_that_breaks_the_model_contract_is_not_written(
+    tiny_model_path: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # An exporter that names the output differently: the service would refuse the file, so it is never written.
+    def export_renamed(wrapper: torch.nn.Module, path: Path, size: int) -> None:
+        model = onnx.load(str(tiny_model_path))
+        old = model.graph.output[0].name
+        for node in model.graph.node:
+            node.output[:] = ["vector" if name == old else name for name in node.output]
+        model.graph.output[0].name = "vector"
+        onnx.save_model(model, str(path))
+
+    monkeypatch.setattr(export, "_export_onnx", export_renamed)
+    out_dir = tmp_path / "out"
+
+    assert main(["--config", "tiny", "--out", str(out_dir / "model.onnx")]) != 0
+
+    err = capsys.readouterr().err
+    assert "breaks the model contract" in err and "vector tensor(float)" in err
     assert list(out_dir.iterdir()) == []  # no file, no leftover temporary

@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 import os
+import signal
 import subprocess
 import sys
 from pathlib import Path
+
+from tests.live import free_port, wait_ready
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -40,3 +43,62 @@ def test_file_that_is_not_a_model_is_refused(tmp_path: Path) -> None:
     result = run_app(tmp_path, LOOKALIKE_MODEL_PATH=str(fake))
     assert result.returncode == 2
     assert "could not load" in result.stderr
+
+
+def test_without_the_export_tools_start_up_says_how_to_get_a_model(tmp_path: Path) -> None:
+    # A runtime install without the `train` extra: torch cannot be found (None in sys.modules hides it).
+    model = tmp_path / "siglip.onnx"
+    clean = {k: v for k, v in os.environ.items() if not k.startswith("LOOKALIKE_")}
+    clean.update({"LOOKALIKE_MODEL_PATH": str(model), "LOOKALIKE_QDRANT_PATH": str(tmp_path / "q")})
+    code = "import sys; sys.modules['torch'] = None; from app.__main__ import main; sys.exit(main())"
+    result = subprocess.run(
+        [sys.executable, "-c", code], cwd=ROOT, env=clean, capture_output=True, text=True, timeout=120
+    )
+    assert result.returncode == 2
+    assert "the export tools are not installed here: no torch" in result.stderr
+    assert "pip install -e '.[train]'" in result.stderr
+    assert "exporting" not in result.stderr  # no export was started
+    assert not model.exists()
+
+
+def test_missing_model_is_exported_from_model_source_then_served(tmp_path: Path) -> None:
+    # A SigLIP vision checkpoint on disk (tiny, seeded), as a fine-tune would leave one.
+    import torch
+    from transformers import SiglipVisionConfig, SiglipVisionModel
+
+    from app.core.model_contract import read_model_file
+    from models.export import CONFIGS
+
+    checkpoint = tmp_path / "checkpoint"
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(0)
+        SiglipVisionModel(SiglipVisionConfig(**CONFIGS["tiny"])).save_pretrained(checkpoint)
+    model = tmp_path / "exported" / "siglip.onnx"
+    port = free_port()
+    env = {k: v for k, v in os.environ.items() if not k.startswith("LOOKALIKE_")}
+    env.update(
+        HF_HUB_OFFLINE="1",
+        LOOKALIKE_HOST="127.0.0.1",
+        LOOKALIKE_PORT=str(port),
+        LOOKALIKE_MODEL_PATH=str(model),
+        LOOKALIKE_MODEL_SOURCE=str(checkpoint),
+        LOOKALIKE_QDRANT_PATH=str(tmp_path / "q"),
+        LOOKALIKE_DEVICE="cpu",
+    )
+    log = tmp_path / "stderr.log"
+    with log.open("w") as stderr:
+        process = subprocess.Popen([sys.executable, "-m", "app"], cwd=ROOT, env=env, stderr=stderr, text=True)
+        try:
+            wait_ready(f"http://127.0.0.1:{port}", process, timeout_s=240)
+            served = True
+        except (RuntimeError, TimeoutError):
+            served = False
+        finally:
+            process.send_signal(signal.SIGTERM)
+            process.wait(timeout=60)
+    output = log.read_text()
+
+    assert served and process.returncode == 0, output
+    assert f"exporting {checkpoint}" in output
+    assert "model_version  checkpoint-fp32-" in output  # the export's summary, streamed to stderr
+    assert read_model_file(model).source == str(checkpoint)
