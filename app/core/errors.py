@@ -86,16 +86,40 @@ class ModelMismatch(LookalikeError):
     code = "internal"
 
 
+class ModelNotFound(LookalikeError):
+    """A request named a model version this service does not serve."""
+
+    code = "model_not_found"
+    status = 404
+
+
+class ImageNotFound(LookalikeError):
+    """The item exists but no image of it is kept (it was written from bytes, not from a URL)."""
+
+    code = "image_not_found"
+    status = 404
+
+
+class InvalidCursor(LookalikeError):
+    """A GET /items cursor that this service did not hand out (or that was altered)."""
+
+    code = "invalid_cursor"
+    status = 422
+
+
 STATUS: dict[str, int] = {
     "bad_request": 400,
     "unauthorized": 401,
     "item_not_found": 404,
+    "model_not_found": 404,
+    "image_not_found": 404,
     "payload_too_large": 413,
     "image_too_large": 413,
     "unsupported_image_type": 415,
     "validation_error": 422,
     "image_decode_error": 422,
     "url_not_allowed": 422,
+    "invalid_cursor": 422,
     "image_fetch_failed": 424,
     "overloaded": 429,
     "not_ready": 503,
