@@ -18,10 +18,12 @@ from qdrant_edge import EdgeShard, Point, Query, QueryRequest, UpdateOperation
 from app.store.base import (
     CollectionMismatch,
     Hit,
+    ItemPage,
     SimilarFilters,
     StoreUnavailableError,
     point_id,
 )
+from app.store.qdrant_edge import browse
 from app.store.qdrant_edge.builder import create_plain_shard
 from app.store.qdrant_edge.files import _lock_dir, _unlock_dir, _write_back
 from app.store.qdrant_edge.filters import _build_filter
@@ -281,6 +283,14 @@ class EdgeStore(_Maintenance):
                     payload = r.payload or {}
                     hits.append(Hit(str(payload.get("item_id", r.id)), found[str(r.id)][0], dict(payload)))
         return sorted(hits, key=lambda h: (-h.score, h.item_id))[:k]
+
+    def similar_to_vector(self, vector: np.ndarray, k: int, filters: SimilarFilters) -> list[Hit]:
+        with self._reading() as shards:
+            return browse.nearest(shards, vector, k, filters)
+
+    def list_items(self, limit: int, cursor: str | None, category: str | None, status: str | None) -> ItemPage:
+        with self._reading() as shards:
+            return browse.page(shards, limit, cursor, category, status)
 
     def count(self) -> int:
         with self._reading() as shards:
