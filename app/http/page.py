@@ -1,0 +1,65 @@
+"""The web page (GET /) and its static files: browse the items, their look-alikes, search by photo.
+
+Plain files under app/http/static/ (no build step, nothing fetched from elsewhere at run time). The
+page only reads the public API, so it needs no key. Every answer here carries a strict
+Content-Security-Policy: scripts and styles only from this origin, no inline script.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from fastapi import APIRouter, Request, Response
+from fastapi.responses import JSONResponse
+
+from app.core.errors import error_body
+
+STATIC_DIR = Path(__file__).with_name("static")
+MEDIA_TYPES = {
+    ".html": "text/html; charset=utf-8",
+    ".js": "text/javascript; charset=utf-8",
+    ".css": "text/css; charset=utf-8",
+    ".svg": "image/svg+xml",
+    ".png": "image/png",
+}
+# Read once: a fixed set of names, so no request path ever reaches the file system.
+FILES = {p.name: (p.read_bytes(), MEDIA_TYPES[p.suffix]) for p in STATIC_DIR.iterdir() if p.suffix in MEDIA_TYPES}
+
+router = APIRouter(include_in_schema=False)
+
+
+def content_security_policy(image_origins: tuple[str, ...] = ()) -> str:
+    # Photos come from GET /items/{id}/image, a redirect to the URL an item was written from, so
+    # img-src also allows https: images (passive content) and any origin the caller adds (the demo's
+    # loopback photo server). Scripts, styles and connections stay on this origin.
+    images = " ".join(("'self'", "data:", "blob:", "https:", *image_origins))
+    return (
+        "default-src 'self'; "
+        f"img-src {images}; "
+        "script-src 'self'; style-src 'self'; connect-src 'self'; "
+        "object-src 'none'; base-uri 'none'; form-action 'none'; frame-ancestors 'none'"
+    )
+
+
+def _answer(request: Request, name: str) -> Response:
+    body, media_type = FILES[name]
+    origins = tuple(getattr(request.app.state, "page_image_origins", ()))
+    headers = {
+        "Content-Security-Policy": content_security_policy(origins),
+        "X-Content-Type-Options": "nosniff",
+        "Referrer-Policy": "no-referrer",
+        "Cache-Control": "no-cache",
+    }
+    return Response(body, media_type=media_type, headers=headers)
+
+
+@router.get("/")
+async def page(request: Request) -> Response:
+    return _answer(request, "index.html")
+
+
+@router.get("/static/{name}")
+async def static_file(request: Request, name: str) -> Response:
+    if name not in FILES:
+        return JSONResponse(error_body("not_found", f"no static file {name!r}"), status_code=404)
+    return _answer(request, name)
