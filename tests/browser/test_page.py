@@ -86,6 +86,18 @@ def test_category_filter_on_the_grid(page: Any, site: Site) -> None:
     wait(page, lambda d: sorted(c.get_attribute("data-item-id") for c in cards(d, "grid")) == expected, "the filter")
 
 
+def test_more_items_pages_with_the_cursor(page: Any, site: Site) -> None:
+    page.get(site.url + "/?limit=10")
+    wait(page, lambda d: len(cards(d, "grid")) == 10, "the first page")
+    more = page.find_element(By.ID, "more")
+    for shown in (20, CATALOG_ITEMS + 1):
+        more.click()
+        wait(page, lambda d, n=shown: len(cards(d, "grid")) == n, f"{shown} items")
+    wait(page, lambda d: not more.is_displayed(), "no more pages")
+    ids = [c.get_attribute("data-item-id") for c in cards(page, "grid")]
+    assert sorted(ids) == sorted(i["item_id"] for i in site.items)
+
+
 def test_clicking_an_item_shows_its_look_alikes_and_filters_apply_at_once(page: Any, site: Site) -> None:
     page.get(site.url + "/")
     wait(page, lambda d: len(cards(d, "grid")) == CATALOG_ITEMS + 1, "the grid")

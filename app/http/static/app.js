@@ -2,7 +2,8 @@
 // Every piece of item data goes into the DOM through textContent / attributes, never as HTML.
 "use strict";
 
-const PAGE_SIZE = 48;
+// Items per page of the grid: 48, or `/?limit=N` (1..200)
+const PAGE_SIZE = Math.min(200, Math.max(1, Number(new URLSearchParams(location.search).get("limit")) || 48));
 const PLACEHOLDER = "/static/placeholder.svg";
 
 const $ = (id) => document.getElementById(id);
@@ -274,12 +275,6 @@ function wireSearch() {
   const drop = $("drop");
   $("file").addEventListener("change", () => {
     if ($("file").files[0]) searchByPhoto($("file").files[0]);
-  });
-  drop.addEventListener("keydown", (event) => {
-    if (event.key === "Enter" || event.key === " ") {
-      event.preventDefault();
-      $("file").click();
-    }
   });
   for (const name of ["dragenter", "dragover"]) {
     drop.addEventListener(name, (event) => {
