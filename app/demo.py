@@ -73,10 +73,21 @@ class _QuietFiles(SimpleHTTPRequestHandler):
         pass
 
 
+class _PhotoServer(ThreadingHTTPServer):
+    # The service fetches a whole batch of photos at once; socketserver's default backlog of 5 would
+    # drop most of those connections and leave them to SYN retries (seconds each).
+    request_queue_size = 256
+    daemon_threads = True
+
+    def handle_error(self, request: object, client_address: object) -> None:
+        if not isinstance(sys.exc_info()[1], ConnectionError):  # a fetch the service gave up on
+            super().handle_error(request, client_address)  # type: ignore[arg-type]
+
+
 @contextmanager
 def photo_server(root: Path) -> Iterator[str]:
     """Serve `root` read-only on 127.0.0.1 (a free port); yields its base URL."""
-    server = ThreadingHTTPServer(("127.0.0.1", 0), functools.partial(_QuietFiles, directory=str(root)))
+    server = _PhotoServer(("127.0.0.1", 0), functools.partial(_QuietFiles, directory=str(root)))
     thread = threading.Thread(target=server.serve_forever, name="demo-photos", daemon=True)
     thread.start()
     try:
@@ -152,7 +163,7 @@ def run_demo(items: int, port: int, data: Path) -> int:
 
                 async def index() -> tuple[int, int]:
                     async with http_sender(url, key) as send:
-                        return await index_file(jsonl, send, 64)
+                        return await index_file(jsonl, send, 32)
 
                 ok, failed = asyncio.run(index())
                 say(f"indexed {ok} items ({failed} failed)")
