@@ -175,6 +175,10 @@ def parser() -> argparse.ArgumentParser:
     sim.add_argument("--include-sold", action="store_true")
     sim.add_argument("--url", help="ask a running service instead of opening the store in-process")
     sub.add_parser("serve", help="run the HTTP service (same as python -m app)")
+    demo = sub.add_parser("demo", help="generated catalog + photo server + service, indexed: see the web page")
+    demo.add_argument("--items", type=int, default=200, help="catalog size (at least 8)")
+    demo.add_argument("--port", type=int, default=8000, help="the service's port on 127.0.0.1")
+    demo.add_argument("--data", default="data/demo", help="where the catalog (and a tiny model) are cached")
     return p
 
 
@@ -184,6 +188,17 @@ def main(argv: list[str] | None = None) -> int:
         from app.__main__ import main as serve
 
         return serve()
+    if args.command == "demo":
+        if args.items < 8:
+            print("lookalike: --items must be at least 8", file=sys.stderr)
+            return 2
+        from app.demo import run_demo
+
+        try:
+            return run_demo(args.items, args.port, Path(args.data))
+        except (SettingsError, RuntimeError, ImportError) as exc:
+            print(f"lookalike demo: {exc}", file=sys.stderr)
+            return 2
     try:
         runner = _index if args.command == "index" else _similar
         return asyncio.run(runner(args))

@@ -119,6 +119,27 @@ class ImageFetchTimeout(LookalikeError):
     status = 504
 
 
+class ModelNotFound(LookalikeError):
+    """A request named a model version this service does not serve."""
+
+    code = "model_not_found"
+    status = 404
+
+
+class ImageNotFound(LookalikeError):
+    """The item exists but no image of it is kept."""
+
+    code = "image_not_found"
+    status = 404
+
+
+class InvalidCursor(LookalikeError):
+    """A GET /items cursor that this service did not hand out (or that was altered)."""
+
+    code = "invalid_cursor"
+    status = 422
+
+
 def validation_message(
     errors: Iterable[Mapping[str, Any]], *, whole: str = "body", name: Callable[[str], str] = str
 ) -> str:

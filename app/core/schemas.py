@@ -174,6 +174,7 @@ class ItemOut(BaseModel):
     seller_id: str | None = None
     status: Status = "on_sale"
     attributes: dict[str, AttrValue] | None = None
+    image_url: str | None = None  # kept when the item was written from a URL (GET /items/{id}/image)
     model_version: str
     indexed_at: float
 
@@ -209,3 +210,66 @@ class SimilarQuery(BaseModel):
         if self.min_price is not None and self.max_price is not None and self.min_price > self.max_price:
             raise ValueError("min_price must not exceed max_price")
         return self
+
+
+class SimilarImageFields(SimilarQuery):
+    """POST /similar besides the image: GET /similar's filters, the seller to leave out, the model version."""
+
+    # There is no query item whose seller could be left out: exclude_same_seller needs this seller id.
+    seller_id: str | None = Field(None, min_length=1, max_length=128)
+    model_version: str | None = Field(None, min_length=1, max_length=256)
+
+    @_model_validator(mode="after")
+    def _seller_given(self) -> SimilarImageFields:
+        if self.exclude_same_seller and self.seller_id is None:
+            raise ValueError("exclude_same_seller needs seller_id (a search by photo has no item to take it from)")
+        return self
+
+
+class SimilarImageIn(SimilarImageFields):
+    """POST /similar as JSON: the photo as a URL or base64, never stored."""
+
+    image_url: str | None = Field(None, min_length=1, max_length=2048)
+    image_base64: str | None = Field(None, min_length=1)
+
+    @_model_validator(mode="after")
+    def _one_image_source(self) -> SimilarImageIn:
+        if (self.image_url is None) == (self.image_base64 is None):
+            raise ValueError("give exactly one of image_url or image_base64")
+        return self
+
+    def fields(self) -> SimilarImageFields:
+        return SimilarImageFields.model_validate(self.model_dump(exclude={"image_url", "image_base64"}))
+
+
+class SimilarImageForm(SimilarImageFields):
+    """POST /similar as multipart/form-data, for the OpenAPI document: the fields plus the file `image`."""
+
+    image: bytes
+
+
+class SimilarImageResponse(BaseModel):
+    model_version: str
+    results: list[SimilarItem]
+
+
+ITEM_PAGE_MAX = 200
+
+
+class ItemListQuery(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    limit: int = Field(50, ge=1, le=ITEM_PAGE_MAX)
+    cursor: str | None = Field(None, min_length=1, max_length=64)
+    category: str | None = Field(None, min_length=1, max_length=128)
+    status: Status | None = None
+
+
+class ItemPageOut(BaseModel):
+    items: list[ItemOut]
+    next_cursor: str | None
+
+
+class InfoOut(BaseModel):
+    model_version: str
+    random_weights: bool  # the model was exported with random weights: its rankings mean nothing

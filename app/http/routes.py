@@ -10,7 +10,7 @@ import json
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, Path, Query, Request, Response
-from fastapi.responses import JSONResponse, PlainTextResponse
+from fastapi.responses import JSONResponse, PlainTextResponse, RedirectResponse
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from pydantic import BaseModel, ValidationError
 from python_multipart.multipart import parse_options_header
@@ -23,16 +23,24 @@ from app.core.schemas import (
     BatchIn,
     BatchOut,
     ErrorBody,
+    InfoOut,
     ItemForm,
     ItemIn,
+    ItemListQuery,
     ItemMetaIn,
     ItemOut,
+    ItemPageOut,
     ItemPatch,
     ItemWriteOut,
+    SimilarImageFields,
+    SimilarImageForm,
+    SimilarImageIn,
+    SimilarImageResponse,
     SimilarQuery,
     SimilarResponse,
 )
 from app.http.answers import answer, write_answer
+from app.http.page import router as page_router
 from app.service.items import ItemService
 
 router = APIRouter()
@@ -178,3 +186,72 @@ async def readyz(service: Service) -> dict[str, str]:
 @router.get("/metrics", response_class=PlainTextResponse)
 async def prometheus_metrics() -> Response:
     return Response(generate_latest(), media_type=CONTENT_TYPE_LATEST)
+
+
+# ---- search by photo, browsing, the page ------------------------------------------------------------
+
+SIMILAR_IMAGE_DOC = {
+    "requestBody": {
+        "required": True,
+        "content": {
+            "application/json": _body_schema(SimilarImageIn),
+            "multipart/form-data": _body_schema(SimilarImageForm),
+        },
+    }
+}
+
+
+@router.post(
+    "/similar",
+    response_model=SimilarImageResponse,
+    responses={404: {"model": ErrorBody, "description": "model_not_found"}, **ERRORS},
+    openapi_extra=SIMILAR_IMAGE_DOC,
+)
+async def similar_to_image(request: Request, service: Service) -> JSONResponse:
+    """Look-alikes of a photo (search by photo). The photo is embedded like a POST /items image, never stored."""
+    if request.headers.get("content-type", "").startswith("multipart/form-data"):
+        await _check_multipart_complete(request)
+        async with request.form(max_files=1, max_fields=len(SimilarImageFields.model_fields) + 1) as form:
+            image = form.get("image")
+            if not isinstance(image, UploadFile):
+                raise ValidationFailed("multipart search needs a file field `image`")
+            fields = {k: v for k, v in form.items() if k != "image" and isinstance(v, str)}
+            try:
+                query = SimilarImageFields.model_validate(fields)
+            except ValidationError as exc:
+                raise ValidationFailed(validation_message(exc.errors())) from None
+            data: bytes | str = await image.read()
+        return answer(await service.similar_to_image(data, query))
+    try:
+        body = SimilarImageIn.model_validate(await _parse_json(request))
+    except ValidationError as exc:
+        raise ValidationFailed(validation_message(exc.errors())) from None
+    source = body.image_url if body.image_url is not None else service.decode_base64_image(body.image_base64 or "")
+    return answer(await service.similar_to_image(source, body.fields()))
+
+
+@router.get("/items", response_model=ItemPageOut, responses=ERRORS)
+async def list_items(query: Annotated[ItemListQuery, Query()], service: Service) -> JSONResponse:
+    """Items in a stable order, a page at a time: pass `next_cursor` back as `cursor` until it is null."""
+    return answer(await service.list_items(query))
+
+
+@router.get(
+    "/items/{item_id}/image",
+    status_code=307,
+    response_class=RedirectResponse,
+    responses={307: {"description": "redirect to the URL the item was written from"}, **ERRORS},
+)
+async def item_image(item_id: ItemIdPath, service: Service) -> RedirectResponse:
+    """The item's photo: a redirect to its image URL (404 image_not_found when it was written from bytes)."""
+    url = await service.image_url(item_id)
+    return RedirectResponse(url, status_code=307, headers={"Cache-Control": "no-cache"})
+
+
+@router.get("/info", response_model=InfoOut)
+async def info(service: Service) -> JSONResponse:
+    """The served model version, and whether it has random weights (the page shows a banner then)."""
+    return answer(service.info())
+
+
+router.include_router(page_router)  # the web page: GET / and its static files

@@ -72,6 +72,12 @@ def parse_ip(text: str) -> IPAddress | None:
         return None
 
 
+def is_localhost_name(host: str) -> bool:
+    """`localhost`, `localhost.` and any `*.localhost` name, in any case (RFC 6761 section 6.3)."""
+    name = host.lower().rstrip(".")
+    return name == "localhost" or name.endswith(".localhost")
+
+
 def check_url(url: str) -> httpx.URL:
     """Parse an image URL the way the HTTP client will, refusing what is not allowed by its shape alone."""
     if len(url) > MAX_URL_LENGTH:
@@ -88,6 +94,10 @@ def check_url(url: str) -> httpx.URL:
     if parsed.userinfo:
         # Credentials in an image URL are never needed and are the classic `good.com@evil` disguise.
         raise UrlNotAllowed("image URLs must not carry a user name or password")
+    if is_localhost_name(host):
+        # RFC 6761: these names always mean this machine. Refused by name, before any lookup and
+        # whatever FETCH_ALLOW_PRIVATE says (that flag is for address literals such as 127.0.0.1).
+        raise UrlNotAllowed(f"the image host {host!r} names this machine")
     if "%" in host or "\\" in host:
         raise UrlNotAllowed(f"the image host {host!r} is not a plain host name")
     if _NUMERIC_HOST.match(host) and (parse_ip(host) is None or str(parse_ip(host)) != host):

@@ -10,7 +10,9 @@ import asyncio
 import base64
 import binascii
 import os
+import re
 import time
+import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, TypeVar
@@ -20,9 +22,12 @@ from pydantic import ValidationError
 
 from app.core import metrics
 from app.core.errors import (
+    ImageNotFound,
     ImageTooLarge,
+    InvalidCursor,
     ItemNotFound,
     LookalikeError,
+    ModelNotFound,
     Overloaded,
     StoreUnavailable,
     ValidationFailed,
@@ -30,10 +35,15 @@ from app.core.errors import (
 )
 from app.core.schemas import (
     BatchResult,
+    InfoOut,
     ItemIn,
+    ItemListQuery,
     ItemOut,
+    ItemPageOut,
     ItemPatch,
     ItemWriteOut,
+    SimilarImageFields,
+    SimilarImageResponse,
     SimilarItem,
     SimilarQuery,
     SimilarResponse,
@@ -187,6 +197,8 @@ class ItemService:
 
     def _payload(self, pending: _Pending, now: float) -> dict[str, Any]:
         fields = {k: v for k, v in pending.metadata.items() if v is not None}
+        if isinstance(pending.image, str):  # written from a URL: keep it (GET /items/{id}/image redirects to it)
+            fields["image_url"] = pending.image
         return {"item_id": pending.item_id, **fields, "model_version": self.model_version, "indexed_at": now}
 
     async def patch(self, item_id: str, patch: ItemPatch) -> ItemOut:
@@ -221,9 +233,52 @@ class ItemService:
         return SimilarResponse(
             item_id=item_id,
             model_version=self.model_version,
-            # SimilarItem keeps the payload fields it declares and drops the rest (attributes, indexed_at...)
-            results=[SimilarItem.model_validate({**h.payload, "item_id": h.item_id, "score": h.score}) for h in hits],
+            results=_similar_items(hits),
         )
+
+    # ---- search by photo, browsing, the page ---------------------------------------------------------
+
+    async def similar_to_image(self, image: bytes | str, query: SimilarImageFields) -> SimilarImageResponse:
+        """Top-k look-alikes of a photo (bytes, or a URL to fetch) that is embedded and never stored.
+
+        The photo takes the write path's way to the encoder (`_embed`: admission, fetch guard, decode
+        limits, micro-batching), so it is refused (429, 413, 415, 422...) exactly as a POST /items would be.
+        """
+        if query.model_version is not None and query.model_version != self.model_version:
+            raise ModelNotFound(f"model version {query.model_version!r} is not served (serving {self.model_version!r})")
+        vector = await self._embed(_Pending("", {}, image))
+        filters = SimilarFilters(
+            category=query.category,
+            min_price=query.min_price,
+            max_price=query.max_price,
+            include_sold=query.include_sold,
+            exclude_same_seller=query.exclude_same_seller,
+            seller_id=query.seller_id,
+        )
+        hits: list[Hit] = await self._store("similar_to_vector", self.store.similar_to_vector, vector, query.k, filters)
+        return SimilarImageResponse(model_version=self.model_version, results=_similar_items(hits))
+
+    def decode_base64_image(self, text: str) -> bytes:
+        return self._decode_base64(text)
+
+    async def list_items(self, query: ItemListQuery) -> ItemPageOut:
+        start = None if query.cursor is None else _cursor_point(query.cursor)
+        page = await self._store("list_items", self.store.list_items, query.limit, start, query.category, query.status)
+        return ItemPageOut(
+            items=[ItemOut.model_validate(item) for item in page.items],
+            next_cursor=None if page.next_point is None else _point_cursor(page.next_point),
+        )
+
+    async def image_url(self, item_id: str) -> str:
+        """Where the item's photo is: the URL it was written from (no image bytes are kept yet)."""
+        url = (await self.get(item_id)).image_url
+        if not isinstance(url, str):
+            raise ImageNotFound(f"no image is kept for item {item_id!r} (it was written from bytes, not a URL)")
+        return url
+
+    def info(self) -> InfoOut:
+        # models.export names random-weight models "siglip-<config>-random-<precision>-<sha>"
+        return InfoOut(model_version=self.model_version, random_weights="-random-" in self.model_version)
 
     async def ready(self) -> bool:
         if self.batcher.saturated():
@@ -248,3 +303,24 @@ class ItemService:
             raise
         finally:
             metrics.store_duration.labels(op=op).observe(time.perf_counter() - started)
+
+
+def _similar_items(hits: list[Hit]) -> list[SimilarItem]:
+    # SimilarItem keeps the payload fields it declares and drops the rest (attributes, indexed_at...)
+    return [SimilarItem.model_validate({**h.payload, "item_id": h.item_id, "score": h.score}) for h in hits]
+
+
+_CURSOR = re.compile(r"[A-Za-z0-9_-]{21}[AQgw]")  # 16 bytes: the last character carries 2 bits
+
+
+def _point_cursor(point: str) -> str:
+    """The opaque GET /items cursor: the point id the next page starts at, as 22 URL-safe characters."""
+    return base64.urlsafe_b64encode(uuid.UUID(point).bytes).decode("ascii").rstrip("=")
+
+
+def _cursor_point(cursor: str) -> str:
+    try:
+        raw = base64.urlsafe_b64decode(cursor + "==") if _CURSOR.fullmatch(cursor) else b""
+        return str(uuid.UUID(bytes=raw))
+    except (binascii.Error, ValueError):
+        raise InvalidCursor("cursor is not one this service handed out; start again without a cursor") from None

@@ -31,6 +31,16 @@ class SimilarFilters:
     max_price: float | None = None
     include_sold: bool = False
     exclude_same_seller: bool = False  # hide items whose seller_id equals the query item's
+    # similar_to_vector has no query item: exclude_same_seller hides this seller's items (None: no effect)
+    seller_id: str | None = None
+
+
+@dataclass(frozen=True)
+class ItemPage:
+    """One page of list_items: payloads in point-id order, and the point id the next page starts at."""
+
+    items: list[dict[str, Any]]
+    next_point: str | None
 
 
 @dataclass(frozen=True)
@@ -67,6 +77,16 @@ class VectorStore(Protocol):
 
     def similar(self, item_id: str, k: int, filters: SimilarFilters) -> list[Hit] | None:
         """Top-k by cosine, never the item itself; None if item_id is unknown."""
+
+    def similar_to_vector(self, vector: np.ndarray, k: int, filters: SimilarFilters) -> list[Hit]:
+        """Top-k by cosine to an L2-normalised vector (no item is left out); same filters as `similar`."""
+
+    def list_items(self, limit: int, cursor: str | None, category: str | None, status: str | None) -> ItemPage:
+        """Up to `limit` payloads ordered by point id, starting at point id `cursor` (inclusive; None: first).
+
+        Point ids never change, so paging with `next_point` returns every item that exists throughout
+        exactly once, whatever is written meanwhile.
+        """
 
     def count(self) -> int: ...
 

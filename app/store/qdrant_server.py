@@ -24,6 +24,7 @@ from app.store.base import (
     KEYWORD_FIELDS,
     CollectionMismatch,
     Hit,
+    ItemPage,
     SimilarFilters,
     point_id,
 )
@@ -50,9 +51,12 @@ def _unavailable_on_failure() -> Iterator[None]:
         raise StoreUnavailable(f"Qdrant's answer could not be read: {type(exc).__name__}") from None
 
 
-def build_filter(item_id: str, seller_id: Any, filters: SimilarFilters) -> models.Filter:
+def build_filter(item_id: str | None, seller_id: Any, filters: SimilarFilters) -> models.Filter:
+    """GET /similar's filters; `item_id` (the query item, left out) is None for a query by vector."""
     must: list[models.Condition] = []
-    must_not: list[models.Condition] = [models.HasIdCondition(has_id=[point_id(item_id)])]
+    must_not: list[models.Condition] = []
+    if item_id is not None:
+        must_not.append(models.HasIdCondition(has_id=[point_id(item_id)]))
     if not filters.include_sold:
         must_not.append(models.FieldCondition(key="status", match=models.MatchValue(value="sold")))
     if filters.category is not None:
@@ -63,7 +67,7 @@ def build_filter(item_id: str, seller_id: Any, filters: SimilarFilters) -> model
         )
     if filters.exclude_same_seller and isinstance(seller_id, str):
         must_not.append(models.FieldCondition(key="seller_id", match=models.MatchValue(value=seller_id)))
-    return models.Filter(must=must or None, must_not=must_not)
+    return models.Filter(must=must or None, must_not=must_not or None)
 
 
 class ServerStore:
@@ -177,6 +181,36 @@ class ServerStore:
             )
         hits = [Hit(str(p.payload["item_id"]), float(p.score), dict(p.payload)) for p in response.points if p.payload]
         return sorted(hits, key=lambda h: (-h.score, h.item_id))
+
+    def similar_to_vector(self, vector: np.ndarray, k: int, filters: SimilarFilters) -> list[Hit]:
+        with _unavailable_on_failure():
+            response = self._client.query_points(
+                self.collection,
+                query=np.asarray(vector, dtype=np.float32).tolist(),
+                query_filter=build_filter(None, filters.seller_id, filters),
+                limit=k,
+                with_payload=True,
+            )
+        hits = [Hit(str(p.payload["item_id"]), float(p.score), dict(p.payload)) for p in response.points if p.payload]
+        return sorted(hits, key=lambda h: (-h.score, h.item_id))
+
+    def list_items(self, limit: int, cursor: str | None, category: str | None, status: str | None) -> ItemPage:
+        must: list[models.Condition] = [
+            models.FieldCondition(key=key, match=models.MatchValue(value=value))
+            for key, value in (("category", category), ("status", status))
+            if value is not None
+        ]
+        with _unavailable_on_failure():
+            records, next_offset = self._client.scroll(  # ordered by point id; the offset is included
+                self.collection,
+                scroll_filter=models.Filter(must=must) if must else None,
+                limit=limit,
+                offset=cursor,
+                with_payload=True,
+                with_vectors=False,
+            )
+        items = [dict(r.payload or {}) for r in records]
+        return ItemPage(items, None if next_offset is None else str(next_offset))
 
     def count(self) -> int:
         with _unavailable_on_failure():

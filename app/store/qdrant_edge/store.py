@@ -15,7 +15,8 @@ import numpy as np
 from qdrant_edge import Point, Query, QueryRequest, UpdateOperation
 
 from app.core.errors import StoreUnavailable
-from app.store.base import Hit, SimilarFilters, point_id
+from app.store.base import Hit, ItemPage, SimilarFilters, point_id
+from app.store.qdrant_edge import browse
 from app.store.qdrant_edge.collection import check_matches, open_collection
 from app.store.qdrant_edge.files import DirLock
 from app.store.qdrant_edge.filters import build_filter
@@ -280,6 +281,14 @@ class EdgeStore:
                     payload = r.payload or {}
                     hits.append(Hit(str(payload.get("item_id", r.id)), found[str(r.id)][0], dict(payload)))
         return sorted(hits, key=lambda h: (-h.score, h.item_id))[:k]
+
+    def similar_to_vector(self, vector: np.ndarray, k: int, filters: SimilarFilters) -> list[Hit]:
+        with self._shard_set.reading() as shards:
+            return browse.nearest(shards, vector, k, filters)
+
+    def list_items(self, limit: int, cursor: str | None, category: str | None, status: str | None) -> ItemPage:
+        with self._shard_set.reading() as shards:
+            return browse.page(shards, limit, cursor, category, status)
 
     def count(self) -> int:
         with self._shard_set.reading() as shards:

@@ -1,0 +1,75 @@
+"""Reads across a snapshot of shards that have no query item: nearest to a vector, pages by point id.
+
+Both take the shard list of one `_reading()` snapshot (rank descending), so an item that a crash left
+in two shards counts once, with its newest copy.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+from qdrant_edge import FieldCondition, Filter, MatchValue, Query, QueryRequest, ScrollRequest
+
+from app.store.base import Hit, ItemPage, SimilarFilters
+from app.store.qdrant_edge.filters import build_filter
+from app.store.qdrant_edge.shard import Shard
+
+
+def nearest(shards: list[Shard], vector: np.ndarray, k: int, filters: SimilarFilters) -> list[Hit]:
+    """Top-k by cosine over all shards, ties broken by item_id (as `EdgeStore.similar`)."""
+    if k < 1:
+        raise ValueError("k must be >= 1")
+    request = QueryRequest(
+        limit=k,
+        query=Query.Nearest(np.asarray(vector, dtype=np.float32).tolist()),
+        filter=build_filter({"seller_id": filters.seller_id}, filters),
+        with_payload=False,  # payloads only for the winners
+        with_vector=False,
+    )
+    found: dict[str, tuple[float, Shard]] = {}  # point id -> (score, newest shard holding it)
+    for s in shards:
+        for p in s.edge.query(request):
+            found.setdefault(str(p.id), (p.score, s))
+    if not found:
+        return []
+    # The k best scores, plus anything tied with the k-th (ties are broken by item_id below).
+    cutoff = sorted((score for score, _ in found.values()), reverse=True)[:k][-1]
+    by_shard: dict[int, tuple[Shard, list[str]]] = {}
+    for point, (score, s) in found.items():
+        if score >= cutoff:
+            by_shard.setdefault(id(s), (s, []))[1].append(point)
+    hits = []
+    for s, points in by_shard.values():
+        for r in s.edge.retrieve(points, True, False):
+            payload = r.payload or {}
+            hits.append(Hit(str(payload.get("item_id", r.id)), found[str(r.id)][0], dict(payload)))
+    return sorted(hits, key=lambda h: (-h.score, h.item_id))[:k]
+
+
+def page(shards: list[Shard], limit: int, cursor: str | None, category: str | None, status: str | None) -> ItemPage:
+    """Scroll every shard from `cursor` (each ordered by point id, offset included) and merge by point id.
+
+    Each shard gives its first limit + 1 matches; the limit + 1 smallest ids of the union are among
+    them, so the merge is exact: `limit` items and the id the next page starts at.
+    """
+    must: list[Any] = [
+        FieldCondition(key, match=MatchValue(value))
+        for key, value in (("category", category), ("status", status))
+        if value is not None
+    ]
+    request = ScrollRequest(
+        offset=cursor,
+        limit=limit + 1,
+        filter=Filter(must=must) if must else None,
+        with_payload=True,
+        with_vector=False,
+    )
+    merged: dict[str, dict[str, Any]] = {}
+    for s in shards:
+        records, _ = s.edge.scroll(request)
+        for r in records:
+            merged.setdefault(str(r.id), dict(r.payload or {}))
+    ids = sorted(merged)[: limit + 1]
+    next_point = ids[limit] if len(ids) > limit else None
+    return ItemPage([merged[i] for i in ids[:limit]], next_point)
