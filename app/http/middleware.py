@@ -14,6 +14,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from app.core import metrics
 from app.core.errors import error_body
+from app.ingest.admission import Budget, overloaded
 
 REQUEST_ID_HEADER = b"x-request-id"
 
@@ -54,11 +55,20 @@ class RequestMetrics:
 
 
 class BodySizeLimit:
-    """413 payload_too_large for bodies over the cap, by Content-Length or while streaming."""
+    """413 payload_too_large for bodies over the cap, by Content-Length or while streaming; 429 overloaded
+    when the bodies already held in memory leave no room for this one (the `body_bytes` admission budget).
 
-    def __init__(self, app: ASGIApp, max_bytes: int) -> None:
+    The budget is taken before a byte is read (the declared Content-Length) or, for a chunked body, chunk
+    by chunk, and given back when the request is answered: a burst of large uploads holds at most
+    ADMISSION_BODY_BYTES of bodies, and the rest are refused before they are read. The 429 goes out
+    without `connection: close`: uvicorn then reads and drops the unread rest of the body and the client
+    gets its answer on an open connection (no reset while it is still sending).
+    """
+
+    def __init__(self, app: ASGIApp, max_bytes: int, budget: Budget) -> None:
         self.app = app
         self.max_bytes = max_bytes
+        self.budget = budget
 
     async def _reject(self, send: Send) -> None:
         body = json.dumps(
@@ -73,6 +83,13 @@ class BodySizeLimit:
         )
         await send({"type": "http.response.body", "body": body})
 
+    async def _shed(self, send: Send) -> None:
+        error = overloaded(self.budget)
+        body = json.dumps(error_body(error.code, error.message)).encode()
+        headers = [(b"content-type", b"application/json"), (b"retry-after", str(error.retry_after_s).encode())]
+        await send({"type": "http.response.start", "status": 429, "headers": headers})
+        await send({"type": "http.response.body", "body": body})
+
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
@@ -81,29 +98,49 @@ class BodySizeLimit:
         if declared.isdigit() and int(declared) > self.max_bytes:
             await self._reject(send)
             return
-        # Read the whole body first (the routes need all of it anyway), so an oversized body is refused
-        # before any parser sees it, whatever Content-Length claimed.
-        chunks: list[bytes] = []
-        received = 0
-        while True:
-            message = await receive()
-            if message["type"] == "http.disconnect":
-                return  # the client is gone: a partial body must never reach a parser
-            chunk = message.get("body", b"")
-            received += len(chunk)
-            if received > self.max_bytes:
-                await self._reject(send)
+        held = 0  # bytes of the body budget this request holds
+
+        def take(n: int) -> bool:
+            nonlocal held
+            if not self.budget.try_acquire(n):
+                return False
+            held += n
+            return True
+
+        try:
+            if declared.isdigit() and not take(int(declared)):
+                await self._shed(send)
                 return
-            chunks.append(chunk)
-            if not message.get("more_body", False):
-                break
-        replayed = False
+            # Read the whole body first (the routes need all of it anyway), so an oversized body is refused
+            # before any parser sees it, whatever Content-Length claimed.
+            chunks: list[bytes] = []
+            received = 0
+            while True:
+                message = await receive()
+                if message["type"] == "http.disconnect":
+                    return  # the client is gone: a partial body must never reach a parser
+                chunk = message.get("body", b"")
+                received += len(chunk)
+                if received > self.max_bytes:
+                    await self._reject(send)
+                    return
+                if received > held and not take(received - held):
+                    await self._shed(send)
+                    return
+                chunks.append(chunk)
+                if not message.get("more_body", False):
+                    break
+            body = b"".join(chunks)
+            chunks.clear()  # the joined copy is the only one kept
+            replayed = False
 
-        async def replay() -> Message:
-            nonlocal replayed
-            if not replayed:
-                replayed = True
-                return {"type": "http.request", "body": b"".join(chunks), "more_body": False}
-            return await receive()
+            async def replay() -> Message:
+                nonlocal replayed
+                if not replayed:
+                    replayed = True
+                    return {"type": "http.request", "body": body, "more_body": False}
+                return await receive()
 
-        await self.app(scope, replay, send)
+            await self.app(scope, replay, send)
+        finally:
+            self.budget.release(held)

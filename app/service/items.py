@@ -9,7 +9,6 @@ from __future__ import annotations
 import asyncio
 import base64
 import binascii
-import os
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -32,15 +31,13 @@ from app.core.schemas import ItemIn, ItemPatch, SimilarQuery
 from app.core.settings import Settings
 from app.encode.batcher import MicroBatcher
 from app.encode.encoder import OnnxImageEncoder
+from app.ingest.admission import Budget, overloaded
 from app.ingest.decode import load_pixels
 from app.ingest.fetch import ImageFetcher
 from app.store.base import Hit, SimilarFilters, StoreUnavailableError, VectorStore
 from app.store.guard import StoreGuard
 
 T = TypeVar("T")
-# Images decoded at once: each may take IMAGE_MAX_PIXELS x 4 bytes (and a copy) while it converts,
-# so this bounds decode memory; more would not be faster on this many cores anyway.
-DECODE_SLOTS = min(8, os.cpu_count() or 2)
 SIMILAR_FIELDS = ("title", "category", "price", "seller_id", "status")
 
 
@@ -81,14 +78,22 @@ class ItemService:
         store: VectorStore,
         batcher: MicroBatcher,
         fetcher: ImageFetcher,
+        images: Budget,
     ) -> None:
         self.settings = settings
         self.encoder = encoder
         self.store = store
         self.batcher = batcher
         self.fetcher = fetcher
-        self._decode_slots = asyncio.Semaphore(DECODE_SLOTS)
-        self._guard = StoreGuard(timeout_s=settings.qdrant_timeout_s)
+        self.images = images  # admission: one permit per image from before its download to its vector
+        # Decodes at once: each may take IMAGE_MAX_PIXELS x 4 bytes (and a copy) while it converts; admitted
+        # images beyond these wait here holding only their (budgeted) bytes.
+        self._decode_slots = asyncio.Semaphore(settings.decode_concurrency())
+        self._guard = StoreGuard(
+            timeout_s=settings.qdrant_timeout_s,
+            cooldown_s=settings.store_breaker_cooldown_s,
+            workers=settings.store_workers,
+        )
 
     def close(self) -> None:
         """Stop the store-call pool after the calls in progress (before the store itself is closed)."""
@@ -124,7 +129,12 @@ class ItemService:
                 results[i] = self._failed(given_id, ValidationFailed(validation_message(exc)))
             except LookalikeError as exc:
                 results[i] = self._failed(given_id, exc)
-        embedded = await asyncio.gather(*(self._embed(p) for _, p in pending), return_exceptions=True)
+        # Admission item by item, in order: each item takes an image permit or is answered 429 on its own.
+        admitted = [self.images.try_acquire() for _ in pending]
+        embedded = await asyncio.gather(
+            *(self._admitted_embed(p) if ok else self._refused() for (_, p), ok in zip(pending, admitted, strict=True)),
+            return_exceptions=True,
+        )
         ready: list[tuple[int, _Pending, np.ndarray]] = []
         for (i, p), outcome in zip(pending, embedded, strict=True):
             if isinstance(outcome, LookalikeError):
@@ -163,7 +173,18 @@ class ItemService:
         except (binascii.Error, ValueError):
             raise ValidationFailed("image_base64 is not valid base64") from None
 
+    async def _refused(self) -> np.ndarray:
+        raise overloaded(self.images)
+
+    async def _admitted_embed(self, pending: _Pending) -> np.ndarray:
+        """_embed for an image whose permit is already taken; gives the permit back when done."""
+        try:
+            return await self._embed(pending)
+        finally:
+            self.images.release()
+
     async def _embed(self, pending: _Pending) -> np.ndarray:
+        """Download, decode and encode one admitted image (the caller holds its permit)."""
         # Shed before the costly part: a full queue answers 429 before any download or decode.
         if self.batcher.saturated():
             raise Overloaded(f"the encoder queue is full ({self.batcher.queue_max} images); retry shortly")
@@ -188,7 +209,10 @@ class ItemService:
             return await slot.submit(pixels, self.settings.request_timeout_s)
 
     async def _index_all(self, pending: list[_Pending]) -> list[WriteResult]:
-        vectors = [await self._embed(p) for p in pending]
+        vectors = []
+        for p in pending:
+            with self.images.hold():  # 429 at once when no image permit is free
+                vectors.append(await self._embed(p))
         return await self._upsert(pending, np.stack(vectors))
 
     async def _upsert(self, pending: list[_Pending], vectors: np.ndarray) -> list[WriteResult]:
