@@ -58,11 +58,12 @@ class BodySizeLimit:
     """413 payload_too_large for bodies over the cap, by Content-Length or while streaming; 429 overloaded
     when the bodies already held in memory leave no room for this one (the `body_bytes` admission budget).
 
-    The budget is taken before a byte is read (the declared Content-Length) or, for a chunked body, chunk
+    The budget is taken before a byte is kept (the declared Content-Length) or, for a chunked body, chunk
     by chunk, and given back when the request is answered: a burst of large uploads holds at most
-    ADMISSION_BODY_BYTES of bodies, and the rest are refused before they are read. The 429 goes out
-    without `connection: close`: uvicorn then reads and drops the unread rest of the body and the client
-    gets its answer on an open connection (no reset while it is still sending).
+    ADMISSION_BODY_BYTES of bodies. A refused body is read and dropped chunk by chunk before the 429 goes
+    out (no memory held; an HTTP/1.1 client reads its answer only once it has sent the body, and cutting
+    the connection under it would turn the 429 into a connection error). A client that waits for
+    `100 Continue` never sent it: it gets the 429 at once.
     """
 
     def __init__(self, app: ASGIApp, max_bytes: int, budget: Budget) -> None:
@@ -90,11 +91,24 @@ class BodySizeLimit:
         await send({"type": "http.response.start", "status": 429, "headers": headers})
         await send({"type": "http.response.body", "body": body})
 
+    async def _drop_rest(self, receive: Receive, received: int) -> str:
+        """Read and drop the rest of a refused body: "done", "too_large" (over the cap) or "gone" (client left)."""
+        while True:
+            message = await receive()
+            if message["type"] == "http.disconnect":
+                return "gone"
+            received += len(message.get("body", b""))
+            if received > self.max_bytes:
+                return "too_large"
+            if not message.get("more_body", False):
+                return "done"
+
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
-        declared = dict(scope["headers"]).get(b"content-length", b"")
+        headers = dict(scope["headers"])
+        declared = headers.get(b"content-length", b"")
         if declared.isdigit() and int(declared) > self.max_bytes:
             await self._reject(send)
             return
@@ -107,9 +121,20 @@ class BodySizeLimit:
             held += n
             return True
 
+        async def shed(received: int, more_body: bool) -> None:
+            waiting_for_continue = b"100-continue" in headers.get(b"expect", b"").lower()
+            if more_body and not waiting_for_continue:
+                outcome = await self._drop_rest(receive, received)
+                if outcome == "gone":
+                    return
+                if outcome == "too_large":
+                    await self._reject(send)
+                    return
+            await self._shed(send)
+
         try:
             if declared.isdigit() and not take(int(declared)):
-                await self._shed(send)
+                await shed(0, int(declared) > 0)
                 return
             # Read the whole body first (the routes need all of it anyway), so an oversized body is refused
             # before any parser sees it, whatever Content-Length claimed.
@@ -125,7 +150,10 @@ class BodySizeLimit:
                     await self._reject(send)
                     return
                 if received > held and not take(received - held):
-                    await self._shed(send)
+                    chunks.clear()  # refused: keep nothing (and hold no budget) while the rest is dropped
+                    self.budget.release(held)
+                    held = 0
+                    await shed(received, message.get("more_body", False))
                     return
                 chunks.append(chunk)
                 if not message.get("more_body", False):
