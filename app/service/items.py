@@ -31,7 +31,7 @@ from app.core.schemas import ItemIn, ItemPatch, SimilarQuery
 from app.core.settings import Settings
 from app.encode.batcher import MicroBatcher
 from app.encode.encoder import OnnxImageEncoder
-from app.ingest.admission import Budget, overloaded
+from app.ingest.admission import Budget
 from app.ingest.decode import load_pixels
 from app.ingest.fetch import ImageFetcher
 from app.store.base import Hit, SimilarFilters, StoreUnavailableError, VectorStore
@@ -129,12 +129,9 @@ class ItemService:
                 results[i] = self._failed(given_id, ValidationFailed(validation_message(exc)))
             except LookalikeError as exc:
                 results[i] = self._failed(given_id, exc)
-        # Admission item by item, in order: each item takes an image permit or is answered 429 on its own.
-        admitted = [self.images.try_acquire() for _ in pending]
-        embedded = await asyncio.gather(
-            *(self._admitted_embed(p) if ok else self._refused() for (_, p), ok in zip(pending, admitted, strict=True)),
-            return_exceptions=True,
-        )
+        # Admission item by item: the tasks start in item order and each takes its permit (or its 429)
+        # before its first await, so the first items get the free permits and the rest are refused.
+        embedded = await asyncio.gather(*(self._admitted_embed(p) for _, p in pending), return_exceptions=True)
         ready: list[tuple[int, _Pending, np.ndarray]] = []
         for (i, p), outcome in zip(pending, embedded, strict=True):
             if isinstance(outcome, LookalikeError):
@@ -173,18 +170,13 @@ class ItemService:
         except (binascii.Error, ValueError):
             raise ValidationFailed("image_base64 is not valid base64") from None
 
-    async def _refused(self) -> np.ndarray:
-        raise overloaded(self.images)
-
     async def _admitted_embed(self, pending: _Pending) -> np.ndarray:
-        """_embed for an image whose permit is already taken; gives the permit back when done."""
-        try:
+        """_embed under one image permit: 429 at once when none is free; given back however it ends."""
+        with self.images.hold():
             return await self._embed(pending)
-        finally:
-            self.images.release()
 
     async def _embed(self, pending: _Pending) -> np.ndarray:
-        """Download, decode and encode one admitted image (the caller holds its permit)."""
+        """Download, decode and encode one image (the caller holds its permit)."""
         # Shed before the costly part: a full queue answers 429 before any download or decode.
         if self.batcher.saturated():
             raise Overloaded(f"the encoder queue is full ({self.batcher.queue_max} images); retry shortly")
@@ -209,10 +201,7 @@ class ItemService:
             return await slot.submit(pixels, self.settings.request_timeout_s)
 
     async def _index_all(self, pending: list[_Pending]) -> list[WriteResult]:
-        vectors = []
-        for p in pending:
-            with self.images.hold():  # 429 at once when no image permit is free
-                vectors.append(await self._embed(p))
+        vectors = [await self._admitted_embed(p) for p in pending]
         return await self._upsert(pending, np.stack(vectors))
 
     async def _upsert(self, pending: list[_Pending], vectors: np.ndarray) -> list[WriteResult]:
