@@ -59,7 +59,8 @@ class Settings(BaseSettings):
     queue_max: int = Field(256, ge=1, le=100_000)
     request_timeout_s: float = Field(30.0, gt=0, le=600)
     # Admission (app/ingest/admission.py): what writes may hold at once before the encoder; past it, 429.
-    # None ("auto") = QUEUE_MAX + the batch size: as many as the queue and one running batch hold.
+    # None ("auto") = QUEUE_MAX + the batch size + DECODE_SLOTS: what the queue, one running batch and
+    # the decoders hold, so admission refuses before the queue does and the pipeline stays full.
     admission_images: int | None = Field(None, ge=1, le=100_000)
     admission_body_bytes: int = Field(256 * 1024 * 1024, ge=1024, le=64 * 1024**3)  # request bodies in memory
     decode_slots: int | None = Field(None, ge=1, le=256)  # None ("auto") = min(8, cores)
@@ -97,8 +98,10 @@ class Settings(BaseSettings):
         )
 
     def admitted_images(self, batch_size: int) -> int:
-        """Image permits (ADMISSION_IMAGES); auto = QUEUE_MAX + one batch, so admission refuses before the queue."""
-        return self.admission_images if self.admission_images is not None else self.queue_max + batch_size
+        """Image permits (ADMISSION_IMAGES); auto = QUEUE_MAX + one batch + DECODE_SLOTS."""
+        if self.admission_images is not None:
+            return self.admission_images
+        return self.queue_max + batch_size + self.decode_concurrency()
 
     def decode_concurrency(self) -> int:
         """Images decoded at once: each may take IMAGE_MAX_PIXELS x 4 bytes (and a copy) while it converts."""

@@ -87,7 +87,11 @@ class BodySizeLimit:
     async def _shed(self, send: Send) -> None:
         error = overloaded(self.budget)
         body = json.dumps(error_body(error.code, error.message)).encode()
-        headers = [(b"content-type", b"application/json"), (b"retry-after", str(error.retry_after_s).encode())]
+        headers = [
+            (b"content-type", b"application/json"),
+            (b"content-length", str(len(body)).encode()),
+            (b"retry-after", str(error.retry_after_s).encode()),
+        ]
         await send({"type": "http.response.start", "status": 429, "headers": headers})
         await send({"type": "http.response.body", "body": body})
 

@@ -4,6 +4,8 @@ server under a write storm with a tiny queue answers only 201 or 429 (never a 5x
 
 from __future__ import annotations
 
+import json
+import socket
 import statistics
 import threading
 import time
@@ -214,4 +216,76 @@ def test_request_bodies_in_memory_are_bounded_and_refused_before_they_are_read(
         assert client.get("/items/third").status_code == 404
         assert upload("fourth").status_code == 201
         metrics_text = client.get("/metrics").text
+        assert 'lookalike_admission_in_use{resource="body_bytes"} 0.0' in metrics_text
+
+
+def read_response(sock: socket.socket) -> tuple[int, dict[str, str], bytes]:
+    """One HTTP/1.1 response with a Content-Length body, read from a raw socket (bounded by its timeout)."""
+    data = b""
+    while b"\r\n\r\n" not in data:
+        chunk = sock.recv(65536)
+        assert chunk, f"connection closed before a response: {data!r}"
+        data += chunk
+    head, _, body = data.partition(b"\r\n\r\n")
+    status_line, *header_lines = head.decode("latin-1").split("\r\n")
+    headers = {k.strip().lower(): v.strip() for k, v in (line.split(":", 1) for line in header_lines)}
+    while len(body) < int(headers.get("content-length", "0")):
+        chunk = sock.recv(65536)
+        assert chunk, "connection closed inside a response body"
+        body += chunk
+    return int(status_line.split()[1]), headers, body
+
+
+def test_live_body_budget_answers_429_on_an_open_connection(
+    tiny_model_path: Path, tmp_path_factory: pytest.TempPathFactory
+) -> None:
+    # A real server whose body budget one upload fills: the upload is held half-sent, so its bytes are
+    # taken. A second upload that waits for `100 Continue` gets its 429 at once, without sending its body;
+    # a third that sends its body gets the 429 once it has sent it, on a connection that stays usable.
+    size = 150_000
+    env = {
+        "LOOKALIKE_MODEL_PATH": str(tiny_model_path),
+        "LOOKALIKE_QDRANT_PATH": str(tmp_path_factory.mktemp("bodies")),
+        "LOOKALIKE_REQUEST_MAX_BYTES": "200000",
+        "LOOKALIKE_ADMISSION_BODY_BYTES": "200000",
+        "LOOKALIKE_LOG_LEVEL": "warning",
+    }
+
+    def head(extra: str = "") -> bytes:
+        return (
+            f"POST /items HTTP/1.1\r\nHost: test\r\nContent-Type: application/json\r\n"
+            f"Content-Length: {size}\r\n{extra}\r\n"
+        ).encode()
+
+    with live_server(env) as server:
+        port = httpx.URL(server.url).port
+        assert port is not None
+        with (
+            socket.create_connection(("127.0.0.1", port), timeout=30) as holder,
+            socket.create_connection(("127.0.0.1", port), timeout=30) as waiting,
+            socket.create_connection(("127.0.0.1", port), timeout=30) as sender,
+        ):
+            holder.sendall(head() + b"{" * 1000)  # declared 150 kB, sent 1 kB: the budget is taken
+            wait_until(
+                lambda: (
+                    'lookalike_admission_in_use{resource="body_bytes"} 150000.0'
+                    in httpx.get(server.url + "/metrics", timeout=10).text
+                ),
+                what="the held upload's bytes taken",
+            )
+            waiting.sendall(head("Expect: 100-continue\r\n"))
+            status, headers, body = read_response(waiting)
+            assert (status, headers["retry-after"]) == (429, "1")
+            assert json.loads(body)["error"]["code"] == "overloaded"
+
+            sender.sendall(head() + b" " * size)
+            status, headers, body = read_response(sender)
+            assert (status, headers["retry-after"]) == (429, "1")
+            assert json.loads(body)["error"]["code"] == "overloaded"
+            sender.sendall(b"GET /healthz HTTP/1.1\r\nHost: test\r\n\r\n")  # same connection, still open
+            assert read_response(sender)[0] == 200
+
+            holder.sendall(b"{" * (size - 1000))  # the held upload completes: malformed JSON, 400
+            assert read_response(holder)[0] == 400
+        metrics_text = httpx.get(server.url + "/metrics", timeout=10).text
         assert 'lookalike_admission_in_use{resource="body_bytes"} 0.0' in metrics_text

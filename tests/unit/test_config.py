@@ -68,8 +68,8 @@ def test_limits_are_settings_and_the_shutdown_budget_is_their_sum(monkeypatch: p
 def test_auto_admission_and_decode_slots(monkeypatch: pytest.MonkeyPatch) -> None:
     settings = load_settings()
     assert settings.admission_images is None and settings.decode_slots is None  # auto
-    assert settings.admitted_images(batch_size=16) == settings.queue_max + 16
     assert 1 <= settings.decode_concurrency() <= 8
+    assert settings.admitted_images(batch_size=16) == settings.queue_max + 16 + settings.decode_concurrency()
     monkeypatch.setenv("LOOKALIKE_ADMISSION_IMAGES", "40")
     monkeypatch.setenv("LOOKALIKE_DECODE_SLOTS", "3")
     settings = load_settings()
