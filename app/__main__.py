@@ -15,10 +15,6 @@ from app.core.settings import Settings, SettingsError, load_settings
 from app.encode.encoder import EncoderError, OnnxImageEncoder
 from app.store.base import CollectionMismatch
 
-# uvicorn waits this long for in-flight requests after SIGTERM; the rest of Kubernetes' 30 s grace
-# period is for draining the batcher and flushing the store.
-GRACEFUL_SHUTDOWN_S = 20
-
 
 class ModelMissing(RuntimeError):
     pass
@@ -96,7 +92,8 @@ def main() -> int:
                 host=settings.host,
                 port=settings.port,
                 log_level=settings.log_level,
-                timeout_graceful_shutdown=GRACEFUL_SHUTDOWN_S,
+                # the first step of Settings.shutdown_budget_s(): in-flight requests get this long after SIGTERM
+                timeout_graceful_shutdown=settings.shutdown_http_drain_s,  # type: ignore[arg-type]
                 access_log=settings.log_level == "debug",  # per-request lines cost CPU; /metrics counts them
             )
         finally:

@@ -30,5 +30,9 @@ inference_duration = Histogram(PREFIX + "inference_duration_seconds", "Encoder t
 store_duration = Histogram(PREFIX + "store_duration_seconds", "Vector store call latency", ["op"], buckets=LATENCY)
 store_errors = Counter(PREFIX + "store_errors_total", "Vector store calls that failed", ["op"])
 items_indexed = Counter(PREFIX + "items_indexed_total", "Items written (embedded and stored)")
+admission_in_use = Gauge(
+    PREFIX + "admission_in_use", "Admission permits held by writes (images, body bytes)", ["resource"]
+)
+admission_capacity = Gauge(PREFIX + "admission_capacity", "Admission permits in all", ["resource"])
 overload_rejections = Counter(PREFIX + "overload_rejections_total", "Requests shed with 429 overloaded")
 model_info = Gauge(PREFIX + "model_info", "The loaded model", ["version", "provider", "precision"])

@@ -45,18 +45,36 @@ class Settings(BaseSettings):
     edge_merge_fanin: int = Field(2, ge=2, le=64)  # embedded: sealed shards merged at once
     # embedded: no merge makes a bigger shard; None = 16 * edge_hot_max (see app/store/qdrant_edge)
     edge_max_shard_points: int | None = Field(None, ge=100, le=100_000_000)
+    store_workers: int = Field(8, ge=1, le=256)  # threads that run store calls (app/store/guard.py)
+    store_breaker_cooldown_s: float = Field(1.0, gt=0, le=600)  # after a failure, fail fast this long
+    store_close_wait_s: float = Field(5.0, ge=0, le=600)  # embedded: closing waits this long for searches
+
+    # Shutdown (SIGTERM): the steps run one after another; shutdown_budget_s() is their sum.
+    shutdown_http_drain_s: float = Field(20.0, ge=0, le=600)  # uvicorn finishes accepted requests
+    shutdown_encoder_drain_s: float = Field(5.0, ge=0, le=600)  # the batcher finishes what is queued
 
     # Batching and admission
     batch_max_size: int | None = Field(None, ge=1, le=1024)  # None ("auto") = per device, see batching()
     batch_max_wait_ms: float | None = Field(None, ge=0, le=1000)  # None ("auto") = per device
+    # announced images (admitted, still decoding) hold a batch open at most this long (app/encode/batcher.py)
+    batch_max_hold_ms: float = Field(1000.0, ge=0, le=60_000)
     queue_max: int = Field(256, ge=1, le=100_000)
     request_timeout_s: float = Field(30.0, gt=0, le=600)
+    # Admission (app/ingest/admission.py): what writes may hold at once before the encoder; past it, 429.
+    # None ("auto") = QUEUE_MAX + the batch size + DECODE_SLOTS: what the queue, one running batch and
+    # the decoders hold, so admission refuses before the queue does and the pipeline stays full.
+    admission_images: int | None = Field(None, ge=1, le=100_000)
+    admission_body_bytes: int = Field(256 * 1024 * 1024, ge=1024, le=64 * 1024**3)  # request bodies in memory
+    decode_slots: int | None = Field(None, ge=1, le=256)  # None ("auto") = min(8, cores)
 
     # Images
     fetch_timeout_s: float = Field(10.0, gt=0, le=120)
     fetch_max_bytes: int = Field(20 * 1024 * 1024, ge=1024, le=512 * 1024 * 1024)
     image_max_pixels: int = Field(40_000_000, ge=1, le=1_000_000_000)
     fetch_allow_private: bool = False
+    fetch_max_connections: int = Field(100, ge=1, le=10_000)  # the download pool (app/ingest/fetch.py)
+    fetch_max_keepalive: int = Field(20, ge=0, le=10_000)
+    fetch_keepalive_expiry_s: float = Field(5.0, ge=0, le=600)
     decode_draft: bool = True  # JPEG DCT-scaled decode (7-9x faster, cosine >= 0.9999); false = HF-exact
     request_max_bytes: int = Field(64 * 1024 * 1024, ge=1024, le=1024 * 1024 * 1024)
 
@@ -66,7 +84,7 @@ class Settings(BaseSettings):
     port: int = Field(8000, ge=1, le=65535)
     log_level: Literal["critical", "error", "warning", "info", "debug"] = "info"
 
-    @field_validator("batch_max_size", "batch_max_wait_ms", mode="before")
+    @field_validator("batch_max_size", "batch_max_wait_ms", "admission_images", "decode_slots", mode="before")
     @classmethod
     def _auto_is_none(cls, value: object) -> object:
         if isinstance(value, str) and value.strip().lower() == "auto":
@@ -81,10 +99,31 @@ class Settings(BaseSettings):
             wait_ms if self.batch_max_wait_ms is None else self.batch_max_wait_ms,
         )
 
+    def admitted_images(self, batch_size: int) -> int:
+        """Image permits (ADMISSION_IMAGES); auto = QUEUE_MAX + one batch + DECODE_SLOTS."""
+        if self.admission_images is not None:
+            return self.admission_images
+        return self.queue_max + batch_size + self.decode_concurrency()
+
+    def decode_concurrency(self) -> int:
+        """Images decoded at once: each may take IMAGE_MAX_PIXELS x 4 bytes (and a copy) while it converts."""
+        return self.decode_slots if self.decode_slots is not None else min(8, os.cpu_count() or 2)
+
+    def shutdown_budget_s(self) -> float:
+        """Longest time from SIGTERM to exit, step by step (app/__main__.py, app/service/runtime.py):
+        HTTP drain, encoder drain, store calls in progress (each bounded by QDRANT_TIMEOUT_S), store close.
+        The orchestrator's grace period must cover it plus its own pre-stop delay (tests/integration/test_deploy.py).
+        """
+        return (
+            self.shutdown_http_drain_s + self.shutdown_encoder_drain_s + self.qdrant_timeout_s + self.store_close_wait_s
+        )
+
     @model_validator(mode="after")
     def _check_store(self) -> Settings:
         if self.qdrant_url is not None and not self.qdrant_url.startswith(("http://", "https://")):
             raise ValueError("qdrant_url must start with http:// or https://")
+        if self.admission_body_bytes < self.request_max_bytes:
+            raise ValueError("admission_body_bytes must be at least request_max_bytes (else a full body never fits)")
         return self
 
 

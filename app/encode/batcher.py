@@ -38,7 +38,10 @@ class _Job:
 
 
 class Reservation:
-    """One announced image: admitted by the service, still decoding, expected at submit() soon."""
+    """One announced image: admitted by the service, still decoding, expected at submit() soon.
+
+    A handle on the batcher's public API (submit, withdraw); `seq` orders it among announcements.
+    """
 
     def __init__(self, batcher: MicroBatcher, seq: int) -> None:
         self._batcher = batcher
@@ -49,7 +52,7 @@ class Reservation:
 
     def release(self) -> None:
         """No longer expected (submitted, or given up); idempotent."""
-        self._batcher._release(self.seq)
+        self._batcher.withdraw(self)
 
 
 class MicroBatcher:
@@ -61,6 +64,7 @@ class MicroBatcher:
         max_wait_ms: float,
         queue_max: int,
         max_hold_ms: float = 1000.0,
+        drain_s: float = 20.0,
     ) -> None:
         self._encode = encode
         self.max_batch_size = max_batch_size
@@ -68,6 +72,7 @@ class MicroBatcher:
         self._max_wait_s = max_wait_ms / 1000
         self._max_hold_s = max(max_hold_ms / 1000, self._max_wait_s)
         self.queue_max = queue_max
+        self.drain_s = drain_s  # stop() finishes queued work for at most this long
         self._queue: asyncio.Queue[_Job] | None = None
         self._task: asyncio.Task[None] | None = None
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="encoder")
@@ -101,18 +106,26 @@ class MicroBatcher:
         A batch opened while the image is announced waits for it (bounded, see the module docstring).
         Leaving the block without submitting (a failed decode, a cancelled request) withdraws it.
         """
-        seq = self._next_seq
-        self._next_seq += 1
-        self._announced[seq] = None
-        reservation = Reservation(self, seq)
+        reservation = self.announce()
         try:
             yield reservation
         finally:
-            reservation.release()
+            self.withdraw(reservation)
 
-    def _release(self, seq: int) -> None:
-        if seq in self._announced:
-            del self._announced[seq]
+    def announce(self) -> Reservation:
+        """Announce an image that will reach submit() soon; withdraw() it if it never will.
+
+        reserve() does both around a block; announce/withdraw are for callers that cannot use a block.
+        """
+        seq = self._next_seq
+        self._next_seq += 1
+        self._announced[seq] = None
+        return Reservation(self, seq)
+
+    def withdraw(self, reservation: Reservation) -> None:
+        """The announced image is no longer on its way (submitted, or given up); idempotent."""
+        if reservation.seq in self._announced:
+            del self._announced[reservation.seq]
             self._wake.set()
 
     def _announced_before(self, horizon: int) -> bool:
@@ -135,7 +148,7 @@ class MicroBatcher:
                 raise Overloaded(f"the encoder queue is full ({self.queue_max} images); retry shortly") from None
         finally:
             if reservation is not None:  # queued (or refused): no longer on its way
-                reservation.release()
+                self.withdraw(reservation)
         self._wake.set()
         metrics.batch_queue_depth.set(self._queue.qsize())
         try:
@@ -214,10 +227,10 @@ class MicroBatcher:
                     job.future.set_result(vector)
 
     async def stop(self) -> None:
-        """Finish what is queued, then stop (graceful shutdown drains, it does not drop)."""
+        """Finish what is queued (for at most `drain_s`), then stop: graceful shutdown drains, it does not drop."""
         if self._task is None or self._queue is None:
             return
-        deadline = time.monotonic() + 20
+        deadline = time.monotonic() + self.drain_s
         while (self._queue.qsize() or self._in_flight) and time.monotonic() < deadline:
             await asyncio.sleep(0.01)
         self._task.cancel()

@@ -25,6 +25,7 @@ from app.encode.encoder import OnnxImageEncoder
 from app.http.answers import error_answer
 from app.http.middleware import BodySizeLimit, RequestMetrics
 from app.http.routes import router
+from app.ingest.admission import Budget
 from app.service.runtime import running_service
 from app.store.base import VectorStore
 
@@ -60,7 +61,8 @@ def create_app(
     app.state.accepting = False
     app.include_router(router)
     _install_error_handlers(app)
-    app.add_middleware(BodySizeLimit, max_bytes=settings.request_max_bytes)
+    body_budget = Budget("body_bytes", settings.admission_body_bytes)  # admission of request bodies
+    app.add_middleware(BodySizeLimit, max_bytes=settings.request_max_bytes, budget=body_budget)
     app.add_middleware(RequestMetrics)
     return app
 

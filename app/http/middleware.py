@@ -14,6 +14,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from app.core import metrics
 from app.core.errors import PayloadTooLarge
 from app.http.answers import error_answer
+from app.ingest.admission import Budget, overloaded
 
 REQUEST_ID_HEADER = b"x-request-id"
 
@@ -54,48 +55,108 @@ class RequestMetrics:
 
 
 class BodySizeLimit:
-    """413 payload_too_large for bodies over the cap, by Content-Length or while streaming."""
+    """413 payload_too_large for bodies over the cap, by Content-Length or while streaming; 429 overloaded
+    when the bodies already held in memory leave no room for this one (the `body_bytes` admission budget).
 
-    def __init__(self, app: ASGIApp, max_bytes: int) -> None:
+    The budget is taken before a byte is kept (the declared Content-Length) or, for a chunked body, chunk
+    by chunk, and given back when the request is answered: a burst of large uploads holds at most
+    ADMISSION_BODY_BYTES of bodies. A refused body is read and dropped chunk by chunk before the 429 goes
+    out (no memory held; an HTTP/1.1 client reads its answer only once it has sent the body, and cutting
+    the connection under it would turn the 429 into a connection error). A client that waits for
+    `100 Continue` never sent it: it gets the 429 at once.
+    """
+
+    def __init__(self, app: ASGIApp, max_bytes: int, budget: Budget) -> None:
         self.app = app
         self.max_bytes = max_bytes
+        self.budget = budget
 
     async def _reject(self, scope: Scope, receive: Receive, send: Send) -> None:
         # Connection: close, as the rest of the body is never read
         response = error_answer(PayloadTooLarge(self.max_bytes), headers={"connection": "close"})
         await response(scope, receive, send)
 
+    async def _shed(self, scope: Scope, receive: Receive, send: Send) -> None:
+        await error_answer(overloaded(self.budget))(scope, receive, send)
+
+    async def _drop_rest(self, receive: Receive, received: int) -> str:
+        """Read and drop the rest of a refused body: "done", "too_large" (over the cap) or "gone" (client left)."""
+        while True:
+            message = await receive()
+            if message["type"] == "http.disconnect":
+                return "gone"
+            received += len(message.get("body", b""))
+            if received > self.max_bytes:
+                return "too_large"
+            if not message.get("more_body", False):
+                return "done"
+
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
-        declared = dict(scope["headers"]).get(b"content-length", b"")
+        headers = dict(scope["headers"])
+        declared = headers.get(b"content-length", b"")
         if declared.isdigit() and int(declared) > self.max_bytes:
             await self._reject(scope, receive, send)
             return
-        # Read the whole body first (the routes need all of it anyway), so an oversized body is refused
-        # before any parser sees it, whatever Content-Length claimed.
-        chunks: list[bytes] = []
-        received = 0
-        while True:
-            message = await receive()
-            if message["type"] == "http.disconnect":
-                return  # the client is gone: a partial body must never reach a parser
-            chunk = message.get("body", b"")
-            received += len(chunk)
-            if received > self.max_bytes:
-                await self._reject(scope, receive, send)
+        held = 0  # bytes of the body budget this request holds
+
+        def take(n: int) -> bool:
+            nonlocal held
+            if not self.budget.try_acquire(n):
+                return False
+            held += n
+            return True
+
+        async def shed(received: int, more_body: bool) -> None:
+            waiting_for_continue = b"100-continue" in headers.get(b"expect", b"").lower()
+            if more_body and not waiting_for_continue:
+                outcome = await self._drop_rest(receive, received)
+                if outcome == "gone":
+                    return
+                if outcome == "too_large":
+                    await self._reject(scope, receive, send)
+                    return
+            await self._shed(scope, receive, send)
+
+        try:
+            if declared.isdigit() and not take(int(declared)):
+                await shed(0, int(declared) > 0)
                 return
-            chunks.append(chunk)
-            if not message.get("more_body", False):
-                break
-        replayed = False
+            # Read the whole body first (the routes need all of it anyway), so an oversized body is refused
+            # before any parser sees it, whatever Content-Length claimed.
+            chunks: list[bytes] = []
+            received = 0
+            while True:
+                message = await receive()
+                if message["type"] == "http.disconnect":
+                    return  # the client is gone: a partial body must never reach a parser
+                chunk = message.get("body", b"")
+                received += len(chunk)
+                if received > self.max_bytes:
+                    await self._reject(scope, receive, send)
+                    return
+                if received > held and not take(received - held):
+                    chunks.clear()  # refused: keep nothing (and hold no budget) while the rest is dropped
+                    self.budget.release(held)
+                    held = 0
+                    await shed(received, message.get("more_body", False))
+                    return
+                chunks.append(chunk)
+                if not message.get("more_body", False):
+                    break
+            body = b"".join(chunks)
+            chunks.clear()  # the joined copy is the only one kept
+            replayed = False
 
-        async def replay() -> Message:
-            nonlocal replayed
-            if not replayed:
-                replayed = True
-                return {"type": "http.request", "body": b"".join(chunks), "more_body": False}
-            return await receive()
+            async def replay() -> Message:
+                nonlocal replayed
+                if not replayed:
+                    replayed = True
+                    return {"type": "http.request", "body": body, "more_body": False}
+                return await receive()
 
-        await self.app(scope, replay, send)
+            await self.app(scope, replay, send)
+        finally:
+            self.budget.release(held)

@@ -102,15 +102,22 @@ class CheckedBackend(httpcore.AsyncNetworkBackend):
         await self._inner.sleep(seconds)
 
 
-def _checked_transport(backend: CheckedBackend, ssl_context: ssl.SSLContext | None) -> httpx.AsyncHTTPTransport:
+def _checked_transport(
+    backend: CheckedBackend,
+    ssl_context: ssl.SSLContext | None,
+    *,
+    max_connections: int,
+    max_keepalive: int,
+    keepalive_expiry_s: float,
+) -> httpx.AsyncHTTPTransport:
     transport = httpx.AsyncHTTPTransport(trust_env=False)
     # httpx's transport takes no network backend; the httpcore pool it wraps does. `_pool` is the one
     # attribute AsyncHTTPTransport sends through (tests/integration/test_hardening_fetch.py checks the pin works).
     transport._pool = httpcore.AsyncConnectionPool(
         ssl_context=ssl_context or httpx.create_ssl_context(trust_env=False),
-        max_connections=100,
-        max_keepalive_connections=20,
-        keepalive_expiry=5.0,
+        max_connections=max_connections,
+        max_keepalive_connections=max_keepalive,
+        keepalive_expiry=keepalive_expiry_s,
         network_backend=backend,
     )
     return transport
@@ -126,13 +133,22 @@ class ImageFetcher:
         resolver: Resolver = system_resolver,
         policy: AddressPolicy = address_allowed,
         ssl_context: ssl.SSLContext | None = None,
+        max_connections: int = 100,
+        max_keepalive: int = 20,
+        keepalive_expiry_s: float = 5.0,
     ) -> None:
         self.timeout_s = timeout_s
         self.max_bytes = max_bytes
         backend = CheckedBackend(resolver, None if allow_private else policy)
         step = min(timeout_s, 5.0)  # per connect / per read; the whole download is bounded by timeout_s
         self._client = httpx.AsyncClient(
-            transport=_checked_transport(backend, ssl_context),
+            transport=_checked_transport(
+                backend,
+                ssl_context,
+                max_connections=max_connections,
+                max_keepalive=max_keepalive,
+                keepalive_expiry_s=keepalive_expiry_s,
+            ),
             follow_redirects=False,  # followed by hand below, so every hop is checked
             timeout=httpx.Timeout(step, connect=min(timeout_s, 3.0)),
             # identity: a compressed body could expand far past the byte cap within one chunk

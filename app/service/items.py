@@ -9,7 +9,6 @@ from __future__ import annotations
 import asyncio
 import base64
 import binascii
-import os
 import re
 import time
 import uuid
@@ -51,15 +50,13 @@ from app.core.schemas import (
 from app.core.settings import Settings
 from app.encode.batcher import MicroBatcher
 from app.encode.encoder import OnnxImageEncoder
+from app.ingest.admission import Budget
 from app.ingest.decode import load_pixels
 from app.ingest.fetch import ImageFetcher
 from app.store.base import Hit, SimilarFilters, VectorStore
 from app.store.guard import StoreGuard
 
 T = TypeVar("T")
-# Images decoded at once: each may take IMAGE_MAX_PIXELS x 4 bytes (and a copy) while it converts,
-# so this bounds decode memory; more would not be faster on this many cores anyway.
-DECODE_SLOTS = min(8, os.cpu_count() or 2)
 
 
 @dataclass(frozen=True)
@@ -79,14 +76,22 @@ class ItemService:
         store: VectorStore,
         batcher: MicroBatcher,
         fetcher: ImageFetcher,
+        images: Budget,
     ) -> None:
         self.settings = settings
         self.encoder = encoder
         self.store = store
         self.batcher = batcher
         self.fetcher = fetcher
-        self._decode_slots = asyncio.Semaphore(DECODE_SLOTS)
-        self._guard = StoreGuard(timeout_s=settings.qdrant_timeout_s)
+        self.images = images  # admission: one permit per image from before its download to its vector
+        # Decodes at once: each may take IMAGE_MAX_PIXELS x 4 bytes (and a copy) while it converts; admitted
+        # images beyond these wait here holding only their (budgeted) bytes.
+        self._decode_slots = asyncio.Semaphore(settings.decode_concurrency())
+        self._guard = StoreGuard(
+            timeout_s=settings.qdrant_timeout_s,
+            cooldown_s=settings.store_breaker_cooldown_s,
+            workers=settings.store_workers,
+        )
 
     def close(self) -> None:
         """Stop the store-call pool after the calls in progress (before the store itself is closed)."""
@@ -122,7 +127,9 @@ class ItemService:
                 results[i] = BatchResult.failed(given_id, ValidationFailed(validation_message(exc.errors())))
             except LookalikeError as exc:
                 results[i] = BatchResult.failed(given_id, exc)
-        embedded = await asyncio.gather(*(self._embed(p) for _, p in pending), return_exceptions=True)
+        # Admission item by item: the tasks start in item order and each takes its permit (or its 429)
+        # before its first await, so the first items get the free permits and the rest are refused.
+        embedded = await asyncio.gather(*(self._admitted_embed(p) for _, p in pending), return_exceptions=True)
         ready: list[tuple[int, _Pending, np.ndarray]] = []
         for (i, p), outcome in zip(pending, embedded, strict=True):
             if isinstance(outcome, LookalikeError):
@@ -157,7 +164,13 @@ class ItemService:
         except (binascii.Error, ValueError):
             raise ValidationFailed("image_base64 is not valid base64") from None
 
+    async def _admitted_embed(self, pending: _Pending) -> np.ndarray:
+        """_embed under one image permit: 429 at once when none is free; given back however it ends."""
+        with self.images.hold():
+            return await self._embed(pending)
+
     async def _embed(self, pending: _Pending) -> np.ndarray:
+        """Download, decode and encode one image (the caller holds its permit)."""
         # Shed before the costly part: a full queue answers 429 before any download or decode.
         if self.batcher.saturated():
             raise Overloaded(f"the encoder queue is full ({self.batcher.queue_max} images); retry shortly")
@@ -182,7 +195,7 @@ class ItemService:
             return await slot.submit(pixels, self.settings.request_timeout_s)
 
     async def _index_all(self, pending: list[_Pending]) -> list[ItemWriteOut]:
-        vectors = [await self._embed(p) for p in pending]
+        vectors = [await self._admitted_embed(p) for p in pending]
         return await self._upsert(pending, np.stack(vectors))
 
     async def _upsert(self, pending: list[_Pending], vectors: np.ndarray) -> list[ItemWriteOut]:
@@ -246,7 +259,7 @@ class ItemService:
         """
         if query.model_version is not None and query.model_version != self.model_version:
             raise ModelNotFound(f"model version {query.model_version!r} is not served (serving {self.model_version!r})")
-        vector = await self._embed(_Pending("", {}, image))
+        vector = await self._admitted_embed(_Pending("", {}, image))
         filters = SimilarFilters(
             category=query.category,
             min_price=query.min_price,

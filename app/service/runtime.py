@@ -14,6 +14,7 @@ from app.core import metrics
 from app.core.settings import Settings
 from app.encode.batcher import MicroBatcher
 from app.encode.encoder import OnnxImageEncoder
+from app.ingest.admission import Budget
 from app.ingest.fetch import ImageFetcher
 from app.service.items import ItemService
 from app.store.base import VectorStore
@@ -34,6 +35,8 @@ def make_store(settings: Settings) -> VectorStore:
         hot_max=settings.edge_hot_max,
         merge_fanin=settings.edge_merge_fanin,
         max_shard_points=settings.edge_max_shard_points,
+        # close() waits this long for searches in progress (part of Settings.shutdown_budget_s())
+        close_wait_s=settings.store_close_wait_s,
     )
 
 
@@ -54,12 +57,18 @@ async def running_service(
             max_batch_size=max_batch_size,
             max_wait_ms=max_wait_ms,
             queue_max=settings.queue_max,
+            max_hold_ms=settings.batch_max_hold_ms,
+            drain_s=settings.shutdown_encoder_drain_s,
         )
         fetcher = ImageFetcher(
             timeout_s=settings.fetch_timeout_s,
             max_bytes=settings.fetch_max_bytes,
             allow_private=settings.fetch_allow_private,
+            max_connections=settings.fetch_max_connections,
+            max_keepalive=settings.fetch_max_keepalive,
+            keepalive_expiry_s=settings.fetch_keepalive_expiry_s,
         )
+        images = Budget("images", settings.admitted_images(max_batch_size))
         await batcher.start()
         log.info(
             "ready: model %s on %s (batches of up to %d, %g ms wait), %d items",
@@ -69,7 +78,7 @@ async def running_service(
             max_wait_ms,
             vector_store.count(),
         )
-        service = ItemService(settings, enc, vector_store, batcher, fetcher)
+        service = ItemService(settings, enc, vector_store, batcher, fetcher, images)
         try:
             yield service
         finally:

@@ -156,3 +156,27 @@ def test_gpu_quick_is_well_formed_with_or_without_cuda(bench_env: dict[str, str]
         check(r["encoder"], {"rows": list, "summary": list, "skipped": dict})
     else:
         assert r["reason"] and r["encoder"] is None and r["e2e"] is None
+
+
+def test_burst_memory_quick(bench_env: dict[str, str]) -> None:
+    r = run_quick("burst_memory", bench_env)
+    check(
+        r,
+        {
+            "benchmark": str,
+            "machine": MACHINE,
+            "count": int,
+            "form": str,
+            "image_bytes": int,
+            "idle_rss_bytes": int,
+            "peak_rss_bytes": int,
+            "answered_2xx": int,
+            "answered_429": int,
+            "other": dict,
+            "wall_s": NUMBER,
+        },
+    )
+    assert r["benchmark"] == "burst_memory" and r["count"] > 0
+    # every write is answered, 2xx or 429 (admission), never a 5xx or a cut connection
+    assert r["answered_2xx"] + r["answered_429"] == r["count"], r["other"]
+    assert r["peak_rss_bytes"] >= r["idle_rss_bytes"] > 0

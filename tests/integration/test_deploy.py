@@ -74,7 +74,8 @@ DESIGN_METRICS = frozenset(
 HISTOGRAM_SUFFIXES = ("_bucket", "_sum", "_count")
 SMOKE_READY_ATTEMPTS = 240
 SMOKE_READY_BUDGET_S = 60.0
-SHUTDOWN_BUDGET_S = 30.0  # the app must exit within 30 s of SIGTERM (Kubernetes grace period, compose)
+# The app must exit within its shutdown budget of SIGTERM (Settings.shutdown_budget_s(), default settings).
+SHUTDOWN_BUDGET_S = Settings.model_construct().shutdown_budget_s()
 
 
 # ----------------------------------------------------------------------------------------- helpers
@@ -129,6 +130,27 @@ def settings_errors(env: dict[str, str], monkeypatch: pytest.MonkeyPatch) -> str
         except SettingsError as exc:
             return str(exc)
     return None
+
+
+def settings_for(env: dict[str, str], monkeypatch: pytest.MonkeyPatch) -> Settings:
+    """The Settings the app would run with in exactly this LOOKALIKE_* environment."""
+    with monkeypatch.context() as m:
+        for key in list(os.environ):
+            if key.startswith("LOOKALIKE_"):
+                m.delenv(key)
+        for key, value in env.items():
+            m.setenv(key, str(value))
+        return load_settings()
+
+
+def duration_s(value: str | int | float) -> float:
+    """A compose duration ("35s", "1m30s", "1m") or a number of seconds."""
+    if isinstance(value, int | float):
+        return float(value)
+    parts = re.findall(r"(\d+(?:\.\d+)?)(ms|us|h|m|s)", value)
+    assert parts and "".join(n + u for n, u in parts) == value, f"unreadable duration {value!r}"
+    scale = {"h": 3600.0, "m": 60.0, "s": 1.0, "ms": 0.001, "us": 1e-6}
+    return sum(float(n) * scale[u] for n, u in parts)
 
 
 def base_metric(series: str) -> str:
@@ -396,6 +418,20 @@ def test_compose_services_have_healthchecks_that_their_images_can_run() -> None:
         assert app["healthcheck"]["test"][1] == "python", f"{name}: the slim image has no curl"
 
 
+def test_compose_stop_grace_period_covers_the_shutdown_budget(
+    dockerfile: Dockerfile, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # docker sends SIGKILL after stop_grace_period: it must cover every shutdown step the app's settings
+    # allow (Settings.shutdown_budget_s()), so that raising a limit without the compose files fails here.
+    for name, app in app_services().items():
+        env = {k: v for k, v in dockerfile.env(app["build"]["target"]).items() if k.startswith("LOOKALIKE_")}
+        env.update(app["environment"])
+        budget = settings_for(env, monkeypatch).shutdown_budget_s()
+        assert "stop_grace_period" in app, f"{name}: no stop_grace_period (docker's default is 10 s)"
+        grace = duration_s(app["stop_grace_period"])
+        assert grace >= budget, f"{name}: stop_grace_period {grace:g} s < the app's shutdown budget {budget:g} s"
+
+
 def test_compose_environments_are_valid_settings(dockerfile: Dockerfile, monkeypatch: pytest.MonkeyPatch) -> None:
     for name, app in app_services().items():
         env = {k: v for k, v in dockerfile.env(app["build"]["target"]).items() if k.startswith("LOOKALIKE_")}
@@ -490,7 +526,9 @@ def test_servicemonitors_match_the_crd_schema_and_their_services(rendered: dict[
 
 
 @pytest.mark.parametrize("name", KUSTOMIZATIONS)
-def test_app_deployment_probes_shutdown_and_security(rendered: dict[str, str], name: str) -> None:
+def test_app_deployment_probes_shutdown_and_security(
+    rendered: dict[str, str], name: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
     docs = documents(rendered, name)
     pod = app_deployment(docs)["spec"]["template"]["spec"]
     (container,) = pod["containers"]
@@ -506,9 +544,13 @@ def test_app_deployment_probes_shutdown_and_security(rendered: dict[str, str], n
     startup = probes["startupProbe"]
     assert startup["periodSeconds"] * startup["failureThreshold"] >= 120
 
+    # The grace period runs from the start of preStop to SIGKILL: it must cover the preStop sleep plus
+    # every shutdown step the settings of this ConfigMap allow (Settings.shutdown_budget_s()).
     pre_stop = container["lifecycle"]["preStop"]["sleep"]["seconds"]
     assert pre_stop > 0
-    assert pod["terminationGracePeriodSeconds"] >= pre_stop + SHUTDOWN_BUDGET_S
+    budget = settings_for(config, monkeypatch).shutdown_budget_s()
+    grace = pod["terminationGracePeriodSeconds"]
+    assert grace >= pre_stop + budget, f"grace {grace} s < preStop {pre_stop} s + shutdown budget {budget:g} s"
 
     assert pod["securityContext"]["runAsNonRoot"] is True
     assert pod["securityContext"]["runAsUser"] != 0

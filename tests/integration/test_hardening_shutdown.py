@@ -1,7 +1,7 @@
 """Graceful shutdown (issue 3, item 6): SIGTERM under write load. Requests in flight finish with 2xx
 (none is reset, none gets a 5xx), new connections are refused, the store is flushed and closed, the
-process exits 0 well within Kubernetes' 30 s grace period, and every acknowledged write is there
-after a restart."""
+process exits 0 well within its shutdown budget (Settings.shutdown_budget_s()), and every acknowledged
+write is there after a restart."""
 
 from __future__ import annotations
 

@@ -52,3 +52,33 @@ def test_invalid_value_names_the_variable(monkeypatch: pytest.MonkeyPatch, name:
     monkeypatch.setenv(name, value)
     with pytest.raises(SettingsError, match=name if name != "LOOKALIKE_QDRANT_URL" else "qdrant_url"):
         load_settings()
+
+
+def test_limits_are_settings_and_the_shutdown_budget_is_their_sum(monkeypatch: pytest.MonkeyPatch) -> None:
+    settings = load_settings()
+    # the defaults: HTTP drain 20 + encoder drain 5 + store calls in progress 5 + store close 5
+    assert settings.shutdown_budget_s() == 35.0
+    monkeypatch.setenv("LOOKALIKE_SHUTDOWN_HTTP_DRAIN_S", "10")
+    monkeypatch.setenv("LOOKALIKE_SHUTDOWN_ENCODER_DRAIN_S", "2")
+    monkeypatch.setenv("LOOKALIKE_QDRANT_TIMEOUT_S", "3")
+    monkeypatch.setenv("LOOKALIKE_STORE_CLOSE_WAIT_S", "1.5")
+    assert load_settings().shutdown_budget_s() == 16.5
+
+
+def test_auto_admission_and_decode_slots(monkeypatch: pytest.MonkeyPatch) -> None:
+    settings = load_settings()
+    assert settings.admission_images is None and settings.decode_slots is None  # auto
+    assert 1 <= settings.decode_concurrency() <= 8
+    assert settings.admitted_images(batch_size=16) == settings.queue_max + 16 + settings.decode_concurrency()
+    monkeypatch.setenv("LOOKALIKE_ADMISSION_IMAGES", "40")
+    monkeypatch.setenv("LOOKALIKE_DECODE_SLOTS", "3")
+    settings = load_settings()
+    assert settings.admitted_images(batch_size=16) == 40
+    assert settings.decode_concurrency() == 3
+
+
+def test_a_body_budget_smaller_than_one_body_is_refused(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("LOOKALIKE_REQUEST_MAX_BYTES", str(8 * 1024 * 1024))
+    monkeypatch.setenv("LOOKALIKE_ADMISSION_BODY_BYTES", str(4 * 1024 * 1024))
+    with pytest.raises(SettingsError, match="admission_body_bytes"):
+        load_settings()
