@@ -216,8 +216,11 @@ def test_full_encoder_queue_answers_429(tmp_path: Path, tiny_model_path: Path, t
     with open_app(tmp_path, tiny_model_path, held, **settings) as client, ThreadPoolExecutor(2) as pool:  # type: ignore[arg-type]
         batcher = client.app.state.service.batcher  # type: ignore[attr-defined]
         held.gate.clear()
-        waiting = [pool.submit(client.post, "/similar", json=body) for _ in range(2)]
-        wait_until(lambda: held.entered == 1 and batcher.depth == 1, what="encoder busy and queue full")
+        # one at a time: the second would be shed if it arrived while the first still waited in the queue
+        waiting = [pool.submit(client.post, "/similar", json=body)]
+        wait_until(lambda: held.entered == 1, what="the encoder busy")
+        waiting.append(pool.submit(client.post, "/similar", json=body))
+        wait_until(lambda: batcher.depth == 1, what="the queue full")
         assert_error(client.post("/similar", json=body), 429, "overloaded")
         held.gate.set()
         assert [f.result(timeout=60).status_code for f in waiting] == [200, 200]
