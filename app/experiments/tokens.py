@@ -121,6 +121,18 @@ class AttributionTokens:
             raise ItemNotShown(f"item {item_id!r} was not shown at position {position} in this answer")
         return claims
 
+    def locate(
+        self, token: str, item_id: str, *, now: float | None = None, check_age: bool = True
+    ) -> tuple[TokenClaims, int]:
+        """Like verify() for an event without a position: the claims and the position where `item_id` was shown."""
+        claims, (_, commit_key, commits) = self._checked(token, now, check_age)
+        rid = bytes.fromhex(claims.request_id)
+        for position in range(1, claims.n_shown + 1):
+            expected = commits[(position - 1) * COMMIT_BYTES : position * COMMIT_BYTES]
+            if hmac.compare_digest(expected, self._commit(commit_key, rid, position, item_id)):
+                return claims, position
+        raise ItemNotShown(f"item {item_id!r} was not shown in this answer")
+
     def _checked(
         self, token: str, now: float | None, check_age: bool
     ) -> tuple[TokenClaims, tuple[bytes, bytes, bytes]]:
