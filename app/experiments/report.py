@@ -1,9 +1,11 @@
 """The experiment report: DuckDB aggregates over the event log, delta-method intervals, SRM test, rendering.
 
-Counting (all in SQL): served answers are de-duplicated by request id, impressions/clicks/purchases by
-(request id, item, type), so a retried or re-imported event counts once. CTR = clicks / impressions and
-conversion = purchases / impressions; when the experiment has no impression events at all, the denominator is
-the items served instead.
+Counting (all in SQL, one pass over the log): the events of the experiment are grouped per answer (request id)
+into one row holding, per type, a 126-bit mask of the positions that got an impression, a click or a purchase.
+The token binds each shown item to its position, so (request, type, position) is the (token, item, type) of an
+event, and a retried or re-imported event sets the same bit: it counts once. Served answers are one row each
+however often they were logged. CTR = clicks / impressions and conversion = purchases / impressions; when the
+experiment has no impression events at all, the denominator is the items served instead.
 
 Intervals: a unit (user or session) contributes many impressions that are not independent, so each rate is a
 ratio of per-unit sums, R = sum(c_u) / sum(n_u), with the delta-method variance
@@ -32,89 +34,66 @@ from app.experiments.event_log import create_events_view
 
 Z95 = 1.959963984540054
 SRM_ALPHA = 0.001
+MAX_POSITION = 126  # positions 1..126 fit the HUGEINT masks
 Format = Literal["json", "table", "html"]
 _BUCKETS_S = (60, 300, 900, 3600, 6 * 3600, 86400, 7 * 86400)
+_REQ = "_report_answers"
 
-# Answers and de-duplicated actions of one experiment ($1), the base of every query below.
-_BASE = """
-WITH ev AS (SELECT * FROM {source} WHERE experiment = $1),
-served AS (
-    SELECT request_id, any_value(variant) AS variant, any_value(unit) AS unit, min(ts) AS ts,
-           max(len(shown)) AS n_shown
-    FROM ev WHERE type = 'served' GROUP BY request_id
-),
-acts AS (
-    SELECT request_id, item_id, type, any_value(variant) AS variant, any_value(unit) AS unit,
-           min(ts) AS ts, any_value(position) AS position
-    FROM ev WHERE type <> 'served' GROUP BY request_id, item_id, type
-)
+# One row per answer (request id) of experiment $1.
+_ANSWERS = f"""
+CREATE OR REPLACE TEMP TABLE {_REQ} AS
+SELECT request_id, any_value(variant) AS variant, any_value(unit) AS unit, min(ts) AS ts,
+       count(*) FILTER (type = 'served') > 0 AS served,
+       coalesce(max(len(shown)) FILTER (type = 'served'), 0) AS n_shown,
+       coalesce(max(position) FILTER (type <> 'served'), 0) AS max_pos,
+       coalesce(bit_or(1::HUGEINT << position) FILTER (type = 'impression'), 0) AS imp,
+       coalesce(bit_or(1::HUGEINT << position) FILTER (type = 'click'), 0) AS clk,
+       coalesce(bit_or(1::HUGEINT << position) FILTER (type = 'purchase'), 0) AS pur
+FROM {{source}}
+WHERE experiment = $1 AND (type = 'served' OR (type IN ('impression', 'click', 'purchase')
+                                               AND position BETWEEN 1 AND {MAX_POSITION}))
+GROUP BY request_id
 """
 
-_PER_VARIANT = (
-    _BASE
-    + """,
-units AS (
-    SELECT variant, unit, count(*) AS served, sum(n_shown) AS shown, 0 AS imp, 0 AS clk, 0 AS pur
-    FROM served GROUP BY ALL
-    UNION ALL
-    SELECT variant, unit, 0, 0, count(*) FILTER (type = 'impression'), count(*) FILTER (type = 'click'),
-           count(*) FILTER (type = 'purchase')
-    FROM acts GROUP BY ALL
+# $1: true = impressions are the denominator, false = the items served.
+_PER_VARIANT = f"""
+WITH per_unit AS (
+    SELECT variant, unit, count(*) FILTER (served) AS served, sum(n_shown)::DOUBLE AS shown,
+           sum(bit_count(imp))::DOUBLE AS imp, sum(bit_count(clk))::DOUBLE AS clk,
+           sum(bit_count(pur))::DOUBLE AS pur
+    FROM {_REQ} GROUP BY ALL
 ),
-per_unit AS (
-    SELECT variant, unit, sum(served) AS served, sum(shown)::DOUBLE AS shown, sum(imp)::DOUBLE AS imp,
-           sum(clk)::DOUBLE AS clk, sum(pur)::DOUBLE AS pur
-    FROM units GROUP BY ALL
-),
-d AS (
-    SELECT *, CASE WHEN (SELECT count(*) FROM acts WHERE type = 'impression') > 0 THEN imp ELSE shown END AS n
-    FROM per_unit
-)
+d AS (SELECT *, CASE WHEN $1 THEN imp ELSE shown END AS n FROM per_unit)
 SELECT variant, count(*) AS units, sum(served)::BIGINT AS served, sum(imp)::BIGINT AS impressions,
        sum(clk)::BIGINT AS clicks, sum(pur)::BIGINT AS purchases, sum(n) AS n,
        coalesce(var_samp(n), 0) AS var_n, coalesce(var_samp(clk), 0) AS var_c, coalesce(var_samp(pur), 0) AS var_p,
        coalesce(covar_samp(clk, n), 0) AS cov_cn, coalesce(covar_samp(pur, n), 0) AS cov_pn
 FROM d GROUP BY variant
 """
-)
 
-# $2: true = impressions are the denominator, false = served items (each answer's positions 1..n).
-_BY_POSITION = (
-    _BASE
-    + """,
-den AS (
-    SELECT variant, position FROM acts WHERE $2 AND type = 'impression' AND position IS NOT NULL
-    UNION ALL
-    SELECT variant, unnest(range(1, n_shown + 1)) AS position FROM served WHERE NOT $2
-),
-d AS (SELECT variant, position, count(*) AS n FROM den GROUP BY ALL),
-c AS (SELECT variant, position, count(*) AS clicks FROM acts WHERE type = 'click' AND position IS NOT NULL GROUP BY ALL)
-SELECT variant, position, coalesce(n, 0), coalesce(clicks, 0)
-FROM d FULL OUTER JOIN c USING (variant, position) ORDER BY variant, position
+_BY_POSITION = f"""
+SELECT variant, p AS position,
+       sum(CASE WHEN $1 THEN ((imp >> p) & 1)::INTEGER ELSE (p <= n_shown)::INTEGER END) AS den,
+       sum(((clk >> p) & 1)::INTEGER) AS clicks
+FROM (SELECT variant, imp, clk, n_shown, unnest(range(1, greatest(max_pos, n_shown) + 1)) AS p FROM {_REQ})
+GROUP BY ALL HAVING den > 0 OR clicks > 0 ORDER BY variant, position
 """
-)
 
-_OVER_TIME = (
-    _BASE
-    + """
-SELECT variant, (floor(ts / $2) * $2)::BIGINT AS bucket,
-       count(*) FILTER (type = $3) AS denominator, count(*) FILTER (type = 'click') AS clicks
-FROM (SELECT variant, ts, type FROM acts UNION ALL SELECT variant, ts, 'served' FROM served)
-GROUP BY ALL ORDER BY bucket
+# $1: bucket width in seconds, $2 as in _PER_VARIANT
+_OVER_TIME = f"""
+SELECT variant, (floor(ts / $1) * $1)::BIGINT AS bucket,
+       sum(CASE WHEN $2 THEN bit_count(imp) ELSE n_shown END) AS den, sum(bit_count(clk)) AS clicks
+FROM {_REQ} GROUP BY ALL ORDER BY bucket
 """
-)
 
-_SHADOW = (
-    _BASE
-    + """,
-answers AS (
-    SELECT s.request_id, any_value(e.shadow_variant) AS shadow_variant, any_value(e.shown) AS shown,
-           any_value(e.shadow_shown) AS shadow_shown
-    FROM served s JOIN ev e ON e.request_id = s.request_id AND e.type = 'served'
-    WHERE e.shadow_shown IS NOT NULL GROUP BY s.request_id
+_SHADOW = """
+WITH answers AS (
+    SELECT request_id, any_value(shadow_variant) AS shadow_variant, any_value(shown) AS shown,
+           any_value(shadow_shown) AS shadow_shown
+    FROM {source} WHERE experiment = $1 AND type = 'served' AND shadow_shown IS NOT NULL GROUP BY request_id
 ),
 moves AS (
-    SELECT shadow_variant, request_id, abs(p - list_position(shadow_shown, shown[p])) AS moved
+    SELECT shadow_variant, abs(p - list_position(shadow_shown, shown[p])) AS moved
     FROM (SELECT *, unnest(range(1, len(shown) + 1)) AS p FROM answers)
     WHERE list_position(shadow_shown, shown[p]) IS NOT NULL
 )
@@ -124,7 +103,6 @@ SELECT a.shadow_variant, count(*) AS answers,
        (SELECT avg(moved) FROM moves m WHERE m.shadow_variant = a.shadow_variant) AS mean_abs_rank_change
 FROM answers a GROUP BY a.shadow_variant
 """
-)
 
 
 def _interval(value: float | None, se: float | None) -> dict[str, Any]:
@@ -176,11 +154,18 @@ def _bucket_seconds(span_s: float) -> int:
 
 def build_report(experiment: Experiment, con: duckdb.DuckDBPyConnection, source: str = "events") -> dict[str, Any]:
     """The report of `experiment` from the events in table or view `source` (event_log.COLUMNS)."""
-    name = experiment.name
-    rows = con.execute(_PER_VARIANT.format(source=source), [name]).fetchall()
+    con.execute(_ANSWERS.format(source=source), [experiment.name])
+    try:
+        return _report(experiment, con, source)
+    finally:
+        con.execute(f"DROP TABLE IF EXISTS {_REQ}")
+
+
+def _report(experiment: Experiment, con: duckdb.DuckDBPyConnection, source: str) -> dict[str, Any]:
+    has_imp = bool(con.execute(f"SELECT coalesce(bool_or(imp <> 0), false) FROM {_REQ}").fetchone()[0])
+    rows = con.execute(_PER_VARIANT, [has_imp]).fetchall()
     cols = [d[0] for d in con.description]
     by_variant = {r[0]: dict(zip(cols, r, strict=True)) for r in rows}
-    has_impressions = any(r["impressions"] for r in by_variant.values())
     empty = {"units": 0, "served": 0, "impressions": 0, "clicks": 0, "purchases": 0, "n": 0.0}
     empty |= {"var_n": 0.0, "var_c": 0.0, "var_p": 0.0, "cov_cn": 0.0, "cov_pn": 0.0}
 
@@ -214,39 +199,36 @@ def build_report(experiment: Experiment, con: duckdb.DuckDBPyConnection, source:
         }
 
     report: dict[str, Any] = {
-        "experiment": name,
+        "experiment": experiment.name,
         "unit": experiment.unit,
         "state": experiment.state,
         "started_at": experiment.started_at.isoformat(),
         "stopped_at": experiment.stopped_at.isoformat() if experiment.stopped_at else None,
-        "denominator": "impressions" if has_impressions else "served",
+        "denominator": "impressions" if has_imp else "served",
         "variants": variants,
         "srm": srm(experiment, {n: int(s["units"]) for n, s in by_variant.items()}),
-        "ctr_by_position": _ctr_by_position(experiment, con, source, has_impressions),
-        "ctr_over_time": _ctr_over_time(experiment, con, source, has_impressions),
+        "ctr_by_position": _ctr_by_position(experiment, con, has_imp),
+        "ctr_over_time": _ctr_over_time(experiment, con, has_imp),
     }
     if experiment.shadow:
-        report["shadow"] = _shadow(con, source, name)
+        report["shadow"] = _shadow(con, source, experiment.name)
     return report
 
 
-def _ctr_by_position(experiment: Experiment, con: duckdb.DuckDBPyConnection, source: str, has_imp: bool) -> dict:
+def _ctr_by_position(experiment: Experiment, con: duckdb.DuckDBPyConnection, has_imp: bool) -> dict:
     result: dict[str, list[dict[str, Any]]] = {v.name: [] for v in experiment.variants}
-    rows = con.execute(_BY_POSITION.format(source=source), [experiment.name, has_imp]).fetchall()
-    for variant, position, den, clicks in rows:
+    for variant, position, den, clicks in con.execute(_BY_POSITION, [has_imp]).fetchall():
         if variant in result:
             row = {"position": int(position), "denominator": int(den), "clicks": int(clicks)}
             result[variant].append(row | {"ctr": clicks / den if den else None})
     return result
 
 
-def _ctr_over_time(experiment: Experiment, con: duckdb.DuckDBPyConnection, source: str, has_imp: bool) -> dict:
-    span = con.execute(f"SELECT max(ts) - min(ts) FROM {source} WHERE experiment = $1", [experiment.name]).fetchone()
-    width = _bucket_seconds(span[0] or 0)
-    denominator = "impression" if has_imp else "served"
+def _ctr_over_time(experiment: Experiment, con: duckdb.DuckDBPyConnection, has_imp: bool) -> dict:
+    span = con.execute(f"SELECT max(ts) - min(ts) FROM {_REQ}").fetchone()[0]
+    width = _bucket_seconds(span or 0)
     result: dict[str, Any] = {"bucket_s": width, "variants": {v.name: [] for v in experiment.variants}}
-    rows = con.execute(_OVER_TIME.format(source=source), [experiment.name, width, denominator]).fetchall()
-    for variant, bucket, den, clicks in rows:
+    for variant, bucket, den, clicks in con.execute(_OVER_TIME, [width, has_imp]).fetchall():
         if variant in result["variants"]:
             result["variants"][variant].append(
                 {

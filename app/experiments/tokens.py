@@ -3,7 +3,7 @@
 A token is URL-safe base64 (no padding) of
 
     version (1) | request id (12) | issued at, unix s (4) | experiment, variant (u8 length + UTF-8 each)
-    | unit id, query item (u16 length + UTF-8 each) | n shown (u8) | n x 4-byte item commitments
+    | unit id, query item (u16 length + UTF-8 each) | n shown (u8, at most 126) | n x 4-byte item commitments
     | HMAC-SHA256 tag over everything before it, first 16 bytes
 
 The commitment of position p is a keyed hash of (request id, p, item id) truncated to 4 bytes, so "item X was
@@ -28,7 +28,7 @@ from app.core.errors import InvalidToken, ItemNotShown, TokenExpired
 VERSION = 1
 TAG_BYTES = 16
 COMMIT_BYTES = 4
-MAX_SHOWN = 255
+MAX_SHOWN = 126  # the report keeps an answer's positions in a 126-bit mask (GET /similar has k <= 100)
 CLOCK_SKEW_S = 300  # a token "issued" further in the future than this is not ours
 
 

@@ -96,4 +96,4 @@ def test_bad_arguments_to_issue_are_programming_errors() -> None:
     with pytest.raises(ValueError):
         issue(tokens, request_id="abc")
     with pytest.raises(ValueError):
-        issue(tokens, shown=["x"] * 256)
+        issue(tokens, shown=["x"] * 127)
