@@ -156,3 +156,11 @@ def test_gpu_quick_is_well_formed_with_or_without_cuda(bench_env: dict[str, str]
         check(r["encoder"], {"rows": list, "summary": list, "skipped": dict})
     else:
         assert r["reason"] and r["encoder"] is None and r["e2e"] is None
+
+
+def test_experiments_quick(bench_env: dict[str, str]) -> None:
+    r = run_quick("experiments", bench_env)
+    check(r, {"machine": MACHINE})
+    check(r["report"], {"events": int, "report_s": NUMBER, "render_html_s": NUMBER, "served": int, "units": int})
+    check(r["append"], {"batches": int, "batch_size": int, "events_per_s": int, "append_only_events_per_s": int})
+    assert r["report"]["served"] == r["report"]["events"] // 12 and r["append"]["batch_size"] == 100
