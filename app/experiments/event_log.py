@@ -27,10 +27,11 @@ import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Literal
+from typing import Literal, TypeVar
 
 import duckdb
 
+T = TypeVar("T")
 EventType = Literal["served", "impression", "click", "purchase"]
 EVENT_TYPES: tuple[str, ...] = ("served", "impression", "click", "purchase")
 REPLICA_PATTERN = re.compile(r"^[A-Za-z0-9_.-]{1,64}$")
@@ -210,16 +211,21 @@ def empty_select() -> str:
 
 
 def events_sql(root: str | Path) -> str:
-    """A SELECT over every replica's events under `root` (Parquet files and open segments), with COLUMNS."""
+    """A SELECT over every replica's events under `root` (Parquet files and open segments), with COLUMNS.
+
+    Segments are listed before Parquet files: one rolled in between is then found as Parquet and skipped as a
+    segment. One rolled after both listings is gone when DuckDB opens it; `read_events` retries then.
+    """
     root = Path(root)
+    segments = sorted(root.glob("*/*.jsonl"))
     parquet = sorted(root.glob("*/*.parquet"))
     rolled = {p.with_suffix("") for p in parquet}
-    segments = [s for s in sorted(root.glob("*/*.jsonl")) if s.with_suffix("") not in rolled and s.stat().st_size]
     names = ", ".join(COLUMNS)
     parts = []
     if parquet:
         files = "[" + ", ".join(_sql_str(str(p)) for p in parquet) + "]"
         parts.append(f"SELECT {names} FROM read_parquet({files}, union_by_name=true)")
+    segments = [s for s in segments if s.with_suffix("") not in rolled]
     if segments:
         parts.append(f"SELECT {names} FROM ({_json_source(segments)})")
     return " UNION ALL ".join(parts) if parts else empty_select()
@@ -228,6 +234,22 @@ def events_sql(root: str | Path) -> str:
 def create_events_view(con: duckdb.DuckDBPyConnection, root: str | Path, name: str = "events") -> None:
     """(Re)create view `name` over the log as it is now (a later file appears in the next call)."""
     con.execute(f"CREATE OR REPLACE TEMP VIEW {name} AS {events_sql(root)}")
+
+
+def read_events(root: str | Path, query: Callable[[duckdb.DuckDBPyConnection], T], attempts: int = 3) -> T:
+    """Run `query` on a fresh connection with view `events` over the log, again if a file vanished meanwhile
+    (a segment rolled, a temporary file renamed by a writer on another replica)."""
+    for attempt in range(attempts):
+        con = duckdb.connect()
+        try:
+            create_events_view(con, root)
+            return query(con)
+        except duckdb.IOException:
+            if attempt == attempts - 1:
+                raise
+        finally:
+            con.close()
+    raise AssertionError("unreachable")
 
 
 def write_rows(root: str | Path, source: str, select_sql: str, con: duckdb.DuckDBPyConnection) -> Path:

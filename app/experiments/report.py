@@ -30,7 +30,7 @@ import duckdb
 from scipy.stats import chisquare
 
 from app.experiments.definitions import Experiment
-from app.experiments.event_log import create_events_view
+from app.experiments.event_log import read_events
 
 Z95 = 1.959963984540054
 SRM_ALPHA = 0.001
@@ -251,12 +251,7 @@ def _shadow(con: duckdb.DuckDBPyConnection, source: str, name: str) -> list[dict
 
 def report_from_log(experiment: Experiment, root: str | Path) -> dict[str, Any]:
     """build_report over the event log under `root` (every replica's files)."""
-    con = duckdb.connect()
-    try:
-        create_events_view(con, root)
-        return build_report(experiment, con)
-    finally:
-        con.close()
+    return read_events(root, lambda con: build_report(experiment, con))
 
 
 # -- rendering ---------------------------------------------------------------------------------------------------

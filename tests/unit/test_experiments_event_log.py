@@ -10,7 +10,7 @@ import duckdb
 import pytest
 
 from app.core.errors import ValidationFailed
-from app.experiments.event_log import Event, EventLog, create_events_view
+from app.experiments.event_log import Event, EventLog, create_events_view, read_events
 from app.experiments.importer import import_events
 from app.experiments.tokens import AttributionTokens, new_request_id
 
@@ -177,3 +177,18 @@ def test_many_batches_are_all_read_back(tmp_path: Path) -> None:
     for b in range(200):
         log.append([click(f"{b:024x}", f"i{i}", i + 1, "impression") for i in range(100)])
     assert read(tmp_path, "SELECT count(*), count(DISTINCT request_id) FROM events") == [(20_000, 200)]
+
+
+def test_a_reader_retries_when_a_segment_is_rolled_under_it(tmp_path: Path) -> None:
+    log = EventLog(tmp_path, "r1")
+    log.append([click(new_request_id())])
+    attempts = []
+
+    def query(con: duckdb.DuckDBPyConnection) -> int:
+        attempts.append(1)
+        if len(attempts) == 1:
+            log.roll()  # another process rolls the segment after the view listed it
+        return con.execute("SELECT count(*) FROM events").fetchone()[0]
+
+    assert read_events(tmp_path, query) == 1
+    assert len(attempts) == 2
