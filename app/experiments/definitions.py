@@ -6,6 +6,7 @@ runs: `same_design` tells the registry whether a new definition only repeats it 
 
 from __future__ import annotations
 
+import re
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Annotated, Any, Literal
@@ -17,6 +18,8 @@ from app.core.errors import ValidationFailed, validation_message
 
 NAME_PATTERN = r"^[A-Za-z0-9_.-]{1,64}$"
 Name = Annotated[str, Field(pattern=NAME_PATTERN)]
+# A model version as the export writes it (e.g. siglip-base-fp32-0123456789ab) or as an operator named it.
+ModelVersion = Annotated[str, Field(pattern=r"^[A-Za-z0-9_.:@+/-]{1,128}$")]
 Unit = Literal["user", "session"]
 State = Literal["running", "stopped"]
 
@@ -25,7 +28,7 @@ class Variant(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
     name: Name
-    model_version: Name
+    model_version: ModelVersion
     weight: Annotated[int, Field(strict=True, gt=0, le=1_000_000)]
 
 
@@ -87,6 +90,13 @@ def parse_spec(body: Any) -> ExperimentSpec:
         return ExperimentSpec.model_validate(body)
     except ValidationError as err:
         raise ValidationFailed(validation_message(err.errors())) from None
+
+
+def parse_name(name: str) -> str:
+    """An experiment name from a URL path; ValidationFailed (422) unless it matches NAME_PATTERN."""
+    if not isinstance(name, str) or not re.fullmatch(NAME_PATTERN, name):
+        raise ValidationFailed(f"name: an experiment name is 1-64 characters of A-Z a-z 0-9 _ . -, got {name!r}")
+    return name
 
 
 def load_experiments_file(path: str | Path) -> list[tuple[str, ExperimentSpec]]:

@@ -20,7 +20,7 @@ from typing import Protocol
 from urllib.parse import quote
 
 from app.core.errors import ExperimentConflict, ExperimentNotFound
-from app.experiments.definitions import Experiment, ExperimentSpec, same_design
+from app.experiments.definitions import Experiment, ExperimentSpec, parse_name, same_design
 
 # Answers whether a model version exists and covers every item (True), else why not (a message).
 VersionCheck = Callable[[str], "bool | str"]
@@ -111,6 +111,7 @@ class ExperimentRegistry:
         change (running or stopped: a stopped experiment's data stays tied to its design), or when a variant's
         model version is missing or not fully covered.
         """
+        parse_name(name)
         with self._lock:
             experiments = self._load()
             existing = experiments.get(name)

@@ -46,6 +46,7 @@ def test_a_valid_body_parses_with_the_first_variant_as_control() -> None:
         ({"variants": [BODY["variants"][0], dict(BODY["variants"][1], weight="50")]}, "weight"),
         ({"variants": [BODY["variants"][0], dict(BODY["variants"][1], name="bad name!")]}, "name"),
         ({"variants": [BODY["variants"][0], dict(BODY["variants"][1], extra=1)]}, "extra"),
+        ({"variants": [BODY["variants"][0], dict(BODY["variants"][1], model_version="v 2")]}, "model_version"),
         ({"surprise": True}, "surprise"),
     ],
 )
@@ -60,6 +61,8 @@ def test_experiment_names_follow_the_pattern() -> None:
     with pytest.raises(ValueError, match="pattern"):
         Experiment.start("has space", parse_spec(BODY))
     assert started("a" * 64).name == "a" * 64
+    body = BODY | {"variants": [BODY["variants"][0], dict(BODY["variants"][1], model_version="siglip-fp16-0a1b2c@v2")]}
+    assert started(body=body).variants[1].model_version == "siglip-fp16-0a1b2c@v2"
 
 
 def test_same_design_ignores_nothing_but_repeats() -> None:

@@ -7,7 +7,7 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from app.core.errors import ExperimentConflict, ExperimentNotFound
+from app.core.errors import ExperimentConflict, ExperimentNotFound, ValidationFailed
 from app.experiments.definitions import parse_spec
 from app.experiments.registry import ExperimentRegistry, FileMetaStore
 
@@ -135,3 +135,11 @@ def test_collections_have_separate_experiments(tmp_path) -> None:
 def test_the_experiments_file_is_applied_idempotently(registry: ExperimentRegistry) -> None:
     applied = registry.apply([("exp1", parse_spec(BODY))])
     assert registry.apply([("exp1", parse_spec(BODY))]) == applied
+
+
+def test_a_bad_name_is_a_validation_error(registry: ExperimentRegistry) -> None:
+    for name in ("", "a b", "x" * 65, "../etc"):
+        with pytest.raises(ValidationFailed) as err:
+            registry.put(name, parse_spec(BODY))
+        assert err.value.status == 422
+    assert registry.experiments() == []
