@@ -5,7 +5,8 @@ purchase), `item_id`, optional `position` (1-based) and `ts` (unix seconds or an
 `attribution_token` (checked like POST /events, except for its age: imported logs are often old) or
 `request_id` (joined in SQL with the served rows already in the log, which supply experiment, variant and unit,
 and checked against that answer's shown list). Accepted rows go into one new Parquet file under <root>/import/;
-importing the same file twice changes no count, since the report de-duplicates by (request id, item, type).
+importing the same file twice changes no count, since the report de-duplicates by (request id, type,
+position), and the token or the served list ties each position to one item.
 """
 
 from __future__ import annotations
