@@ -12,10 +12,10 @@ A segment is rolled when its hour ends or it holds `segment_max_events`, and eve
 process is rolled when the log opens: DuckDB reads the JSONL (skipping a torn last line that was never
 acknowledged) and COPYs it into a temporary Parquet file that is fsynced and renamed; then the JSONL is deleted.
 Replicas never coordinate: each writes only its own directory. Readers glob all replicas' Parquet files plus the
-still-open segments (`events_sql`); a segment whose Parquet already exists is skipped, and in the instant between
-rename and delete the report's de-duplication (served by request id, others by request id, type and position,
-which the token ties to one item) keeps
-the counts right anyway.
+still-open segments (`events_sql`); a segment whose Parquet already exists is skipped, and in the instant
+between rename and delete the report's de-duplication (served by request id, others by request id, type and
+position, which the token ties to one item) keeps the counts right anyway.
+The log root is the log's own directory: every subdirectory is read as a replica's (or the import's) files.
 """
 
 from __future__ import annotations
