@@ -44,9 +44,24 @@ class RouteNotFound(LookalikeError):
     status = 404
 
 
+class ExperimentNotFound(LookalikeError):
+    code = "experiment_not_found"
+    status = 404
+
+    def __init__(self, name: str) -> None:
+        super().__init__(f"no experiment named {name!r}")
+
+
 class MethodNotAllowed(LookalikeError):
     code = "method_not_allowed"
     status = 405
+
+
+class ExperimentConflict(LookalikeError):
+    """The change would break a running experiment's design, start a second one, or use an unusable model version."""
+
+    code = "experiment_conflict"
+    status = 409
 
 
 class PayloadTooLarge(LookalikeError):
@@ -79,6 +94,25 @@ class ImageDecodeError(LookalikeError):
 
 class UrlNotAllowed(LookalikeError):
     code = "url_not_allowed"
+    status = 422
+
+
+class InvalidToken(LookalikeError):
+    """An attribution token that is garbled, forged or signed with another secret."""
+
+    code = "invalid_token"
+    status = 422
+
+
+class TokenExpired(LookalikeError):
+    code = "token_expired"
+    status = 422
+
+
+class ItemNotShown(LookalikeError):
+    """The event names an item (or position) that the token's answer did not show."""
+
+    code = "item_not_shown"
     status = 422
 
 

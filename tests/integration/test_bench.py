@@ -180,3 +180,11 @@ def test_burst_memory_quick(bench_env: dict[str, str]) -> None:
     # every write is answered, 2xx or 429 (admission), never a 5xx or a cut connection
     assert r["answered_2xx"] + r["answered_429"] == r["count"], r["other"]
     assert r["peak_rss_bytes"] >= r["idle_rss_bytes"] > 0
+
+
+def test_experiments_quick(bench_env: dict[str, str]) -> None:
+    r = run_quick("experiments", bench_env)
+    check(r, {"machine": MACHINE})
+    check(r["report"], {"events": int, "report_s": NUMBER, "render_html_s": NUMBER, "served": int, "units": int})
+    check(r["append"], {"batches": int, "batch_size": int, "events_per_s": int, "append_only_events_per_s": int})
+    assert r["report"]["served"] == r["report"]["events"] // 12 and r["append"]["batch_size"] == 100
