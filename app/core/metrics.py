@@ -36,3 +36,8 @@ admission_in_use = Gauge(
 admission_capacity = Gauge(PREFIX + "admission_capacity", "Admission permits in all", ["resource"])
 overload_rejections = Counter(PREFIX + "overload_rejections_total", "Requests shed with 429 overloaded")
 model_info = Gauge(PREFIX + "model_info", "The loaded model", ["version", "provider", "precision"])
+experiment_events = Counter(
+    PREFIX + "experiment_events_total",
+    "Experiment events logged: answers served (type=served) and POST /events accepted",
+    ["experiment", "variant", "type"],
+)

@@ -193,6 +193,11 @@ class SimilarResponse(BaseModel):
     item_id: str
     model_version: str
     results: list[SimilarItem]
+    # Inside a running experiment (GET /similar with its unit's user_id or session_id); null otherwise.
+    request_id: str | None = None
+    experiment: str | None = None
+    variant: str | None = None
+    attribution_token: str | None = None
 
 
 class SimilarQuery(BaseModel):
@@ -210,6 +215,18 @@ class SimilarQuery(BaseModel):
         if self.min_price is not None and self.max_price is not None and self.min_price > self.max_price:
             raise ValueError("min_price must not exceed max_price")
         return self
+
+
+UNIT_ID_PATTERN = r"^[A-Za-z0-9_.:@-]{1,128}$"
+
+
+class SimilarItemQuery(SimilarQuery):
+    """GET /similar/{item_id}: the filters, the model version, and the experiment unit (user or session id)."""
+
+    model_version: str | None = Field(None, min_length=1, max_length=256)  # given: it ranks, no experiment
+    # The running experiment assigns a variant when the id of its unit is given.
+    user_id: str | None = Field(None, pattern=UNIT_ID_PATTERN)
+    session_id: str | None = Field(None, pattern=UNIT_ID_PATTERN)
 
 
 class SimilarImageFields(SimilarQuery):

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import difflib
 import os
+import socket
 from pathlib import Path
 from typing import Literal
 
@@ -78,6 +79,14 @@ class Settings(BaseSettings):
     decode_draft: bool = True  # JPEG DCT-scaled decode (7-9x faster, cosine >= 0.9999); false = HF-exact
     request_max_bytes: int = Field(64 * 1024 * 1024, ge=1024, le=1024 * 1024 * 1024)
 
+    # Experiments (app/experiments): attribution tokens, the event log, definitions applied at start-up
+    # Signs attribution tokens; unset = one generated per data dir (replicas must then share that file's value).
+    events_secret: SecretStr | None = None
+    events_max_age_s: float = Field(86_400.0, gt=0, le=90 * 86_400)  # POST /events refuses older tokens
+    experiments_file: Path | None = None  # YAML, applied at start-up (app/experiments/definitions.py)
+    events_path: Path | None = None  # None = <QDRANT_PATH parent>/events; a shared volume for several replicas
+    replica: str = Field(default_factory=socket.gethostname, pattern=r"^[A-Za-z0-9_.-]{1,64}$")
+
     # HTTP
     api_key: SecretStr | None = None
     host: str = "127.0.0.1"
@@ -117,6 +126,13 @@ class Settings(BaseSettings):
         return (
             self.shutdown_http_drain_s + self.shutdown_encoder_drain_s + self.qdrant_timeout_s + self.store_close_wait_s
         )
+
+    def data_dir(self) -> Path:
+        """Where the service keeps its own files beside the embedded store (the parent of QDRANT_PATH)."""
+        return self.qdrant_path.parent
+
+    def events_root(self) -> Path:
+        return self.events_path if self.events_path is not None else self.data_dir() / "events"
 
     @model_validator(mode="after")
     def _check_store(self) -> Settings:

@@ -23,9 +23,11 @@ from app.core.errors import (
 from app.core.settings import Settings, load_settings
 from app.encode.encoder import OnnxImageEncoder
 from app.http.answers import error_answer
+from app.http.experiments import router as experiments_router
 from app.http.middleware import BodySizeLimit, RequestMetrics
 from app.http.routes import router
 from app.ingest.admission import Budget
+from app.service.experiments import running_experiments
 from app.service.runtime import running_service
 from app.store.base import VectorStore
 
@@ -42,8 +44,9 @@ def create_app(
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        async with running_service(settings, encoder, store) as service:
+        async with running_service(settings, encoder, store) as service, running_experiments(settings, service) as exp:
             app.state.service = service
+            app.state.experiments = exp
             app.state.accepting = True
             try:
                 yield
@@ -60,6 +63,7 @@ def create_app(
     app.state.settings = settings
     app.state.accepting = False
     app.include_router(router)
+    app.include_router(experiments_router)
     _install_error_handlers(app)
     body_budget = Budget("body_bytes", settings.admission_body_bytes)  # admission of request bodies
     app.add_middleware(BodySizeLimit, max_bytes=settings.request_max_bytes, budget=body_budget)

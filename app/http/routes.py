@@ -36,11 +36,12 @@ from app.core.schemas import (
     SimilarImageForm,
     SimilarImageIn,
     SimilarImageResponse,
-    SimilarQuery,
+    SimilarItemQuery,
     SimilarResponse,
 )
 from app.http.answers import answer, write_answer
 from app.http.page import router as page_router
+from app.service.experiments import ExperimentService
 from app.service.items import ItemService
 
 router = APIRouter()
@@ -58,6 +59,14 @@ def get_service(request: Request) -> ItemService:
 
 
 Service = Annotated[ItemService, Depends(get_service)]
+
+
+def get_experiments(request: Request) -> ExperimentService:
+    get_service(request)
+    return request.app.state.experiments
+
+
+Experiments = Annotated[ExperimentService, Depends(get_experiments)]
 
 
 def require_write_key(request: Request) -> None:
@@ -167,8 +176,12 @@ async def delete_item(item_id: ItemIdPath, service: Service) -> Response:
 
 
 @router.get("/similar/{item_id}", response_model=SimilarResponse, responses=ERRORS)
-async def similar(item_id: ItemIdPath, query: Annotated[SimilarQuery, Query()], service: Service) -> JSONResponse:
-    return answer(await service.similar(item_id, query))
+async def similar(
+    item_id: ItemIdPath, query: Annotated[SimilarItemQuery, Query()], experiments: Experiments
+) -> JSONResponse:
+    """Top-k look-alikes. With `user_id` (or `session_id`) inside a running experiment whose unit it is, the
+    assigned variant's model ranks and the answer carries request_id, experiment, variant and attribution_token."""
+    return answer(await experiments.similar(item_id, query))
 
 
 @router.get("/healthz")

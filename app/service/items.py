@@ -233,6 +233,9 @@ class ItemService:
         return ItemOut.model_validate(payload)
 
     async def similar(self, item_id: str, query: SimilarQuery) -> SimilarResponse:
+        version = getattr(query, "model_version", None)
+        if version is not None and version != self.model_version:
+            raise ModelNotFound(f"model version {version!r} is not served (serving {self.model_version!r})")
         filters = SimilarFilters(
             category=query.category,
             min_price=query.min_price,

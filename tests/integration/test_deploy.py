@@ -68,6 +68,7 @@ DESIGN_METRICS = frozenset(
         "store_errors_total",
         "items_indexed_total",
         "overload_rejections_total",
+        "experiment_events_total",
         "model_info",
     )
 )
@@ -716,6 +717,7 @@ def test_dashboards_query_only_design_metrics_and_cover_the_service() -> None:
         "lookalike_image_fetch_failures_total",
         "lookalike_items_indexed_total",
         "lookalike_overload_rejections_total",
+        "lookalike_experiment_events_total",  # CTR per variant (live)
     }
     assert required <= queried, f"dashboard lacks {sorted(required - queried)}"
     exprs = [t["expr"] for p in json.loads(DASHBOARDS[0].read_text())["panels"] for t in p.get("targets", [])]
