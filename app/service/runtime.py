@@ -46,9 +46,10 @@ def load_models(settings: Settings) -> ModelSet:
 
 
 def as_model_set(models: ModelSet | OnnxImageEncoder | Sequence[OnnxImageEncoder]) -> ModelSet:
+    """A set from what a caller passed: a set, a list of encoders, or one encoder (or a stand-in for one)."""
     if isinstance(models, ModelSet):
         return models
-    return ModelSet([models] if isinstance(models, OnnxImageEncoder) else list(models))
+    return ModelSet(list(models) if isinstance(models, list | tuple) else [models])  # type: ignore[list-item]
 
 
 @asynccontextmanager
