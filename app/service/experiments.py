@@ -1,7 +1,7 @@
 """Online experiments in the service: what the experiment routes and GET /similar do for them, without HTTP.
 
 Composed from app/experiments: the registry (kept with the vector store's get_meta/put_meta, so replicas share
-it; a FileMetaStore under the data dir for a store without them), assignment, attribution tokens, the event log
+it), assignment, attribution tokens, the event log
 and the report. Logging:
 - served answers (GET /similar inside an experiment) are queued and group-committed by a background thread every
   few milliseconds (app/experiments/group_commit.py): no fsync on an answer's path; a served row may be lost on
@@ -29,7 +29,7 @@ from app.experiments.definitions import Experiment, load_experiments_file, parse
 from app.experiments.event_log import Event, EventLog
 from app.experiments.events import EventRecorder
 from app.experiments.group_commit import GroupCommitLog
-from app.experiments.registry import ExperimentRegistry, FileMetaStore, MetaStore, VersionCheck
+from app.experiments.registry import ExperimentRegistry, VersionCheck
 from app.experiments.report import Format, render, report_from_log
 from app.experiments.tokens import AttributionTokens
 from app.service.items import ItemService
@@ -177,24 +177,15 @@ class ExperimentService:
         )
 
 
-def meta_store(settings: Settings, items: ItemService) -> MetaStore:
-    """The vector store's get_meta/put_meta (shared by replicas); a file store under the data dir otherwise."""
-    store = items.store
-    if hasattr(store, "get_meta") and hasattr(store, "put_meta"):
-        return store  # type: ignore[return-value]
-    return FileMetaStore(settings.data_dir() / "meta")
-
-
 def version_check(items: ItemService) -> VersionCheck:
-    """A variant's model version must exist and cover every item (coverage 1.0); the message says why not."""
+    """A variant's model version must exist, be active and cover every item (coverage 1.0); else why not."""
     store = items.store
 
     def check(version: str) -> bool | str:
-        if not hasattr(store, "versions"):  # a store with one version: the served model's
-            return True if version == items.model_version else f"unknown model version (serving {items.model_version})"
         known = {v.model_version: v for v in store.versions()}
         if version not in known or known[version].state == "retired":
-            return f"unknown model version (known: {', '.join(sorted(known))})"
+            active = sorted(v.model_version for v in known.values() if v.state != "retired")
+            return f"unknown or retired model version (active: {', '.join(active)})"
         have, total = store.coverage(version)
         return True if have == total else f"coverage {have}/{total} items: backfill it first"
 
@@ -204,7 +195,8 @@ def version_check(items: ItemService) -> VersionCheck:
 @asynccontextmanager
 async def running_experiments(settings: Settings, items: ItemService) -> AsyncIterator[ExperimentService]:
     """The experiment service on top of the item service; applies LOOKALIKE_EXPERIMENTS_FILE at start-up."""
-    registry = ExperimentRegistry(meta_store(settings, items), settings.collection, version_check=version_check(items))
+    # The registry lives with the collection (the store's get_meta/put_meta): every replica sees it.
+    registry = ExperimentRegistry(items.store, settings.collection, version_check=version_check(items))
     if settings.experiments_file is not None:
         applied = await asyncio.to_thread(registry.apply, load_experiments_file(settings.experiments_file))
         log.info("experiments file %s: %s", settings.experiments_file, ", ".join(e.name for e in applied) or "none")
