@@ -162,13 +162,15 @@ def run(client: httpx.Client, *, name: str, n_users: int, n_items: int, seed: in
 
 
 def _own_service() -> Any:
-    """`python -m app` on loopback with a tiny random-weight model (the ranking does not matter here)."""
+    """`python -m app` on loopback with two tiny random-weight models (seeds 0 and 1: two model versions; the
+    first serves, the second is a candidate that every write fills, so both cover the catalog)."""
     import tempfile
 
     from bench.common import cached_model, running_service
 
     data = tempfile.mkdtemp(prefix="ab-live-")
-    env = {"LOOKALIKE_MODEL_PATH": str(cached_model("tiny")), "LOOKALIKE_QDRANT_PATH": f"{data}/qdrant"}
+    models = ",".join(str(cached_model("tiny", seed=seed)) for seed in (0, 1))
+    env = {"LOOKALIKE_MODEL_PATH": models, "LOOKALIKE_QDRANT_PATH": f"{data}/qdrant"}
     return running_service(env, name="ab_live")
 
 

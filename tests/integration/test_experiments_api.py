@@ -21,6 +21,7 @@ from app.http.app import create_app
 from bench import ab_live
 from tests.conftest import ClientFactory, make_settings, make_store
 from tests.factories import photo
+from tests.integration.test_model_versions_api import Catalog, two_models  # noqa: F401 - its session fixture
 from tests.live import live_server
 
 SECRET = "test-events-secret-0123456789"
@@ -129,29 +130,6 @@ def test_session_experiments_assign_by_session(exp_client: TestClient) -> None:
     answer = c.get("/similar/it-1", params={"user_id": "u1", "session_id": "s-9"}).json()
     assert answer["experiment"] == "by-session"
     assert AttributionTokens(SECRET).decode(answer["attribution_token"]).unit_id == "s-9"
-
-
-def test_assignment_is_deterministic_across_instances_on_one_store(
-    tmp_path: Path, tiny_model_path: Path, tiny_encoder: OnnxImageEncoder
-) -> None:
-    settings = make_settings(tmp_path, tiny_model_path, events_secret=SECRET)
-
-    def variants(put: bool) -> dict[str, str]:
-        store = make_store("edge", settings)  # a restart: a new process state on the same data dir
-        try:
-            with TestClient(create_app(settings, encoder=tiny_encoder, store=store)) as c:
-                if put:
-                    index(c)
-                    v = served_version(c)
-                    assert c.put("/experiments/sticky", json=design(v, v)).status_code == 201
-                users = [f"user-{i}" for i in range(40)]
-                return {u: c.get("/similar/it-2", params={"user_id": u}).json()["variant"] for u in users}
-        finally:
-            store.close()
-
-    first = variants(put=True)
-    assert set(first.values()) == {"control", "treatment"}
-    assert variants(put=False) == first
 
 
 def test_post_events_checks_each_event_and_the_report_counts_duplicates_once(exp_client: TestClient) -> None:
@@ -273,8 +251,8 @@ def test_a_generated_secret_is_kept_per_data_dir(
 
 
 @contextmanager
-def live(data: Path, model: Path) -> Iterator[httpx.Client]:
-    env = {"LOOKALIKE_MODEL_PATH": str(model), "LOOKALIKE_QDRANT_PATH": str(data / "qdrant")}
+def live(data: Path, *models: Path) -> Iterator[httpx.Client]:
+    env = {"LOOKALIKE_MODEL_PATH": ",".join(map(str, models)), "LOOKALIKE_QDRANT_PATH": str(data / "qdrant")}
     env["LOOKALIKE_EVENTS_SECRET"] = SECRET
     with live_server(env) as server, httpx.Client(base_url=server.url, timeout=60) as client:
         client.server = server  # type: ignore[attr-defined]
@@ -303,10 +281,65 @@ def test_acknowledged_events_survive_kill_9(tmp_path: Path, tiny_model_path: Pat
         assert report["state"] == "running"
 
 
-def test_live_simulation_reports_the_known_lift(tmp_path: Path, tiny_model_path: Path) -> None:
-    with live(tmp_path, tiny_model_path) as c:
+def test_live_simulation_reports_the_known_lift(tmp_path: Path, request: pytest.FixtureRequest) -> None:
+    models = request.getfixturevalue("two_models")
+    with live(tmp_path, models.v1_path, models.v2_path) as c:
         outcome = ab_live.run(c, name="sim", n_users=150, n_items=20, seed=3)
     assert outcome.accepted == outcome.posted > 0
     report = outcome.report
+    assert [(v["name"], v["model_version"]) for v in report["variants"]] == [("control", "v1"), ("treatment", "v2")]
     assert sum(r["served"] for r in report["variants"]) == outcome.answers
     assert ab_live.checks(report) == {"CTR lift CI contains +50%": True, "CTR lift CI excludes 0": True}
+
+
+# ------------------------------------------------------------------------- two model versions in one store
+
+
+@pytest.fixture
+def catalog(tmp_path: Path, store_kind: str, request: pytest.FixtureRequest) -> Iterator[Catalog]:
+    """One store with models v1 and v2 (tests/integration/test_model_versions_api.py) that outlives restarts."""
+    c = Catalog(tmp_path, request.getfixturevalue("two_models"), store_kind)
+    try:
+        yield c
+    finally:
+        c.close()
+
+
+def test_variants_rank_with_their_version_and_assignment_survives_a_restart(catalog: Catalog) -> None:
+    models = (catalog.models.v1, catalog.models.v2)
+    users = [f"user-{i}" for i in range(30)]
+    with catalog.app(*models, events_secret=SECRET) as c:
+        index(c)
+        assert c.put("/experiments/upgrade", json=design("v1", "v2")).status_code == 201
+        answers = {u: c.get("/similar/it-2", params={"user_id": u}).json() for u in users}
+    assert {a["variant"] for a in answers.values()} == {"control", "treatment"}
+    for a in answers.values():  # each answer names the version that ranked it
+        assert a["model_version"] == {"control": "v1", "treatment": "v2"}[a["variant"]]
+    with catalog.app(*models, events_secret=SECRET) as c:  # another instance on the same store
+        again = {u: c.get("/similar/it-2", params={"user_id": u}).json()["variant"] for u in users}
+        assert c.get("/experiments/upgrade").json()["state"] == "running"
+    assert again == {u: a["variant"] for u, a in answers.items()}
+
+
+def test_a_version_without_full_coverage_is_refused(catalog: Catalog) -> None:
+    with catalog.app(catalog.models.v1, events_secret=SECRET) as c:
+        index(c)
+    with catalog.app(catalog.models.v1, catalog.models.v2, events_secret=SECRET) as c:  # v2 added, not backfilled
+        refused = c.put("/experiments/too-early", json=design("v1", "v2"))
+        assert refused.status_code == 409 and refused.json()["error"]["code"] == "experiment_conflict"
+        assert f"coverage 0/{len(ITEMS)}" in refused.json()["error"]["message"]
+        assert c.get("/experiments").json()["experiments"] == []
+
+
+def test_shadow_mode_with_two_versions(catalog: Catalog) -> None:
+    with catalog.app(catalog.models.v1, catalog.models.v2, events_secret=SECRET) as c:
+        index(c)
+        c.put("/experiments/shadow-v2", json=design("v1", "v2", shadow=True))
+        control = [r["item_id"] for r in c.get("/similar/it-5", params={"model_version": "v1"}).json()["results"]]
+        treated = [r["item_id"] for r in c.get("/similar/it-5", params={"model_version": "v2"}).json()["results"]]
+        answers = [c.get("/similar/it-5", params={"user_id": f"u{u}"}).json() for u in range(30)]
+        assert {(a["variant"], a["model_version"]) for a in answers} == {("control", "v1")}
+        assert all([r["item_id"] for r in a["results"]] == control for a in answers)
+        [shadow] = c.get("/experiments/shadow-v2/report").json()["shadow"]
+    assert shadow["variant"] == "treatment" and 0 < shadow["answers"] < 30
+    assert shadow["overlap_at_k"] == pytest.approx(len(set(control) & set(treated)) / len(control))
