@@ -222,6 +222,100 @@ def _models_parser(sub: Any) -> None:
     retire.add_argument("version")
 
 
+# ---- `lookalike experiments ...`: list, report (in-process, or --url a running service), import ------------------
+
+
+async def _http(args: argparse.Namespace, path: str, params: dict[str, Any] | None = None) -> httpx.Response:
+    headers = {"Authorization": f"Bearer {args.api_key}"} if args.api_key else {}
+    async with httpx.AsyncClient(base_url=args.url, headers=headers, timeout=300) as client:
+        return await client.get(path, params=params)
+
+
+@asynccontextmanager
+async def _registry() -> AsyncIterator[tuple[Any, Any]]:
+    """(experiment registry, settings) from the collection's store, opened in-process."""
+    from app.experiments.registry import ExperimentRegistry
+    from app.service.runtime import running_service
+
+    settings = load_settings()
+    async with running_service(settings) as service:
+        yield ExperimentRegistry(service.store, settings.collection), settings
+
+
+def _print_error(exc: LookalikeError) -> int:
+    print(json.dumps(ErrorBody(error=ErrorDetail.of(exc)).model_dump(), indent=2))
+    return 1
+
+
+async def _experiments_list(args: argparse.Namespace) -> int:
+    if args.url:
+        response = await _http(args, "/experiments")
+        print(json.dumps(response.json(), indent=2))
+        return 0 if response.status_code == 200 else 1
+    async with _registry() as (registry, _):
+        found = await asyncio.to_thread(registry.experiments)
+    print(json.dumps({"experiments": [e.model_dump(mode="json") for e in found]}, indent=2))
+    return 0
+
+
+async def _experiments_report(args: argparse.Namespace) -> int:
+    if args.url:
+        response = await _http(args, f"/experiments/{args.name}/report", {"format": args.format})
+        ok = response.status_code == 200
+        print(json.dumps(response.json(), indent=2) if args.format == "json" or not ok else response.text)
+        return 0 if ok else 1
+    from app.experiments.report import render, report_from_log
+
+    async with _registry() as (registry, settings):
+        try:
+            experiment = await asyncio.to_thread(registry.get, args.name)
+        except LookalikeError as exc:
+            return _print_error(exc)
+    report = await asyncio.to_thread(report_from_log, experiment, settings.events_root())
+    print(json.dumps(report, indent=2) if args.format == "json" else render(report, args.format))
+    return 0
+
+
+async def _experiments_import(args: argparse.Namespace) -> int:
+    """Checks tokens with this data dir's events secret and writes under LOOKALIKE_EVENTS_PATH (no server needed)."""
+    from app.experiments.importer import import_events
+    from app.experiments.tokens import AttributionTokens
+    from app.service.experiments import events_secret
+
+    settings = load_settings()
+    tokens = AttributionTokens(events_secret(settings), max_age_s=settings.events_max_age_s)
+    try:
+        result = await asyncio.to_thread(import_events, args.file, settings.events_root(), tokens)
+    except LookalikeError as exc:
+        return _print_error(exc)
+    summary = {"rows": result.rows, "accepted": result.accepted, "rejected": dict(result.rejected)}
+    print(json.dumps(summary | {"file": str(result.file) if result.file else None}, indent=2))
+    return 0
+
+
+def _experiments_parser(sub: Any) -> None:
+    """`lookalike experiments SUBCOMMAND`: each subcommand sets `run` (an async function of the args)."""
+    experiments = sub.add_parser("experiments", help="A/B experiments: list, report, import events")
+    esub = experiments.add_subparsers(dest="experiments_command", required=True)
+
+    def add(name: str, run: Callable[[argparse.Namespace], Awaitable[int]], help: str) -> argparse.ArgumentParser:
+        p = esub.add_parser(name, help=help)
+        p.set_defaults(run=run)
+        return p
+
+    def remote(p: argparse.ArgumentParser) -> None:
+        p.add_argument("--url", help="a running service (e.g. http://127.0.0.1:8000) instead of in-process")
+        p.add_argument("--api-key", help="bearer key when the service sets LOOKALIKE_API_KEY")
+
+    remote(add("list", _experiments_list, "the collection's experiments and their state"))
+    report = add("report", _experiments_report, "an experiment's report: rates, intervals, lift, SRM")
+    report.add_argument("name")
+    report.add_argument("--format", choices=("table", "json", "html"), default="table")
+    remote(report)
+    imported = add("import", _experiments_import, "import click/purchase logs (CSV, JSONL or Parquet)")
+    imported.add_argument("file")
+
+
 def parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="lookalike", description="Visually similar marketplace listings")
     sub = p.add_subparsers(dest="command", required=True)
@@ -237,6 +331,7 @@ def parser() -> argparse.ArgumentParser:
     sim.add_argument("--include-sold", action="store_true")
     sim.add_argument("--url", help="ask a running service instead of opening the store in-process")
     _models_parser(sub)
+    _experiments_parser(sub)
     sub.add_parser("serve", help="run the HTTP service (same as python -m app)")
     demo = sub.add_parser("demo", help="generated catalog + photo server + service, indexed: see the web page")
     demo.add_argument("--items", type=int, default=200, help="catalog size (at least 8)")
@@ -263,7 +358,7 @@ def main(argv: list[str] | None = None) -> int:
             print(f"lookalike demo: {exc}", file=sys.stderr)
             return 2
     try:
-        runner = {"index": _index, "similar": _similar, "models": getattr(args, "run", None)}[args.command]
+        runner = {"index": _index, "similar": _similar}.get(args.command) or args.run  # groups set `run`
         return asyncio.run(runner(args))
     except SettingsError as exc:
         print(f"lookalike: {exc}", file=sys.stderr)

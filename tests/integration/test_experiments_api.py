@@ -4,6 +4,7 @@ a live simulation with a known lift, shadow mode. Real tiny model, real stores (
 from __future__ import annotations
 
 import base64
+import json
 import os
 import signal
 import time
@@ -15,6 +16,7 @@ import httpx
 import pytest
 from fastapi.testclient import TestClient
 
+from app import cli
 from app.encode.encoder import OnnxImageEncoder
 from app.experiments.tokens import AttributionTokens
 from app.http.app import create_app
@@ -343,3 +345,37 @@ def test_shadow_mode_with_two_versions(catalog: Catalog) -> None:
         [shadow] = c.get("/experiments/shadow-v2/report").json()["shadow"]
     assert shadow["variant"] == "treatment" and 0 < shadow["answers"] < 30
     assert shadow["overlap_at_k"] == pytest.approx(len(set(control) & set(treated)) / len(control))
+
+
+def test_cli_lists_reports_and_imports(
+    tmp_path: Path, tiny_model_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    with live(tmp_path, tiny_model_path) as c:
+        index(c, ITEMS[:4])
+        v = served_version(c)
+        c.put("/experiments/cli-exp", json=design(v, v))
+        answer = c.get("/similar/it-0", params={"user_id": "u1"}).json()
+        url = str(c.base_url)
+        assert cli.main(["experiments", "list", "--url", url]) == 0
+        assert json.loads(capsys.readouterr().out)["experiments"][0]["name"] == "cli-exp"
+        assert cli.main(["experiments", "report", "cli-exp", "--url", url, "--format", "table"]) == 0
+        assert answer["variant"] in capsys.readouterr().out
+        assert cli.main(["experiments", "report", "nope", "--url", url]) == 1
+        capsys.readouterr()
+
+    shown = answer["results"][0]["item_id"]
+    logs = tmp_path / "clicks.jsonl"
+    rows = [{"type": "click", "item_id": shown, "position": 1, "attribution_token": answer["attribution_token"]}]
+    rows.append({**rows[0], "item_id": "it-not-shown"})
+    logs.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    monkeypatch.setenv("LOOKALIKE_MODEL_PATH", str(tiny_model_path))
+    monkeypatch.setenv("LOOKALIKE_QDRANT_PATH", str(tmp_path / "qdrant"))
+    monkeypatch.setenv("LOOKALIKE_EVENTS_SECRET", SECRET)
+    assert cli.main(["experiments", "import", str(logs)]) == 0
+    imported = json.loads(capsys.readouterr().out)
+    assert (imported["rows"], imported["accepted"], imported["rejected"]) == (2, 1, {"item_not_shown": 1})
+    assert cli.main(["experiments", "report", "cli-exp", "--format", "json"]) == 0  # in-process
+    report = json.loads(capsys.readouterr().out)
+    assert sum(r["clicks"] for r in report["variants"]) == 1
+    assert cli.main(["experiments", "list"]) == 0
+    assert [e["state"] for e in json.loads(capsys.readouterr().out)["experiments"]] == ["running"]
