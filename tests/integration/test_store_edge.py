@@ -668,7 +668,8 @@ def test_kill9_with_two_versions_loses_no_acknowledged_write(tmp_path: Path) -> 
             states = {v.model_version: v.state for v in store.versions()}
             assert states["m-2"] == ("serving" if promoted else "candidate"), states
             assert states["m-1"] == ("retired" if retired else "candidate" if promoted else "serving"), states
-            assert store.count() == len(written)
+            count = store.count()
+            assert len(written) <= count <= len(written) + 4 * (round_ + 1)  # + batches upserted, not yet acknowledged
             for n in sorted(written):
                 assert store.get(f"k-{n}") == {"item_id": f"k-{n}", "write_id": f"w-{n}"}, f"k-{n} lost"
                 gens = [1] if n in reembedded else [0, 1] if n in in_doubt else [0]
@@ -679,7 +680,7 @@ def test_kill9_with_two_versions_loses_no_acknowledged_write(tmp_path: Path) -> 
                 if not retired:
                     top = store.similar_to_vector(vec(n, DIM, 0), 1, SimilarFilters(include_sold=True), "m-1")
                     assert top[0].item_id == f"k-{n}" and top[0].score > 0.999, n
-            assert store.coverage("m-2") == (len(written), len(written))
+            assert store.coverage("m-2") == (count, count)
             expected_names = {"m-2"} if retired else {"m-1", "m-2"}
             assert all(names == expected_names for names in shard_vectors(store)), shard_vectors(store)
         finally:
