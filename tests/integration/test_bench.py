@@ -188,3 +188,12 @@ def test_experiments_quick(bench_env: dict[str, str]) -> None:
     check(r["report"], {"events": int, "report_s": NUMBER, "render_html_s": NUMBER, "served": int, "units": int})
     check(r["append"], {"batches": int, "batch_size": int, "events_per_s": int, "append_only_events_per_s": int})
     assert r["report"]["served"] == r["report"]["events"] // 12 and r["append"]["batch_size"] == 100
+
+
+def test_experiments_http_quick(bench_env: dict[str, str]) -> None:
+    r = run_quick("experiments_http", bench_env)
+    check(r, {"machine": MACHINE, "items": int, "p99_overhead_ms": NUMBER})
+    latency = {"p50_ms": NUMBER, "p99_ms": NUMBER, "max_ms": NUMBER}
+    check(r["similar"], {"outside": latency, "inside": latency})
+    check(r["events"], {"batches": int, "events": int, "accepted": int, "events_per_s": NUMBER})
+    assert r["events"]["accepted"] == r["events"]["events"] == 100 * r["events"]["batches"]
