@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import Any
 
 from app.core import metrics
+from app.core.errors import ModelNotFound
 from app.core.schemas import SimilarItemQuery, SimilarResponse
 from app.core.settings import Settings
 from app.experiments.assignment import assign, served_variant
@@ -153,11 +154,16 @@ class ExperimentService:
         assigned = assign(experiment, unit_id)
         shown_variant = served_variant(experiment, assigned)
         ranked = self.items.similar(item_id, query.model_copy(update={"model_version": shown_variant.model_version}))
-        if shown_variant is assigned:
-            answer, shadow = await ranked, None
-        else:  # shadow mode: the assigned variant's list is computed and logged, the control's is answered
-            shadow_query = query.model_copy(update={"model_version": assigned.model_version})
-            answer, shadow = await asyncio.gather(ranked, self.items.similar(item_id, shadow_query))
+        shadow_query = query.model_copy(update={"model_version": assigned.model_version})
+        try:
+            if shown_variant is assigned:
+                answer, shadow = await ranked, None
+            else:  # shadow mode: the assigned variant's list is computed and logged, the control's is answered
+                answer, shadow = await asyncio.gather(ranked, self.items.similar(item_id, shadow_query))
+        except ModelNotFound:
+            # A variant's version was retired under the running experiment: users keep getting answers.
+            log.warning("experiment %s: a variant's model version is gone; answering outside it", experiment.name)
+            return await self.items.similar(item_id, query)
         request_id, token = self._served.served(
             experiment=experiment.name,
             variant=shown_variant.name,

@@ -320,6 +320,12 @@ def test_variants_rank_with_their_version_and_assignment_survives_a_restart(cata
     with catalog.app(*models, events_secret=SECRET) as c:  # another instance on the same store
         again = {u: c.get("/similar/it-2", params={"user_id": u}).json()["variant"] for u in users}
         assert c.get("/experiments/upgrade").json()["state"] == "running"
+        # v2 retired under the running experiment: its users are answered outside it, never with an error
+        assert c.delete("/models/v2").status_code == 200
+        treated = next(u for u, a in answers.items() if a["variant"] == "treatment")
+        fallback = c.get("/similar/it-2", params={"user_id": treated})
+        assert fallback.status_code == 200
+        assert (fallback.json()["model_version"], fallback.json()["experiment"]) == ("v1", None)
     assert again == {u: a["variant"] for u, a in answers.items()}
 
 
