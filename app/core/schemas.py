@@ -321,3 +321,25 @@ class PromoteOut(BaseModel):
 class RetireOut(BaseModel):
     model_version: str
     state: Literal["retired"]
+
+
+EVENTS_MAX = 1000
+
+
+class EventsIn(BaseModel):
+    """POST /events: each event is checked on its own (app/experiments/events.py), so one bad event (even one
+    that is not an object) never fails the others."""
+
+    model_config = ConfigDict(extra="forbid")
+    events: list[Any] = Field(min_length=1, max_length=EVENTS_MAX)
+
+
+class EventResult(BaseModel):
+    index: int
+    status: int  # 200 accepted (on disk), else the event's own 4xx
+    error: ErrorDetail | None
+
+
+class EventsOut(BaseModel):
+    accepted: int
+    results: list[EventResult]

@@ -15,10 +15,10 @@ from typing import Annotated, Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from app.core.errors import LookalikeError, ValidationFailed, validation_message
+from app.core.schemas import EVENTS_MAX
 from app.experiments.event_log import Event, EventLog
 from app.experiments.tokens import CLOCK_SKEW_S, AttributionTokens, new_request_id
 
-EVENTS_MAX = 1000
 ITEM_ID_PATTERN = r"^[A-Za-z0-9_.:-]{1,128}$"
 
 

@@ -6,15 +6,15 @@ with attribution tokens, which are the proof of each event, so it needs no key.
 
 from __future__ import annotations
 
-from typing import Annotated, Any, Literal
+from typing import Annotated, Literal
 
-from fastapi import APIRouter, Depends, Path, Query, Request
+from fastapi import APIRouter, Depends, Path, Query
 from fastapi.responses import HTMLResponse, JSONResponse, PlainTextResponse, Response
 
-from app.core.errors import ValidationFailed
-from app.core.schemas import ErrorBody
-from app.experiments.definitions import NAME_PATTERN, Experiment
-from app.http.routes import ERRORS, WriteAuth, _parse_json, get_experiments
+from app.core.schemas import ErrorBody, EventsIn, EventsOut
+from app.experiments.definitions import NAME_PATTERN, Experiment, ExperimentSpec
+from app.http.answers import answer
+from app.http.routes import ERRORS, WriteAuth, get_experiments
 from app.service.experiments import ExperimentService
 
 router = APIRouter(tags=["experiments"])
@@ -34,10 +34,10 @@ def _experiment(experiment: Experiment, status: int = 200) -> JSONResponse:
     responses={200: {"model": Experiment, "description": "unchanged"}, **CONFLICT, **ERRORS},
     dependencies=[WriteAuth],
 )
-async def put_experiment(name: NamePath, request: Request, experiments: Experiments) -> JSONResponse:
+async def put_experiment(name: NamePath, spec: ExperimentSpec, experiments: Experiments) -> JSONResponse:
     """Create and start an experiment (201), or repeat its design (200). 409 when another one runs, when the
     design would change, or when a variant's model version is unknown or not fully covered."""
-    experiment, created = await experiments.put(name, await _parse_json(request))
+    experiment, created = await experiments.put(name, spec)
     return _experiment(experiment, 201 if created else 200)
 
 
@@ -57,7 +57,10 @@ async def get_experiment(name: NamePath, experiments: Experiments) -> JSONRespon
     return _experiment(await experiments.get(name))
 
 
-@router.get("/experiments/{name}/report", responses=ERRORS)
+REPORT_TYPES = {"application/json": {}, "text/plain": {}, "text/html": {}}
+
+
+@router.get("/experiments/{name}/report", responses={200: {"content": REPORT_TYPES}, **ERRORS})
 async def experiment_report(
     name: NamePath,
     experiments: Experiments,
@@ -73,12 +76,9 @@ async def experiment_report(
     return JSONResponse(report)
 
 
-@router.post("/events", responses=ERRORS)
-async def post_events(request: Request, experiments: Experiments) -> JSONResponse:
+@router.post("/events", response_model=EventsOut, responses=ERRORS)
+async def post_events(body: EventsIn, experiments: Experiments) -> JSONResponse:
     """`{"events": [...]}`, 1 to 1000 events, each checked on its own: one result per event
     `{"index", "status", "error": {"code", "message"} | null}`. Every event answered 200 is on disk."""
-    body: Any = await _parse_json(request)
-    if not isinstance(body, dict) or set(body) != {"events"} or not isinstance(body["events"], list):
-        raise ValidationFailed('the body must be {"events": [...]}')
-    results = await experiments.record(body["events"])
-    return JSONResponse({"accepted": sum(r["status"] == 200 for r in results), "results": results})
+    results = await experiments.record(body.events)
+    return answer(EventsOut(accepted=sum(r["status"] == 200 for r in results), results=results))

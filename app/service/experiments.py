@@ -26,7 +26,7 @@ from app.core.errors import ModelNotFound
 from app.core.schemas import SimilarItemQuery, SimilarResponse
 from app.core.settings import Settings
 from app.experiments.assignment import assign, served_variant
-from app.experiments.definitions import Experiment, load_experiments_file, parse_spec
+from app.experiments.definitions import Experiment, ExperimentSpec, load_experiments_file
 from app.experiments.event_log import Event, EventLog
 from app.experiments.events import EventRecorder
 from app.experiments.group_commit import GroupCommitLog
@@ -105,8 +105,7 @@ class ExperimentService:
 
     # ---- the registry ----------------------------------------------------------------------------------
 
-    async def put(self, name: str, body: Any) -> tuple[Experiment, bool]:
-        spec = parse_spec(body)
+    async def put(self, name: str, spec: ExperimentSpec) -> tuple[Experiment, bool]:
         experiment, created = await asyncio.to_thread(self.registry.put, name, spec)
         self._running = (-RUNNING_CACHE_S, None)
         return experiment, created
