@@ -24,6 +24,7 @@ from app.core.settings import Settings
 from app.store.base import (
     FLOAT_FIELDS,
     KEYWORD_FIELDS,
+    CollectionMismatch,
     Hit,
     ItemPage,
     ModelVersion,
@@ -125,6 +126,12 @@ class ServerStore:
                 return [v.public() for v in rows]
             config = self._client.get_collection(self.collection).config
             stored = self._stored_versions(config)
+            if stored is None:
+                raise CollectionMismatch(
+                    f"collection {self.collection!r} exists but records no model version (not written by this "
+                    "service?). Set LOOKALIKE_COLLECTION to a new name and re-index, or point LOOKALIKE_MODEL_PATH "
+                    "at the right collection's models"
+                )
             rows, added = open_versions(stored, models, repr(self.collection))
             names = self._vector_names(config)
             # Vector first, registry second: a crash in between leaves an unused vector that the next
@@ -223,7 +230,7 @@ class ServerStore:
             self._client.upsert(self.collection, points=points, wait=True)
         return [pid not in existing for pid in ids]
 
-    def set_vector(self, item_id: str, version: str, vector: np.ndarray, write_id: str) -> bool:
+    def set_vector(self, item_id: str, version: str, vector: np.ndarray, write_id: str | None) -> bool:
         v = find(self._registry(), version)
         array = np.asarray(vector, dtype=np.float32).reshape(-1)
         if array.shape != (v.dim,):
@@ -232,7 +239,11 @@ class ServerStore:
         if record is None or (record.payload or {}).get("write_id") != write_id:
             return False
         same_write = models.Filter(
-            must=[models.FieldCondition(key="write_id", match=models.MatchValue(value=write_id))]
+            must=[
+                models.FieldCondition(key="write_id", match=models.MatchValue(value=write_id))
+                if write_id is not None
+                else models.IsEmptyCondition(is_empty=models.PayloadField(key="write_id"))
+            ]
         )
         try:
             with _unavailable_on_failure():

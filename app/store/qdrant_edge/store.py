@@ -363,7 +363,7 @@ class EdgeStore:
             page = browse.lacking(shards, v.vector, limit, cursor)
         return page.items, page.next_point
 
-    def set_vector(self, item_id: str, version: str, vector: np.ndarray, write_id: str) -> bool:
+    def set_vector(self, item_id: str, version: str, vector: np.ndarray, write_id: str | None) -> bool:
         array = np.asarray(vector, dtype=np.float32).reshape(-1)
         pid = point_id(item_id)
 
@@ -380,6 +380,9 @@ class EdgeStore:
                     return False
                 op = UpdateOperation.update_vectors([PointVectors(pid, {v.vector: array.tolist()})])
                 self._writer.apply(holder, op, pid)
+                if holder.role == "sealed":
+                    holder.rewritten += 1  # the point left the indexed segments: see planning.RESEAL_FRACTION
+                    self._maintenance.wake()
                 return True
 
             return ([holder] if holder is not None else []), apply
