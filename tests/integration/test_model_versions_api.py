@@ -294,3 +294,30 @@ def test_several_files_are_never_exported(tmp_path: Path, two_models: TwoModels)
     assert str(missing) in result.stderr
     assert "exporting" not in result.stderr
     assert not missing.exists()
+
+
+def test_models_command_line(two_models: TwoModels, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys) -> None:  # type: ignore[no-untyped-def]
+    import json
+
+    from app.cli import main
+
+    for name in [k for k in os.environ if k.startswith("LOOKALIKE_")]:
+        monkeypatch.delenv(name)
+    monkeypatch.setenv("LOOKALIKE_MODEL_PATH", f"{two_models.v1_path},{two_models.v2_path}")
+    monkeypatch.setenv("LOOKALIKE_QDRANT_PATH", str(tmp_path / "q"))
+    monkeypatch.setenv("LOOKALIKE_DEVICE", "cpu")
+
+    def run(*argv: str) -> tuple[int, dict[str, object]]:
+        code = main(["models", *argv])
+        return code, json.loads(capsys.readouterr().out)
+
+    code, listed = run("list")
+    assert code == 0
+    assert listed["serving"] == "v1"
+    assert [(v["model_version"], v["state"]) for v in listed["versions"]] == [("v1", "serving"), ("v2", "candidate")]
+    assert run("promote", "v2") == (0, {"serving": "v2", "previous": "v1", "coverage": 1.0, "items_missing": 0})
+    code, refused = run("retire", "v2")
+    assert (code, refused["error"]["code"]) == (1, "model_serving")
+    assert run("retire", "v1") == (0, {"model_version": "v1", "state": "retired"})
+    code, listed = run("list")
+    assert [(v["model_version"], v["state"]) for v in listed["versions"]] == [("v1", "retired"), ("v2", "serving")]
