@@ -321,3 +321,38 @@ def test_models_command_line(two_models: TwoModels, tmp_path: Path, monkeypatch:
     assert run("retire", "v1") == (0, {"model_version": "v1", "state": "retired"})
     code, listed = run("list")
     assert [(v["model_version"], v["state"]) for v in listed["versions"]] == [("v1", "retired"), ("v2", "serving")]
+
+
+def test_models_command_line_through_a_running_service(two_models: TwoModels, tmp_path: Path, capsys) -> None:  # type: ignore[no-untyped-def]
+    """`python -m app` with two model files, driven by `lookalike models ... --url` with the write key."""
+    import json
+
+    import httpx
+
+    from app.cli import main
+    from tests.live import live_server
+
+    env = {
+        "LOOKALIKE_MODEL_PATH": f"{two_models.v1_path},{two_models.v2_path}",
+        "LOOKALIKE_QDRANT_PATH": str(tmp_path / "q"),
+        "LOOKALIKE_DEVICE": "cpu",
+        "LOOKALIKE_API_KEY": "sesame",
+    }
+    with live_server(env) as server:
+        auth = {"Authorization": "Bearer sesame"}
+        body = {"item_id": "a", "image_base64": b64(photo(1))}
+        assert httpx.post(server.url + "/items", json=body, headers=auth, timeout=30).status_code == 201
+
+        def run(*argv: str) -> tuple[int, dict[str, object]]:
+            code = main(["models", *argv, "--url", server.url, "--api-key", "sesame"])
+            return code, json.loads(capsys.readouterr().out)
+
+        code, listed = run("list")
+        assert (code, listed["serving"]) == (0, "v1")
+        assert [v["coverage"] for v in listed["versions"]] == [1.0, 1.0]  # the write carried both vectors
+        assert run("promote", "v2") == (0, {"serving": "v2", "previous": "v1", "coverage": 1.0, "items_missing": 0})
+        assert httpx.get(server.url + "/similar/a", timeout=30).json()["model_version"] == "v2"
+        code, refused = run("retire", "v2")
+        assert (code, refused["error"]["code"]) == (1, "model_serving")
+        assert main(["models", "list", "--url", server.url]) == 1  # without the key: 401
+        assert json.loads(capsys.readouterr().out)["error"]["code"] == "unauthorized"
