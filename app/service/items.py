@@ -328,8 +328,14 @@ class ItemService:
         return keys
 
     def _put_images(self, kept: list[tuple[str, bytes]]) -> None:
-        for key, data in kept:
-            self.image_store.put(key, data)
+        try:
+            for key, data in kept:
+                self.image_store.put(key, data)
+        except OSError as exc:  # a full disk or a read-only folder: nothing was stored, retry elsewhere or later
+            metrics.store_errors.labels(op="image_put").inc()
+            raise StoreUnavailable(
+                f"the image store ({self.image_store.root}) cannot keep the image: {exc.strerror or exc}"
+            ) from None
 
     def _drop_images(self, keys: list[str]) -> None:
         for key in keys:

@@ -356,3 +356,13 @@ def test_models_command_line_through_a_running_service(two_models: TwoModels, tm
         assert (code, refused["error"]["code"]) == (1, "model_serving")
         assert main(["models", "list", "--url", server.url]) == 1  # without the key: 401
         assert json.loads(capsys.readouterr().out)["error"]["code"] == "unauthorized"
+
+
+def test_an_image_store_that_cannot_write_answers_503_and_stores_nothing(catalog: Catalog, tmp_path: Path) -> None:
+    blocked = tmp_path / "not-a-folder"
+    blocked.write_bytes(b"")  # the image store's root is a file: every put fails
+    with catalog.app(catalog.models.v1, image_store_path=blocked) as client:
+        assert_error(
+            client.post("/items", json={"item_id": "x", "image_base64": b64(photo(1))}), 503, "store_unavailable"
+        )
+        assert_error(client.get("/items/x"), 404, "item_not_found")
