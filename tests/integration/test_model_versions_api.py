@@ -352,6 +352,8 @@ def test_models_command_line_through_a_running_service(two_models: TwoModels, tm
         assert [v["coverage"] for v in listed["versions"]] == [1.0, 1.0]  # the write carried both vectors
         assert run("promote", "v2") == (0, {"serving": "v2", "previous": "v1", "coverage": 1.0, "items_missing": 0})
         assert httpx.get(server.url + "/similar/a", timeout=30).json()["model_version"] == "v2"
+        assert main(["similar", "a", "--url", server.url, "--model-version", "v1"]) == 0
+        assert json.loads(capsys.readouterr().out)["model_version"] == "v1"
         code, refused = run("retire", "v2")
         assert (code, refused["error"]["code"]) == (1, "model_serving")
         assert main(["models", "list", "--url", server.url]) == 1  # without the key: 401
