@@ -263,6 +263,14 @@ class ItemService:
             )
         return _Embedded(data, dict(zip(versions, vectors, strict=True)))
 
+    async def embed_versions(self, image: bytes | str, versions: list[str]) -> dict[str, np.ndarray]:
+        """Fetch (a URL) or take the bytes, decode once and embed with each of `versions`, nothing stored.
+
+        No admission permit: a caller that is not a request (a backfill) paces itself; the batchers' queues
+        still bound it (429 overloaded when full).
+        """
+        return (await self._embed(_Pending("", {}, image), versions)).vectors
+
     def _encoder(self, version: str) -> Any:
         encoder = self.models.get(version)
         if encoder is None:  # another replica added a version this one has no file for

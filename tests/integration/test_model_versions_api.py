@@ -116,6 +116,11 @@ def test_upgrade_promote_roll_back_retire(catalog: Catalog, images: ImageServer)
             "provider": m.v2.provider,
         }
 
+        # the service embeds one image with several versions from one decode (what a backfill uses)
+        service = client.app.state.service  # type: ignore[attr-defined]
+        vectors = client.portal.call(service.embed_versions, photo(2), ["v1", "v2"])  # type: ignore[union-attr]
+        assert {v: a.shape for v, a in vectors.items()} == {"v1": (m.v1.dim,), "v2": (m.v2.dim,)}
+
         # an old item has no v2 vector yet; a new write carries both
         assert_error(client.get("/similar/b64-2", params={"model_version": "v2"}), 409, "model_not_ready")
         written = client.post("/items", json={"item_id": "new-4", "image_base64": b64(photo(4))})
