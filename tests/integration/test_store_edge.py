@@ -584,6 +584,31 @@ def test_version_changes_during_a_build_survive_the_swap(open_store: Callable[..
     assert sorted(p["item_id"] for p in missing) == sorted(set(m3) - set(expected) - {"item-12"})
 
 
+def test_backfilled_sealed_shard_is_resealed(open_store: Callable[..., EdgeStore]) -> None:
+    """A backfill writing a new version's vectors into a sealed shard: the shard is rebuilt with both indexed."""
+    store = open_store(hot_max=50, merge_fanin=10)
+    payloads, vectors = make_items(0, 60)
+    for p in payloads:
+        p["write_id"] = f"w-{p['item_id']}"
+    store.upsert(payloads, vectors)
+    assert store.wait_for_maintenance(WAIT_S) and "sealed" in shard_roles(store)
+    before = {s["name"] for s in store.stats()["shards"] if s["role"] == "sealed"}
+    store.open({"m-1": DIM, "m-2": 8})
+    m2 = {p["item_id"]: unit_vector(n, 8) for n, p in enumerate(payloads)}
+    for item_id, v in m2.items():
+        assert store.set_vector(item_id, "m-2", v, f"w-{item_id}")
+    assert store.wait_for_maintenance(WAIT_S)
+    stats = store.stats()
+    assert stats["reseals"] >= 1, stats
+    sealed = [s for s in stats["shards"] if s["role"] == "sealed"]
+    assert [s["points"] for s in sealed] == [60] and sealed[0]["name"] not in before, stats  # rebuilt
+    assert store.coverage("m-2") == (60, 60)
+    for item_id in ("item-3", "item-30"):
+        hits = store.similar(item_id, 5, SimilarFilters(include_sold=True), "m-2")
+        scores = {i: float(v @ m2[item_id]) for i, v in m2.items() if i != item_id}
+        assert hits is not None and [h.item_id for h in hits] == sorted(scores, key=lambda i: (-scores[i], i))[:5]
+
+
 VERSIONED_WRITER = textwrap.dedent(
     """
     import sys, numpy as np
