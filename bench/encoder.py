@@ -8,7 +8,7 @@ normalisation and L2 norm inside) under torch.inference_mode. Variants are timed
 batch size and repetition every variant runs once, in turn, on the same pixels. Cosine is against ORT
 fp32 on the same inputs (random pixels and photo-like images).
 
-Target (issue 6): int8 >= 2.5x fp32 throughput on CPU with cosine >= 0.999.
+Targets: int8 >= 2.5x fp32 throughput on CPU with cosine >= 0.999.
 """
 
 from __future__ import annotations

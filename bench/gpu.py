@@ -18,7 +18,7 @@ Sections (base SigLIP-B/16 at 224 px, random weights, exported by models.export)
 - end to end: POST /items (multipart JPEG uploads) against `python -m app` with LOOKALIKE_DEVICE=cuda,
   from client processes on all cores, micro-batching on (max 128) vs off (max 1).
 
-Targets (issue 6): >= 10k img/s SigLIP-B/16 fp16 with tensors in; >= 3k img/s end to end from JPEGs on
+Targets: >= 10k img/s SigLIP-B/16 fp16 with tensors in; >= 3k img/s end to end from JPEGs on
 16 cores; micro-batching >= 3x on GPU at saturation.
 """
 

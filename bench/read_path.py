@@ -13,7 +13,7 @@
    and closed-loop GET /similar/{random item}?k=10 runs at concurrency 1 and 8 over keep-alive
    loopback connections, bounded in requests and seconds.
 
-Targets (issue 6): http_p99_ms <= 10 at concurrency 1 and speedup_vs_local_mode >= 50.
+Targets: http_p99_ms <= 10 at concurrency 1 and speedup_vs_local_mode >= 50.
 """
 
 from __future__ import annotations

@@ -12,7 +12,7 @@ The batch-size distribution of each level is the difference of the lookalike_bat
 on /metrics before and after it. The service's resident memory (VmRSS, and its peak VmHWM) is read
 from /proc after each level.
 
-Targets (issue 6): micro-batching >= 1.3x throughput on CPU at saturation; service RSS <= 1.5 GB with
+Targets: micro-batching >= 1.3x throughput on CPU at saturation; service RSS <= 1.5 GB with
 the base model on CPU.
 """
 

@@ -1,5 +1,5 @@
 """Safe decode: the generated hostile corpus is refused with the right 4xx and stores nothing; odd but
-valid images are accepted and come out as the right RGB colours (issue 3, item 2)."""
+valid images are accepted and come out as the right RGB colours."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""Graceful shutdown (issue 3, item 6): SIGTERM under write load. Requests in flight finish with 2xx
+"""Graceful shutdown: SIGTERM under write load. Requests in flight finish with 2xx
 (none is reset, none gets a 5xx), new connections are refused, the store is flushed and closed, the
 process exits 0 well within its shutdown budget (Settings.shutdown_budget_s()), and every acknowledged
 write is there after a restart."""

@@ -1,4 +1,4 @@
-"""Input validation (issue 3, items 3 and 8) and property tests (hypothesis) for the URL guard and for
+"""Input validation and property tests (hypothesis) for the URL guard and for
 item payloads: every bad input gets its status and error code, nothing is half-written, and no
 input makes a 5xx.
 """
