@@ -399,14 +399,14 @@ def _export_onnx(wrapper: nn.Module, path: Path, image_size: int) -> None:
 def _quantize_int8(fp32_path: Path, out: Path, num_heads: int, hidden_size: int) -> None:
     """fp32 ONNX -> fused attention -> constant folding -> dynamic int8 (MatMul/Gemm weights, per channel).
 
-    Measured on SigLIP-B/16, 2-core AVX-512 VNNI CPU, side by side (BENCHMARKS.md): fusing attention
-    into ORT's MultiHeadAttention kernel and constant-folding the pooling head's split in-projection
-    (so its weights are initializers and get quantised too) cut int8 CPU time by about 7-12% (2.58x ->
-    2.78x fp32, single thread), same cosine. The fp32 graph gains nothing from the same fusion (1.00x),
-    so fp32 stays plain ONNX. QUInt8 weights are much slower (no U8U8 VNNI path), per-tensor weights and
-    quantising the attention's activation x activation MatMuls gain nothing, QAttention (packed QKV,
-    7-bit weights) is no faster than MultiHeadAttention, and onnxruntime.transformers' optimizer
-    (vit/clip) fuses no attention in this exporter's graph (only LayerNorm and BiasGelu).
+    Measured on SigLIP-B/16, side by side (BENCHMARKS.md "Encoder"): fusing attention into ORT's
+    MultiHeadAttention kernel and constant-folding the pooling head's split in-projection (so its
+    weights are initializers and get quantised too) makes int8 faster at the same cosine. The fp32
+    graph gains nothing from the same fusion, so fp32 stays plain ONNX. QUInt8 weights are much slower
+    (no U8U8 VNNI path), per-tensor weights and quantising the attention's activation x activation
+    MatMuls gain nothing, QAttention (packed QKV, 7-bit weights) is no faster than MultiHeadAttention,
+    and onnxruntime.transformers' optimizer (vit/clip) fuses no attention in this exporter's graph
+    (only LayerNorm and BiasGelu).
     """
     from onnxruntime.quantization import QuantType, quantize_dynamic
     from onnxruntime.quantization.shape_inference import quant_pre_process
