@@ -211,43 +211,6 @@ def cosine_rows(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     return (a64 * b64).sum(1) / (np.linalg.norm(a64, axis=1) * np.linalg.norm(b64, axis=1))
 
 
-# ---------------------------------------------------------------- images
-
-
-def photo_jpeg(seed: int, width: int = 1000, height: int = 1000, quality: int = 90) -> bytes:
-    """A photo-like JPEG made in-process: lit gradient, soft noise, a few hard-edged shapes, text-like bars."""
-    from PIL import Image, ImageDraw, ImageFilter
-
-    rng = np.random.default_rng(seed)
-    top, bottom = rng.integers(0, 256, 3), rng.integers(0, 256, 3)
-    ramp = np.linspace(0.0, 1.0, height, dtype=np.float32)[:, None, None]
-    background = top * (1 - ramp) + bottom * ramp
-    noise = rng.normal(0, 6, (height // 8, width // 8, 1)).astype(np.float32)
-    noise = np.kron(noise, np.ones((8, 8, 1), dtype=np.float32))[:height, :width]
-    pixels = np.clip(np.broadcast_to(background, (height, width, 3)) + noise, 0, 255).astype(np.uint8)
-    img = Image.fromarray(pixels)
-    draw = ImageDraw.Draw(img)
-    for _ in range(int(rng.integers(4, 9))):
-        x0, y0 = int(rng.integers(0, width * 3 // 4)), int(rng.integers(0, height * 3 // 4))
-        w, h = int(rng.integers(width // 10, width // 2)), int(rng.integers(height // 10, height // 2))
-        colour = tuple(int(c) for c in rng.integers(0, 256, 3))
-        box = (x0, y0, x0 + w, y0 + h)
-        shape = int(rng.integers(0, 3))
-        if shape == 0:
-            draw.ellipse(box, fill=colour)
-        elif shape == 1:
-            draw.rectangle(box, fill=colour)
-        else:
-            draw.polygon([(box[0], box[3]), ((box[0] + box[2]) // 2, box[1]), (box[2], box[3])], fill=colour)
-    for _ in range(int(rng.integers(2, 6))):  # fine detail, like a label or a pattern
-        x0, y0 = int(rng.integers(0, width - 60)), int(rng.integers(0, height - 20))
-        draw.rectangle((x0, y0, x0 + int(rng.integers(10, 60)), y0 + 3), fill=(20, 20, 20))
-    img = img.filter(ImageFilter.GaussianBlur(0.6))
-    buf = io.BytesIO()
-    img.save(buf, format="JPEG", quality=quality)
-    return buf.getvalue()
-
-
 # ---------------------------------------------------------------- the live service
 
 

@@ -29,9 +29,9 @@ from bench.common import (
     log,
     machine_info,
     machine_line,
-    photo_jpeg,
     table,
 )
+from models.photos import textured_photo
 
 TARGET_SPEEDUP = 2.5
 COSINE_GATE = 0.999
@@ -73,7 +73,8 @@ def probe_pixels(size: int, n: int) -> np.ndarray:
     half = n // 2
     random = rng.integers(0, 256, (n - half, size, size, 3), dtype=np.uint8)
     photos = [
-        resize_for_model(Image.open(io.BytesIO(photo_jpeg(100 + i, 320, 320))), size, "bicubic") for i in range(half)
+        resize_for_model(Image.open(io.BytesIO(textured_photo(100 + i, 320, 320))), size, "bicubic")
+        for i in range(half)
     ]
     return np.concatenate([random, np.stack(photos)]) if photos else random
 

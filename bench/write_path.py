@@ -36,10 +36,10 @@ from bench.common import (
     log,
     machine_info,
     machine_line,
-    photo_jpeg,
     running_service,
     table,
 )
+from models.photos import textured_photo
 
 TARGET_BATCHING_GAIN = 1.3
 TARGET_RSS_BYTES = int(1.5 * 2**30)
@@ -154,7 +154,7 @@ def make_bodies(count: int, side: int) -> list[bytes]:
 
     bodies = []
     for i in range(count):
-        image = base64.b64encode(photo_jpeg(1000 + i, side, side)).decode()
+        image = base64.b64encode(textured_photo(1000 + i, side, side)).decode()
         doc = {"item_id": "@ID@", "image_base64": image, "title": f"item {i}", "category": "bags", "price": 10 + i}
         bodies.append(json.dumps(doc).encode())
     return bodies

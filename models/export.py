@@ -31,7 +31,6 @@ import onnx
 import onnxruntime as ort
 import torch
 import torch.nn.functional as F
-from PIL import Image, ImageDraw
 from torch import nn
 
 from app.core.model_contract import (
@@ -45,6 +44,7 @@ from app.core.model_contract import (
     resize_for_model,
 )
 from models.attention_fusion import fuse_attention
+from models.photos import photo_like_images
 
 log = logging.getLogger("lookalike.export")
 
@@ -494,41 +494,6 @@ def parity_min_cosine(onnx_path: Path, tower: nn.Module, prep: Preprocessing, *,
 
 def _row_cosines(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     return (a * b).sum(1) / (np.linalg.norm(a, axis=1) * np.linalg.norm(b, axis=1))
-
-
-def photo_like_images(seed: int = 0) -> list[Image.Image]:
-    """Smooth gradients with hard-edged shapes, in the sizes and modes listings come in.
-
-    Random noise alone is unlike photos (no smooth regions, no edges); these exercise both, plus
-    down- and up-scaling, portrait/landscape, transparency and a palette image.
-    """
-    rng = np.random.default_rng(seed)
-    images = []
-    for width, height in ((640, 480), (480, 640), (333, 251), (1024, 768), (96, 128), (20, 20)):
-        y, x = np.mgrid[0:height, 0:width]
-        angle = rng.uniform(0, np.pi)
-        t = (x / width * np.cos(angle) + y / height * np.sin(angle)) / 2 + 0.5
-        start, end = rng.uniform(0, 255, (2, 3))
-        background = start + (end - start) * t[..., None]
-        img = Image.fromarray(background.clip(0, 255).astype(np.uint8), "RGB")
-        draw = ImageDraw.Draw(img)
-        for _ in range(6):
-            x0, x1 = sorted(rng.integers(0, width, 2))
-            y0, y1 = sorted(rng.integers(0, height, 2))
-            fill = tuple(int(c) for c in rng.integers(0, 256, 3))
-            if rng.random() < 0.5:
-                draw.ellipse((x0, y0, x1, y1), fill=fill)
-            else:
-                draw.rectangle((x0, y0, x1, y1), fill=fill, outline=(0, 0, 0))
-        images.append(img)
-    # A cut-out product on a transparent background, and a GIF-style palette image.
-    rgba = images[2].convert("RGBA")
-    alpha = Image.new("L", rgba.size, 0)
-    ImageDraw.Draw(alpha).ellipse((40, 30, 290, 220), fill=255)
-    rgba.putalpha(alpha)
-    images[2] = rgba
-    images[4] = images[4].quantize(colors=64)
-    return images
 
 
 # --------------------------------------------------------------------------- helpers and CLI
