@@ -45,9 +45,9 @@ from bench.common import (
     machine_info,
     machine_line,
     percentile,
-    running_service,
     table,
 )
+from bench.live import running_service
 from models.photos import textured_photo
 
 GFLOP_PER_IMAGE = 35.4  # SigLIP-B/16 @ 224, open_clip's profile

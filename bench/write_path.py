@@ -27,7 +27,6 @@ from contextlib import ExitStack
 from typing import Any
 
 from bench.common import (
-    Service,
     base_parser,
     cache_dir,
     cached_model,
@@ -36,9 +35,9 @@ from bench.common import (
     log,
     machine_info,
     machine_line,
-    running_service,
     table,
 )
+from bench.live import LiveServer, running_service
 from models.photos import textured_photo
 
 TARGET_BATCHING_GAIN = 1.3
@@ -47,7 +46,7 @@ TARGET_RSS_BYTES = int(1.5 * 2**30)
 MODES: dict[str, dict[str, str]] = {"batching_on": {}, "batching_off": {"LOOKALIKE_BATCH_MAX_SIZE": "1"}}
 
 
-def batch_histogram(service: Service) -> tuple[dict[str, float], float, float]:
+def batch_histogram(service: LiveServer) -> tuple[dict[str, float], float, float]:
     """Cumulative lookalike_batch_size buckets {le: count}, plus _sum and _count."""
     import httpx
 
@@ -83,7 +82,7 @@ def distribution(before: tuple[dict[str, float], float, float], after: tuple[dic
     return out, round(mean, 2), int(batches)
 
 
-def measure_level(service: Service, mode: str, concurrency: int, bodies: list[bytes], total: int, max_s: float):
+def measure_level(service: LiveServer, mode: str, concurrency: int, bodies: list[bytes], total: int, max_s: float):
     import httpx
 
     clients = [httpx.Client(base_url=service.url, timeout=120) for _ in range(concurrency)]
@@ -178,7 +177,7 @@ def run(
     bodies = make_bodies(8 if quick else 64, side)
     rows: list[dict[str, Any]] = []
     with ExitStack() as stack:
-        services: dict[str, Service] = {}
+        services: dict[str, LiveServer] = {}
         modes = {**MODES, **(variants or {})}
         for mode, extra in modes.items():
             data = cache_dir("write-path") / f"{config}-{precision}-{mode}"

@@ -95,7 +95,7 @@ def test_sigterm_under_load_finishes_in_flight_writes_and_exits_0(tiny_model_pat
         load.stop()
 
         assert [a.status_code for a in answers] == [201] * HELD, [a.text for a in answers]
-        assert exit_code == 0, server.process.stderr.read() if server.process.stderr else ""
+        assert exit_code == 0, server.log()
         assert load.server_errors() == []
         assert load.broken == [], load.broken  # no request the server accepted was cut off
     acked = [f"held-{i}" for i in range(HELD)] + load.acked
