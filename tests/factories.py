@@ -1,19 +1,21 @@
-"""Test data made on the fly: photo-like images, near-duplicates, a loopback image server."""
+"""Test data made on the fly: photo-like images, near-duplicates, a loopback image server, an encode recorder."""
 
 from __future__ import annotations
 
 import io
 import threading
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
+import numpy as np
 from PIL import Image
 
 from models.photos import encode, photo
 
-__all__ = ["ImageServer", "Route", "encode", "image_server", "near_duplicate", "photo"]
+__all__ = ["ImageServer", "RecordingEncode", "Route", "encode", "image_server", "near_duplicate", "photo"]
 
 
 def near_duplicate(data: bytes, crop: float = 0.04, quality: int = 70) -> bytes:
@@ -74,3 +76,20 @@ def image_server() -> Iterator[ImageServer]:
     finally:
         server.shutdown()
         server.server_close()
+
+
+class RecordingEncode:
+    """Wraps a real encode function and records the batch sizes it was called with."""
+
+    def __init__(self, encode, delay_s: float = 0.0) -> None:
+        self.encode = encode
+        self.delay_s = delay_s
+        self.sizes: list[int] = []
+        self.release = threading.Event()
+        self.release.set()
+
+    def __call__(self, pixels: np.ndarray) -> np.ndarray:
+        self.release.wait(10)
+        self.sizes.append(len(pixels))
+        time.sleep(self.delay_s)
+        return self.encode(pixels)
