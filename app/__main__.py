@@ -82,7 +82,7 @@ def main() -> int:
         encoder = OnnxImageEncoder(settings.model_path, settings.device, settings.ort_threads)
         store = make_store(settings)
         try:
-            store.ensure_collection(encoder.dim, encoder.model_version)
+            store.open({encoder.model_version: encoder.dim})
             # uvicorn re-raises SIGTERM/SIGINT after its graceful shutdown; with a no-op handler in
             # place, run() returns and the store below is flushed and closed (exit 0, not 143).
             for sig in (signal.SIGTERM, signal.SIGINT):

@@ -50,7 +50,7 @@ async def running_service(
     metrics.model_info.labels(version=enc.model_version, provider=enc.provider, precision=enc.precision).set(1)
     vector_store = store or make_store(settings)
     try:
-        vector_store.ensure_collection(enc.dim, enc.model_version)
+        vector_store.open({enc.model_version: enc.dim})
         max_batch_size, max_wait_ms = settings.batching(enc.provider)  # "auto" = per device
         batcher = MicroBatcher(
             enc.embed,

@@ -62,6 +62,11 @@ class MaintenanceScheduler:
                 self.state.cond.wait(min(remaining, 0.5))
             return True
 
+    def wake(self) -> None:
+        """Re-plan now (a sealed shard may need a reseal)."""
+        with self.state.cond:
+            self.state.cond.notify_all()
+
     # ------------------------------------------------------------ freeze
 
     def maybe_freeze(self) -> None:
@@ -88,6 +93,9 @@ class MaintenanceScheduler:
                 if points < state.config.hot_max:
                     return
                 new_rank = state.manifest.take_number()
+            # The spare was made with the vectors of its time; a version added or retired since changes them.
+            for op in spare.vector_changes(state.manifest.vector_dims()):
+                spare.edge.update(op)
             state.manifest.write(
                 [replace(spare.record(), role="hot", rank=new_rank)]
                 + [replace(s.record(), role="frozen", points=points) if s is hot else s.record() for s in state.shards]
@@ -111,6 +119,7 @@ class MaintenanceScheduler:
             hot_max=config.hot_max,
             merge_fanin=config.merge_fanin,
             max_shard_points=config.max_shard_points,
+            rewritten=lambda s: s.rewritten,
         )
         if planned is None:
             return None
