@@ -174,6 +174,13 @@ class ImageNotFound(LookalikeError):
     status = 404
 
 
+class ModelServing(LookalikeError):
+    """Retiring the version that serves /similar: promote another one first."""
+
+    code = "model_serving"
+    status = 409
+
+
 class InvalidCursor(LookalikeError):
     """A GET /items cursor that this service did not hand out (or that was altered)."""
 
