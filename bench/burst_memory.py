@@ -33,10 +33,9 @@ from bench.common import (
     log,
     machine_info,
     machine_line,
-    process_memory,
-    running_service,
     table,
 )
+from bench.live import process_memory, running_service
 
 DISTINCT_IMAGES = 4  # the service does not care that bytes repeat; the client need not hold N images
 

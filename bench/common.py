@@ -1,4 +1,6 @@
-"""Shared helpers for the bench/ scripts: timing, percentiles, tables/JSON, cached models, the live service.
+"""Shared helpers for the bench/ scripts: timing, percentiles, tables/JSON, cached models, a load generator.
+
+The live service (`running_service`) is in bench/live.py, shared with the tests.
 
 Everything a script writes (exported random-weight models, loaded stores, service logs) goes under
 `.bench-cache/` in the project root (or $BENCH_CACHE_DIR), a folder that ignores itself for git (it holds
@@ -14,14 +16,12 @@ import json
 import math
 import os
 import platform
-import signal
 import socket
-import subprocess
 import sys
 import threading
 import time
-from collections.abc import Callable, Iterator, Sequence
-from contextlib import contextmanager, suppress
+from collections.abc import Callable, Sequence
+from contextlib import suppress
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -209,138 +209,6 @@ def time_calls(fn: Callable[[], object], *, count: int, max_s: float, warmup: in
 def cosine_rows(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     a64, b64 = a.astype(np.float64), b.astype(np.float64)
     return (a64 * b64).sum(1) / (np.linalg.norm(a64, axis=1) * np.linalg.norm(b64, axis=1))
-
-
-# ---------------------------------------------------------------- images
-
-
-def photo_jpeg(seed: int, width: int = 1000, height: int = 1000, quality: int = 90) -> bytes:
-    """A photo-like JPEG made in-process: lit gradient, soft noise, a few hard-edged shapes, text-like bars."""
-    from PIL import Image, ImageDraw, ImageFilter
-
-    rng = np.random.default_rng(seed)
-    top, bottom = rng.integers(0, 256, 3), rng.integers(0, 256, 3)
-    ramp = np.linspace(0.0, 1.0, height, dtype=np.float32)[:, None, None]
-    background = top * (1 - ramp) + bottom * ramp
-    noise = rng.normal(0, 6, (height // 8, width // 8, 1)).astype(np.float32)
-    noise = np.kron(noise, np.ones((8, 8, 1), dtype=np.float32))[:height, :width]
-    pixels = np.clip(np.broadcast_to(background, (height, width, 3)) + noise, 0, 255).astype(np.uint8)
-    img = Image.fromarray(pixels)
-    draw = ImageDraw.Draw(img)
-    for _ in range(int(rng.integers(4, 9))):
-        x0, y0 = int(rng.integers(0, width * 3 // 4)), int(rng.integers(0, height * 3 // 4))
-        w, h = int(rng.integers(width // 10, width // 2)), int(rng.integers(height // 10, height // 2))
-        colour = tuple(int(c) for c in rng.integers(0, 256, 3))
-        box = (x0, y0, x0 + w, y0 + h)
-        shape = int(rng.integers(0, 3))
-        if shape == 0:
-            draw.ellipse(box, fill=colour)
-        elif shape == 1:
-            draw.rectangle(box, fill=colour)
-        else:
-            draw.polygon([(box[0], box[3]), ((box[0] + box[2]) // 2, box[1]), (box[2], box[3])], fill=colour)
-    for _ in range(int(rng.integers(2, 6))):  # fine detail, like a label or a pattern
-        x0, y0 = int(rng.integers(0, width - 60)), int(rng.integers(0, height - 20))
-        draw.rectangle((x0, y0, x0 + int(rng.integers(10, 60)), y0 + 3), fill=(20, 20, 20))
-    img = img.filter(ImageFilter.GaussianBlur(0.6))
-    buf = io.BytesIO()
-    img.save(buf, format="JPEG", quality=quality)
-    return buf.getvalue()
-
-
-# ---------------------------------------------------------------- the live service
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-@dataclass
-class Service:
-    url: str
-    host: str
-    port: int
-    process: subprocess.Popen[bytes]
-    log_path: Path
-
-    def rss_bytes(self) -> dict[str, int]:
-        """Resident set size now and at its peak (VmHWM), from /proc (Linux)."""
-        return process_memory(self.process.pid)
-
-    def cpu_s(self) -> float:
-        return process_cpu_s(self.process.pid)
-
-
-def process_cpu_s(pid: int) -> float:
-    """CPU seconds (user + system, all threads) a process has used so far, from /proc (Linux); 0 elsewhere.
-
-    Unlike latency, CPU time per request hardly changes with other load on the machine, so it is the
-    number to compare when the machine is shared.
-    """
-    try:
-        fields = Path(f"/proc/{pid}/stat").read_text(encoding="utf-8").rsplit(")", 1)[1].split()
-    except OSError:
-        return 0.0
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
-
-
-def process_memory(pid: int) -> dict[str, int]:
-    values: dict[str, int] = {}
-    try:
-        for line in Path(f"/proc/{pid}/status").read_text(encoding="utf-8").splitlines():
-            key, _, rest = line.partition(":")
-            if key in ("VmRSS", "VmHWM"):
-                values["rss_bytes" if key == "VmRSS" else "peak_rss_bytes"] = int(rest.split()[0]) * 1024
-    except OSError:
-        pass
-    return values
-
-
-def _wait_ready(url: str, process: subprocess.Popen[bytes], log_path: Path, timeout_s: float) -> None:
-    import httpx
-
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        if process.poll() is not None:
-            tail = log_path.read_text(encoding="utf-8", errors="replace")[-3000:]
-            raise RuntimeError(f"the service exited with {process.returncode}:\n{tail}")
-        try:
-            if httpx.get(url + "/readyz", timeout=2).status_code == 200:
-                return
-        except httpx.HTTPError:
-            pass
-        time.sleep(0.2)
-    raise TimeoutError(f"{url}/readyz did not answer 200 within {timeout_s} s (log: {log_path})")
-
-
-@contextmanager
-def running_service(env: dict[str, str], *, name: str, timeout_s: float = 180) -> Iterator[Service]:
-    """`python -m app` on a free loopback port with the given LOOKALIKE_* settings; stopped by SIGTERM.
-
-    Its stdout and stderr go to a log file (a pipe nobody reads would fill and stall the server).
-    """
-    port = free_port()
-    full_env = {k: v for k, v in os.environ.items() if not k.startswith("LOOKALIKE_")}
-    full_env.update({"LOOKALIKE_HOST": "127.0.0.1", "LOOKALIKE_PORT": str(port), "PYTHONUNBUFFERED": "1", **env})
-    log_path = cache_dir("logs") / f"{name}.log"
-    with open(log_path, "wb") as out:
-        process = subprocess.Popen(
-            [sys.executable, "-m", "app"], cwd=ROOT, env=full_env, stdout=out, stderr=subprocess.STDOUT
-        )
-    url = f"http://127.0.0.1:{port}"
-    try:
-        _wait_ready(url, process, log_path, timeout_s)
-        yield Service(url, "127.0.0.1", port, process, log_path)
-    finally:
-        if process.poll() is None:
-            process.send_signal(signal.SIGTERM)
-            try:
-                process.wait(timeout=60)
-            except subprocess.TimeoutExpired:
-                process.kill()
-                process.wait(timeout=10)
 
 
 # ---------------------------------------------------------------- a lean HTTP/1.1 client

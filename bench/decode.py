@@ -37,9 +37,9 @@ from bench.common import (
     machine_info,
     machine_line,
     percentile,
-    photo_jpeg,
     table,
 )
+from models.photos import textured_photo
 
 MAX_PIXELS = 40_000_000
 COSINE_GATE = 0.999
@@ -118,7 +118,7 @@ def run(*, quick: bool, images: int, rounds: int, side: int) -> dict[str, Any]:
     encoder = OnnxImageEncoder(cached_model(config), device="cpu")
     size = encoder.image_size
     log(f"making {images} photo-like {side}x{side} JPEGs (quality 90) ...")
-    jpegs = [photo_jpeg(seed, side, side) for seed in range(images)]
+    jpegs = [textured_photo(seed, side, side) for seed in range(images)]
     chosen = variants()
     timings: dict[str, list[float]] = {name: [] for name in chosen}
     pixels: dict[str, np.ndarray] = {}

@@ -13,7 +13,7 @@
    and closed-loop GET /similar/{random item}?k=10 runs at concurrency 1 and 8 over keep-alive
    loopback connections, bounded in requests and seconds.
 
-Targets (issue 6): http_p99_ms <= 10 at concurrency 1 and speedup_vs_local_mode >= 50.
+Targets: http_p99_ms <= 10 at concurrency 1 and speedup_vs_local_mode >= 50.
 """
 
 from __future__ import annotations
@@ -32,7 +32,6 @@ from app.core.model_contract import read_model_file
 from bench.common import (
     KeepAliveClient,
     LoadResult,
-    Service,
     cache_dir,
     cached_model,
     closed_loop,
@@ -40,11 +39,11 @@ from bench.common import (
     log,
     machine_info,
     machine_line,
-    running_service,
     summary_ms,
     table,
     time_calls,
 )
+from bench.live import LiveServer, running_service
 
 CONFIG_BY_DIM = {32: "tiny", 768: "base"}
 CATEGORIES = ("bags", "shoes", "watches", "tops", "dresses", "toys", "games", "books", "phones", "cameras")
@@ -212,7 +211,7 @@ def local_mode_p50(
 
 
 def http_load(
-    service: Service, ids: list[str], k: int, concurrency: int, total: int, max_s: float, label: str, warmup: int
+    service: LiveServer, ids: list[str], k: int, concurrency: int, total: int, max_s: float, label: str, warmup: int
 ) -> LoadResult:
     clients = [KeepAliveClient(service.host, service.port) for _ in range(concurrency)]
 
@@ -268,7 +267,7 @@ def measure_services(
     names = ["default", *variants]
     rounds = ROUNDS if variants else 1
     with ExitStack() as stack:
-        services: dict[str, Service] = {}
+        services: dict[str, LiveServer] = {}
         for name in names:
             path = store_path
             if name != "default":

@@ -12,7 +12,7 @@ The batch-size distribution of each level is the difference of the lookalike_bat
 on /metrics before and after it. The service's resident memory (VmRSS, and its peak VmHWM) is read
 from /proc after each level.
 
-Targets (issue 6): micro-batching >= 1.3x throughput on CPU at saturation; service RSS <= 1.5 GB with
+Targets: micro-batching >= 1.3x throughput on CPU at saturation; service RSS <= 1.5 GB with
 the base model on CPU.
 """
 
@@ -27,7 +27,6 @@ from contextlib import ExitStack
 from typing import Any
 
 from bench.common import (
-    Service,
     base_parser,
     cache_dir,
     cached_model,
@@ -36,10 +35,10 @@ from bench.common import (
     log,
     machine_info,
     machine_line,
-    photo_jpeg,
-    running_service,
     table,
 )
+from bench.live import LiveServer, running_service
+from models.photos import textured_photo
 
 TARGET_BATCHING_GAIN = 1.3
 TARGET_RSS_BYTES = int(1.5 * 2**30)
@@ -47,7 +46,7 @@ TARGET_RSS_BYTES = int(1.5 * 2**30)
 MODES: dict[str, dict[str, str]] = {"batching_on": {}, "batching_off": {"LOOKALIKE_BATCH_MAX_SIZE": "1"}}
 
 
-def batch_histogram(service: Service) -> tuple[dict[str, float], float, float]:
+def batch_histogram(service: LiveServer) -> tuple[dict[str, float], float, float]:
     """Cumulative lookalike_batch_size buckets {le: count}, plus _sum and _count."""
     import httpx
 
@@ -83,7 +82,7 @@ def distribution(before: tuple[dict[str, float], float, float], after: tuple[dic
     return out, round(mean, 2), int(batches)
 
 
-def measure_level(service: Service, mode: str, concurrency: int, bodies: list[bytes], total: int, max_s: float):
+def measure_level(service: LiveServer, mode: str, concurrency: int, bodies: list[bytes], total: int, max_s: float):
     import httpx
 
     clients = [httpx.Client(base_url=service.url, timeout=120) for _ in range(concurrency)]
@@ -154,7 +153,7 @@ def make_bodies(count: int, side: int) -> list[bytes]:
 
     bodies = []
     for i in range(count):
-        image = base64.b64encode(photo_jpeg(1000 + i, side, side)).decode()
+        image = base64.b64encode(textured_photo(1000 + i, side, side)).decode()
         doc = {"item_id": "@ID@", "image_base64": image, "title": f"item {i}", "category": "bags", "price": 10 + i}
         bodies.append(json.dumps(doc).encode())
     return bodies
@@ -178,7 +177,7 @@ def run(
     bodies = make_bodies(8 if quick else 64, side)
     rows: list[dict[str, Any]] = []
     with ExitStack() as stack:
-        services: dict[str, Service] = {}
+        services: dict[str, LiveServer] = {}
         modes = {**MODES, **(variants or {})}
         for mode, extra in modes.items():
             data = cache_dir("write-path") / f"{config}-{precision}-{mode}"

@@ -31,7 +31,6 @@ import onnx
 import onnxruntime as ort
 import torch
 import torch.nn.functional as F
-from PIL import Image, ImageDraw
 from torch import nn
 
 from app.core.model_contract import (
@@ -45,6 +44,7 @@ from app.core.model_contract import (
     resize_for_model,
 )
 from models.attention_fusion import fuse_attention
+from models.photos import photo_like_images
 
 log = logging.getLogger("lookalike.export")
 
@@ -399,14 +399,14 @@ def _export_onnx(wrapper: nn.Module, path: Path, image_size: int) -> None:
 def _quantize_int8(fp32_path: Path, out: Path, num_heads: int, hidden_size: int) -> None:
     """fp32 ONNX -> fused attention -> constant folding -> dynamic int8 (MatMul/Gemm weights, per channel).
 
-    Measured on SigLIP-B/16, 2-core AVX-512 VNNI CPU, side by side (BENCHMARKS.md): fusing attention
-    into ORT's MultiHeadAttention kernel and constant-folding the pooling head's split in-projection
-    (so its weights are initializers and get quantised too) cut int8 CPU time by about 7-12% (2.58x ->
-    2.78x fp32, single thread), same cosine. The fp32 graph gains nothing from the same fusion (1.00x),
-    so fp32 stays plain ONNX. QUInt8 weights are much slower (no U8U8 VNNI path), per-tensor weights and
-    quantising the attention's activation x activation MatMuls gain nothing, QAttention (packed QKV,
-    7-bit weights) is no faster than MultiHeadAttention, and onnxruntime.transformers' optimizer
-    (vit/clip) fuses no attention in this exporter's graph (only LayerNorm and BiasGelu).
+    Measured on SigLIP-B/16, side by side (BENCHMARKS.md "Encoder"): fusing attention into ORT's
+    MultiHeadAttention kernel and constant-folding the pooling head's split in-projection (so its
+    weights are initializers and get quantised too) makes int8 faster at the same cosine. The fp32
+    graph gains nothing from the same fusion, so fp32 stays plain ONNX. QUInt8 weights are much slower
+    (no U8U8 VNNI path), per-tensor weights and quantising the attention's activation x activation
+    MatMuls gain nothing, QAttention (packed QKV, 7-bit weights) is no faster than MultiHeadAttention,
+    and onnxruntime.transformers' optimizer (vit/clip) fuses no attention in this exporter's graph
+    (only LayerNorm and BiasGelu).
     """
     from onnxruntime.quantization import QuantType, quantize_dynamic
     from onnxruntime.quantization.shape_inference import quant_pre_process
@@ -494,41 +494,6 @@ def parity_min_cosine(onnx_path: Path, tower: nn.Module, prep: Preprocessing, *,
 
 def _row_cosines(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     return (a * b).sum(1) / (np.linalg.norm(a, axis=1) * np.linalg.norm(b, axis=1))
-
-
-def photo_like_images(seed: int = 0) -> list[Image.Image]:
-    """Smooth gradients with hard-edged shapes, in the sizes and modes listings come in.
-
-    Random noise alone is unlike photos (no smooth regions, no edges); these exercise both, plus
-    down- and up-scaling, portrait/landscape, transparency and a palette image.
-    """
-    rng = np.random.default_rng(seed)
-    images = []
-    for width, height in ((640, 480), (480, 640), (333, 251), (1024, 768), (96, 128), (20, 20)):
-        y, x = np.mgrid[0:height, 0:width]
-        angle = rng.uniform(0, np.pi)
-        t = (x / width * np.cos(angle) + y / height * np.sin(angle)) / 2 + 0.5
-        start, end = rng.uniform(0, 255, (2, 3))
-        background = start + (end - start) * t[..., None]
-        img = Image.fromarray(background.clip(0, 255).astype(np.uint8), "RGB")
-        draw = ImageDraw.Draw(img)
-        for _ in range(6):
-            x0, x1 = sorted(rng.integers(0, width, 2))
-            y0, y1 = sorted(rng.integers(0, height, 2))
-            fill = tuple(int(c) for c in rng.integers(0, 256, 3))
-            if rng.random() < 0.5:
-                draw.ellipse((x0, y0, x1, y1), fill=fill)
-            else:
-                draw.rectangle((x0, y0, x1, y1), fill=fill, outline=(0, 0, 0))
-        images.append(img)
-    # A cut-out product on a transparent background, and a GIF-style palette image.
-    rgba = images[2].convert("RGBA")
-    alpha = Image.new("L", rgba.size, 0)
-    ImageDraw.Draw(alpha).ellipse((40, 30, 290, 220), fill=255)
-    rgba.putalpha(alpha)
-    images[2] = rgba
-    images[4] = images[4].quantize(colors=64)
-    return images
 
 
 # --------------------------------------------------------------------------- helpers and CLI

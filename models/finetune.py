@@ -421,7 +421,7 @@ def train(args: argparse.Namespace) -> dict:
     threads = args.threads
     if not threads and device.type == "cpu" and args.init == "tiny":
         # The tiny model's matmuls are too small to split: one thread is as fast on an idle machine and
-        # never waits at a barrier for a core that another process holds (3-4x faster on a busy one).
+        # never waits at a barrier for a core that another process holds (BENCHMARKS.md "Fine-tuning").
         threads = 1
     before = torch.get_num_threads()
     if threads:

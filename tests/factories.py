@@ -1,47 +1,21 @@
-"""Test data made on the fly: photo-like images, near-duplicates, a loopback image server."""
+"""Test data made on the fly: photo-like images, near-duplicates, a loopback image server, an encode recorder."""
 
 from __future__ import annotations
 
 import io
 import threading
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import numpy as np
-from PIL import Image, ImageDraw
+from PIL import Image
 
+from models.photos import encode, photo
 
-def photo(seed: int, size: int = 256, fmt: str = "JPEG") -> bytes:
-    """A photo-like image: a lit gradient background and a few coloured shapes, distinct per seed."""
-    rng = np.random.default_rng(seed)
-    top, bottom = rng.integers(0, 256, 3), rng.integers(0, 256, 3)
-    ramp = np.linspace(0.0, 1.0, size)[:, None, None]
-    background = (top * (1 - ramp) + bottom * ramp).astype(np.uint8)
-    img = Image.fromarray(np.repeat(background, size, axis=1))
-    draw = ImageDraw.Draw(img)
-    for _ in range(int(rng.integers(3, 7))):
-        x0, y0 = rng.integers(0, size * 3 // 4, 2)
-        w, h = rng.integers(size // 8, size // 2, 2)
-        colour = tuple(int(c) for c in rng.integers(0, 256, 3))
-        shape = rng.integers(0, 3)
-        box = (int(x0), int(y0), int(x0 + w), int(y0 + h))
-        if shape == 0:
-            draw.ellipse(box, fill=colour)
-        elif shape == 1:
-            draw.rectangle(box, fill=colour)
-        else:
-            draw.polygon([(box[0], box[3]), ((box[0] + box[2]) // 2, box[1]), (box[2], box[3])], fill=colour)
-    return encode(img, fmt)
-
-
-def encode(img: Image.Image, fmt: str = "JPEG", **options: object) -> bytes:
-    buf = io.BytesIO()
-    if fmt == "JPEG":
-        options.setdefault("quality", 90)
-    img.save(buf, format=fmt, **options)
-    return buf.getvalue()
+__all__ = ["ImageServer", "RecordingEncode", "Route", "encode", "image_server", "near_duplicate", "photo"]
 
 
 def near_duplicate(data: bytes, crop: float = 0.04, quality: int = 70) -> bytes:
@@ -102,3 +76,20 @@ def image_server() -> Iterator[ImageServer]:
     finally:
         server.shutdown()
         server.server_close()
+
+
+class RecordingEncode:
+    """Wraps a real encode function and records the batch sizes it was called with."""
+
+    def __init__(self, encode, delay_s: float = 0.0) -> None:
+        self.encode = encode
+        self.delay_s = delay_s
+        self.sizes: list[int] = []
+        self.release = threading.Event()
+        self.release.set()
+
+    def __call__(self, pixels: np.ndarray) -> np.ndarray:
+        self.release.wait(10)
+        self.sizes.append(len(pixels))
+        time.sleep(self.delay_s)
+        return self.encode(pixels)

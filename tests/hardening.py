@@ -1,4 +1,4 @@
-"""Helpers shared by the tests/integration/test_hardening_*.py files (issue 3: write path hardening)."""
+"""Helpers shared by the tests/integration/test_hardening_*.py files."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""Every Prometheus metric of the service, named once (DESIGN §6)."""
+"""Every Prometheus metric of the service, named once."""
 
 from __future__ import annotations
 

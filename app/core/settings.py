@@ -80,7 +80,7 @@ class Settings(BaseSettings):
     fetch_max_connections: int = Field(100, ge=1, le=10_000)  # the download pool (app/ingest/fetch.py)
     fetch_max_keepalive: int = Field(20, ge=0, le=10_000)
     fetch_keepalive_expiry_s: float = Field(5.0, ge=0, le=600)
-    decode_draft: bool = True  # JPEG DCT-scaled decode (7-9x faster, cosine >= 0.9999); false = HF-exact
+    decode_draft: bool = True  # JPEG DCT-scaled decode (BENCHMARKS.md "Decode"); false = HF-exact
     request_max_bytes: int = Field(64 * 1024 * 1024, ge=1024, le=1024 * 1024 * 1024)
 
     # Experiments (app/experiments): attribution tokens, the event log, definitions applied at start-up

@@ -45,8 +45,8 @@ class OnnxImageEncoder:
         if threads:
             options.intra_op_num_threads = threads
         # The encoder shares the cores with HTTP, image decoding and Qdrant: ORT's spinning workers
-        # would burn them between kernels (measured on 2 shared cores: fp32 1.19x faster; int8 vs fp32
-        # 2.60x with spinning off for both, 2.43x with it on; BENCHMARKS.md). CUDA kernels are unaffected.
+        # would burn them between kernels (faster for fp32 and int8 on 2 shared cores: BENCHMARKS.md,
+        # "Encoder"). CUDA kernels are unaffected.
         options.add_session_config_entry("session.intra_op.allow_spinning", "0")
         # onnxruntime-gpu lists the CUDA provider even on machines without a GPU and then falls back
         # to the CPU with an error log; keep ORT quiet and check which provider really became active.

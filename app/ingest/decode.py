@@ -83,11 +83,11 @@ def _to_8bit(img: Image.Image) -> Image.Image:
 
 
 def decode_image(data: bytes, *, max_pixels: int, draft_size: int | None = None) -> Image.Image:
-    """Bytes -> an image that models/preprocess.to_rgb turns into correct RGB (first frame, upright).
+    """Bytes -> an image that app/core/model_contract.to_rgb turns into correct RGB (first frame, upright).
 
     With `draft_size`, a JPEG is decoded at the smallest DCT scale (1/2, 1/4, 1/8) that still covers
-    draft_size x draft_size: 7-9x faster for 1000^2 photos, embedding cosine >= 0.9999 against a
-    full decode (bench/decode.py, BENCHMARKS.md).
+    draft_size x draft_size: several times faster for large photos, with embeddings that match a full
+    decode's closely (figures: bench/decode.py, BENCHMARKS.md "Decode").
     """
     fmt = sniff_format(data)
     if fmt is None:

@@ -1,4 +1,4 @@
-"""The HTTP contract (DESIGN §2) end to end: real tiny ONNX model, real Qdrant engines, real HTTP images."""
+"""The HTTP contract end to end: real tiny ONNX model, real Qdrant engines, real HTTP images."""
 
 from __future__ import annotations
 

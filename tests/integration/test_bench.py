@@ -1,7 +1,7 @@
 """Every bench/ script runs in --quick mode and prints one well-formed JSON object.
 
 Only the shape is checked (keys and types): timings depend on the machine and are never asserted
-(DESIGN §7). The scripts run as a user runs them (`python -m bench.X --quick --json`), with their cache
+(see BENCHMARKS.md). The scripts run as a user runs them (`python -m bench.X --quick --json`), with their cache
 in a temporary folder seeded with the session's tiny model.
 """
 

@@ -1,4 +1,4 @@
-"""Durability and idempotency (issue 3, item 5): a write answered 2xx survives `kill -9` of the server
+"""Durability and idempotency: a write answered 2xx survives `kill -9` of the server
 the next instant (a loop of kills under write load on the real embedded store), and retrying the same
 POST leaves exactly one item."""
 

@@ -1,4 +1,4 @@
-"""Safe fetch (issue 3, item 1): SSRF forms never reach a loopback listener, the connection goes to the
+"""Safe fetch: SSRF forms never reach a loopback listener, the connection goes to the
 address that was checked (TLS still verified on the host name), and misbehaving image hosts on
 loopback (hang, drip, endless body, lying Content-Length, 404/500, reset, redirect loop, HTML served
 as image/jpeg) each get their 4xx/504 with nothing stored and the service still ready.

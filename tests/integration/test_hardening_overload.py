@@ -1,4 +1,4 @@
-"""Admission control (issue 3, item 4): a full encoder queue answers 429 + Retry-After at once, expired
+"""Admission control: a full encoder queue answers 429 + Retry-After at once, expired
 work never reaches the encoder, /readyz is 503 while saturated and 200 again once drained, and a live
 server under a write storm with a tiny queue answers only 201 or 429 (never a 5xx)."""
 

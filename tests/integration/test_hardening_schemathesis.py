@@ -1,4 +1,4 @@
-"""Schemathesis over /openapi.json of a real `python -m app` (issue 3, item 9): generated requests, valid
+"""Schemathesis over /openapi.json of a real `python -m app`: generated requests, valid
 (positive) and invalid (negative), for every operation. No answer may be a server error, and every
 answer must be one the schema documents (status code, content type, body shape)."""
 

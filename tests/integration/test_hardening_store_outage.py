@@ -1,4 +1,4 @@
-"""Store outages in server mode (issue 3, item 7): Qdrant unreachable, hanging or answering garbage gives
+"""Store outages in server mode: Qdrant unreachable, hanging or answering garbage gives
 503 store_unavailable + Retry-After within bounded time, /readyz turns 503, /healthz stays 200, and the
 service recovers when Qdrant is back, without a restart.
 

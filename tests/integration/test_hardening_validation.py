@@ -1,12 +1,11 @@
-"""Input validation (issue 3, items 3 and 8) and property tests (hypothesis) for the URL guard and for
-item payloads: every bad input gets its status and error code, nothing is half-written, and no
-input makes a 5xx.
+"""Input validation over HTTP: every bad input gets its status and error code, nothing is half-written,
+and no input makes a 5xx (hypothesis drives the item payloads). The URL guard's and the item model's own
+property tests run without an app, in tests/unit.
 """
 
 from __future__ import annotations
 
 import asyncio
-import ipaddress
 import json
 from collections.abc import Iterator
 from pathlib import Path
@@ -15,20 +14,16 @@ from urllib.parse import quote
 
 import pytest
 from fastapi.testclient import TestClient
-from hypothesis import HealthCheck, given, settings
-from hypothesis import strategies as st
+from hypothesis import given, settings
 from hypothesis.provisional import urls
-from pydantic import ValidationError
 
 from app.core.errors import ImageFetchFailed, UrlNotAllowed
-from app.core.schemas import ItemIn
 from app.encode.encoder import OnnxImageEncoder
 from app.ingest.fetch import ImageFetcher
-from app.ingest.url_guard import address_allowed, check_url
 from tests.factories import photo
-from tests.hardening import assert_error, b64, open_app
+from tests.hardening import assert_error, open_app
+from tests.strategies import FAST, PHOTO, payloads
 
-PHOTO = b64(photo(3, size=64))
 JSON = {"content-type": "application/json"}
 
 
@@ -295,89 +290,6 @@ def test_api_key_guards_every_write_route(client_factory) -> None:
         assert client.delete("/items/k-0", headers=good).status_code == 204
 
 
-# ---- hypothesis: the URL guard ----------------------------------------------------------------------------
-
-# Written out from the IANA special-purpose registries, independently of Python's ipaddress flags.
-NOT_PUBLIC_V4 = [
-    ipaddress.IPv4Network(n)
-    for n in (
-        "0.0.0.0/8", "10.0.0.0/8", "100.64.0.0/10", "127.0.0.0/8", "169.254.0.0/16", "172.16.0.0/12",
-        "192.0.0.0/29", "192.0.0.170/31", "192.0.2.0/24", "192.168.0.0/16", "198.18.0.0/15",
-        "198.51.100.0/24", "203.0.113.0/24", "224.0.0.0/4", "240.0.0.0/4",
-    )
-]  # fmt: skip
-v4 = st.integers(0, 2**32 - 1).map(ipaddress.IPv4Address)
-not_public_v4 = st.sampled_from(NOT_PUBLIC_V4).flatmap(
-    lambda net: st.integers(int(net.network_address), int(net.broadcast_address)).map(ipaddress.IPv4Address)
-)
-# No deadline and no health checks on speed: this runs on 2 shared cores; a slow example is not a bug.
-RELAXED = [HealthCheck.too_slow, HealthCheck.data_too_large, HealthCheck.function_scoped_fixture]
-FAST = settings(max_examples=300, deadline=None, database=None, suppress_health_check=RELAXED)
-
-
-@FAST
-@given(ip=st.one_of(v4, not_public_v4))
-def test_ipv4_verdict_matches_the_registry(ip: ipaddress.IPv4Address) -> None:
-    assert address_allowed(ip) == (not any(ip in net for net in NOT_PUBLIC_V4))
-
-
-@FAST
-@given(ip=st.one_of(v4, not_public_v4))
-def test_ipv6_forms_carrying_an_ipv4_address_are_judged_by_it(ip: ipaddress.IPv4Address) -> None:
-    value = int(ip)
-    verdict = address_allowed(ip)
-    assert address_allowed(ipaddress.IPv6Address(0xFFFF << 32 | value)) == verdict  # ::ffff:a.b.c.d
-    assert address_allowed(ipaddress.IPv6Address(0x2002 << 112 | value << 80)) == verdict  # 6to4
-    assert address_allowed(ipaddress.IPv6Address(0x64FF9B << 96 | value)) == verdict  # NAT64
-    assert not address_allowed(ipaddress.IPv6Address(value))  # ::a.b.c.d, deprecated: never
-
-
-def spellings(ip: ipaddress.IPv4Address) -> st.SearchStrategy[str]:
-    """Other ways inet_aton (and so getaddrinfo) reads as this address."""
-    a, b, c, d = ip.packed
-    n = int(ip)
-    return st.sampled_from(
-        [
-            str(n),
-            hex(n),
-            f"0{n:o}",
-            f"0{a:o}.0{b:o}.0{c:o}.0{d:o}",
-            f"{a:#x}.{b:#x}.{c:#x}.{d:#x}",
-            f"{a}.{b}.{c << 8 | d}",
-            f"{a}.{b << 16 | c << 8 | d}",
-            f"{a}.{b}.{c}.{d}.",
-            f"{a:#x}.{b}.0{c:o}.{d}",
-        ]
-    )
-
-
-@settings(FAST, max_examples=150)
-@given(spelled=st.sampled_from(["127.0.0.1", "10.1.2.3", "169.254.169.254", "0.0.0.0", "192.168.0.1"]).flatmap(
-    lambda text: spellings(ipaddress.IPv4Address(text))
-))  # fmt: skip
-def test_odd_spellings_of_internal_addresses_are_refused(spelled: str) -> None:
-    async def attempt() -> None:
-        fetcher = ImageFetcher(timeout_s=2, max_bytes=10_000, allow_private=False)
-        try:
-            await fetcher.fetch(f"http://{spelled}:9/x.jpg")
-        finally:
-            await fetcher.aclose()
-
-    with pytest.raises(UrlNotAllowed):
-        asyncio.run(attempt())
-
-
-@FAST
-@given(text=st.one_of(st.text(max_size=200), urls(), urls().map(lambda u: u.replace("://", "://user:pw@", 1))))
-def test_check_url_refuses_cleanly_or_accepts_only_plain_http(text: str) -> None:
-    try:
-        parsed = check_url(text)
-    except UrlNotAllowed:
-        return
-    assert parsed.scheme in ("http", "https")
-    assert parsed.host and not parsed.userinfo
-
-
 @settings(FAST, max_examples=60)
 @given(url=urls())
 def test_any_public_looking_url_fails_as_a_typed_error(url: str) -> None:
@@ -392,40 +304,6 @@ def test_any_public_looking_url_fails_as_a_typed_error(url: str) -> None:
 
     with pytest.raises((UrlNotAllowed, ImageFetchFailed)):
         asyncio.run(attempt())
-
-
-# ---- hypothesis: item payloads ------------------------------------------------------------------------------
-
-text_values = st.one_of(st.text(max_size=600), st.integers(), st.floats(), st.booleans(), st.none())
-attribute_values = st.one_of(
-    text_values, st.lists(st.integers(), max_size=2), st.dictionaries(st.text(max_size=3), st.integers(), max_size=2)
-)
-payloads = st.fixed_dictionaries(
-    {"item_id": st.one_of(st.from_regex(r"[A-Za-z0-9_.:-]{1,128}", fullmatch=True), st.text(max_size=130))},
-    optional={
-        "image_base64": st.sampled_from([PHOTO, "AA==", "not base64!", b64(b"GIF89a junk"), ""]),
-        "image_url": st.sampled_from(["ftp://x/y", "http://127.0.0.1:9/a.jpg", "", "not a url"]),
-        "title": text_values,
-        "category": text_values,
-        "price": st.one_of(st.floats(), st.integers(), st.text(max_size=5), st.none()),
-        "seller_id": text_values,
-        "status": st.one_of(st.sampled_from(["on_sale", "sold"]), st.text(max_size=6)),
-        "attributes": st.one_of(st.none(), st.dictionaries(st.text(max_size=70), attribute_values, max_size=4)),
-        "extra": st.integers(),
-    },
-)  # fmt: skip
-
-
-@FAST
-@given(body=payloads)
-def test_item_model_accepts_or_raises_validation_error_only(body: dict[str, Any]) -> None:
-    try:
-        item = ItemIn.model_validate(body)
-    except ValidationError:
-        return
-    assert (item.image_url is None) != (item.image_base64 is None)
-    assert item.price is None or item.price >= 0
-    json.dumps(item.model_dump()).encode("utf-8")  # whatever is accepted can be stored and sent back
 
 
 @settings(FAST, max_examples=80)

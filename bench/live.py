@@ -1,0 +1,143 @@
+"""Run `python -m app` as a real subprocess on a free loopback port, for the tests and the benchmarks.
+
+Bounded waits everywhere. The server's stdout and stderr go to a log file (a pipe nobody reads would fill
+and stall the server); a server that dies before it is ready raises with the tail of that log.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+
+import httpx
+
+from bench.common import cache_dir
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def process_cpu_s(pid: int) -> float:
+    """CPU seconds (user + system, all threads) a process has used so far, from /proc (Linux); 0 elsewhere.
+
+    Unlike latency, CPU time per request hardly changes with other load on the machine, so it is the
+    number to compare when the machine is shared.
+    """
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text(encoding="utf-8").rsplit(")", 1)[1].split()
+    except OSError:
+        return 0.0
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def process_memory(pid: int) -> dict[str, int]:
+    """Resident set size now and at its peak (VmHWM), from /proc (Linux); empty elsewhere."""
+    values: dict[str, int] = {}
+    try:
+        for line in Path(f"/proc/{pid}/status").read_text(encoding="utf-8").splitlines():
+            key, _, rest = line.partition(":")
+            if key in ("VmRSS", "VmHWM"):
+                values["rss_bytes" if key == "VmRSS" else "peak_rss_bytes"] = int(rest.split()[0]) * 1024
+    except OSError:
+        pass
+    return values
+
+
+def _tail(log_path: Path | None, process: subprocess.Popen) -> str:
+    if log_path is not None and log_path.is_file():
+        return log_path.read_text(encoding="utf-8", errors="replace")[-3000:]
+    if process.stderr is not None:  # a caller that started the process with a pipe
+        out = process.stderr.read()
+        return out.decode(errors="replace") if isinstance(out, bytes) else out
+    return ""
+
+
+def wait_ready(url: str, process: subprocess.Popen, timeout_s: float = 90, log_path: Path | None = None) -> None:
+    """Poll `url`/readyz until it answers 200; raise if the process exits first or time runs out."""
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            raise RuntimeError(f"the server exited with {process.returncode}:\n{_tail(log_path, process)}")
+        try:
+            if httpx.get(url + "/readyz", timeout=2).status_code == 200:
+                return
+        except httpx.HTTPError:
+            pass
+        time.sleep(0.2)
+    raise TimeoutError(f"{url}/readyz did not answer 200 within {timeout_s} s (log: {log_path})")
+
+
+@dataclass
+class LiveServer:
+    url: str
+    host: str
+    port: int
+    process: subprocess.Popen[bytes]
+    log_path: Path
+
+    def log(self) -> str:
+        """Everything the server printed so far."""
+        return self.log_path.read_text(encoding="utf-8", errors="replace")
+
+    def rss_bytes(self) -> dict[str, int]:
+        return process_memory(self.process.pid)
+
+    def cpu_s(self) -> float:
+        return process_cpu_s(self.process.pid)
+
+
+@contextmanager
+def live_server(
+    env: dict[str, str],
+    command: list[str] | None = None,
+    *,
+    log_path: Path | None = None,
+    timeout_s: float = 90,
+    stop_timeout_s: float = 30,
+) -> Iterator[LiveServer]:
+    """`python -m app` (or `command`) with the given LOOKALIKE_* settings; stopped by SIGTERM on exit.
+
+    Without `log_path` the log goes to a temporary file, removed afterwards.
+    """
+    port = free_port()
+    full_env = {k: v for k, v in os.environ.items() if not k.startswith("LOOKALIKE_")}
+    full_env.update({"LOOKALIKE_HOST": "127.0.0.1", "LOOKALIKE_PORT": str(port), "PYTHONUNBUFFERED": "1", **env})
+    with tempfile.TemporaryDirectory(prefix="lookalike-live-") as scratch:
+        path = log_path or Path(scratch) / "server.log"
+        with open(path, "wb") as out:
+            process = subprocess.Popen(
+                command or [sys.executable, "-m", "app"], cwd=ROOT, env=full_env, stdout=out, stderr=subprocess.STDOUT
+            )
+        url = f"http://127.0.0.1:{port}"
+        try:
+            wait_ready(url, process, timeout_s, path)
+            yield LiveServer(url, "127.0.0.1", port, process, path)
+        finally:
+            if process.poll() is None:
+                process.send_signal(signal.SIGTERM)
+                try:
+                    process.wait(timeout=stop_timeout_s)
+                except subprocess.TimeoutExpired:
+                    process.kill()
+                    process.wait(timeout=10)
+
+
+@contextmanager
+def running_service(env: dict[str, str], *, name: str, timeout_s: float = 180) -> Iterator[LiveServer]:
+    """A benchmark's service: `live_server` with its log kept as .bench-cache/logs/<name>.log."""
+    with live_server(env, log_path=cache_dir("logs") / f"{name}.log", timeout_s=timeout_s, stop_timeout_s=60) as server:
+        yield server
