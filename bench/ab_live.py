@@ -27,7 +27,7 @@ import httpx
 import numpy as np
 
 from app.experiments.report import render_table
-from bench.common import photo_jpeg
+from models.photos import photo
 
 K = 10
 BASE_CTR = 0.04
@@ -58,7 +58,7 @@ def index_catalog(client: httpx.Client, n_items: int, seed: int, batch: int = 16
     ids = [f"ab-{seed}-{i}" for i in range(n_items)]
     for start in range(0, n_items, batch):
         items = [
-            {"item_id": item_id, "image_base64": base64.b64encode(photo_jpeg(seed * 100_000 + i, 224, 224)).decode()}
+            {"item_id": item_id, "image_base64": base64.b64encode(photo(seed * 100_000 + i, 224)).decode()}
             for i, item_id in enumerate(ids[start : start + batch], start=start)
         ]
         results = _check(client.post("/items/batch", json={"items": items}, timeout=300)).json()["results"]
@@ -166,7 +166,8 @@ def _own_service() -> Any:
     first serves, the second is a candidate that every write fills, so both cover the catalog)."""
     import tempfile
 
-    from bench.common import cached_model, running_service
+    from bench.common import cached_model
+    from bench.live import running_service
 
     data = tempfile.mkdtemp(prefix="ab-live-")
     models = ",".join(str(cached_model("tiny", seed=seed)) for seed in (0, 1))

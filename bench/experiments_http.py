@@ -29,11 +29,11 @@ from bench.common import (
     emit,
     log,
     machine_info,
-    photo_jpeg,
-    running_service,
     summary_ms,
     table,
 )
+from bench.live import running_service
+from models.photos import photo
 
 K = 10
 
@@ -42,7 +42,7 @@ def index(client: httpx.Client, n_items: int) -> list[str]:
     ids = [f"b{i}" for i in range(n_items)]
     for start in range(0, n_items, 32):
         items = [
-            {"item_id": item_id, "image_base64": base64.b64encode(photo_jpeg(i, 224, 224)).decode()}
+            {"item_id": item_id, "image_base64": base64.b64encode(photo(i, 224)).decode()}
             for i, item_id in enumerate(ids[start : start + 32], start=start)
         ]
         response = client.post("/items/batch", json={"items": items}, timeout=600)
