@@ -117,6 +117,13 @@ class Settings(BaseSettings):
         """Where kept image bytes live: IMAGE_STORE_PATH, else `images` next to QDRANT_PATH."""
         return self.image_store_path if self.image_store_path is not None else self.qdrant_path.parent / "images"
 
+    @field_validator("events_secret")
+    @classmethod
+    def _secret_long_enough(cls, value: SecretStr | None) -> SecretStr | None:
+        if value is not None and len(value.get_secret_value().encode()) < 16:
+            raise ValueError("must be at least 16 bytes (e.g. `openssl rand -hex 32`)")
+        return value
+
     @field_validator("batch_max_size", "batch_max_wait_ms", "admission_images", "decode_slots", mode="before")
     @classmethod
     def _auto_is_none(cls, value: object) -> object:

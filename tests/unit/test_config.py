@@ -46,6 +46,9 @@ def test_unknown_variable_names_a_close_match(monkeypatch: pytest.MonkeyPatch) -
         ("LOOKALIKE_QDRANT_URL", "qdrant:6333"),
         ("LOOKALIKE_COLLECTION", "bad name/"),
         ("LOOKALIKE_FETCH_ALLOW_PRIVATE", "maybe"),
+        ("LOOKALIKE_EVENTS_SECRET", "too-short"),
+        ("LOOKALIKE_EVENTS_MAX_AGE_S", "0"),
+        ("LOOKALIKE_REPLICA", "a/b"),
     ],
 )
 def test_invalid_value_names_the_variable(monkeypatch: pytest.MonkeyPatch, name: str, value: str) -> None:
@@ -82,3 +85,17 @@ def test_a_body_budget_smaller_than_one_body_is_refused(monkeypatch: pytest.Monk
     monkeypatch.setenv("LOOKALIKE_ADMISSION_BODY_BYTES", str(4 * 1024 * 1024))
     with pytest.raises(SettingsError, match="admission_body_bytes"):
         load_settings()
+
+
+def test_experiment_settings_and_their_defaults(monkeypatch: pytest.MonkeyPatch, tmp_path) -> None:
+    monkeypatch.setenv("LOOKALIKE_QDRANT_PATH", str(tmp_path / "data" / "qdrant"))
+    settings = load_settings()
+    assert settings.events_root() == tmp_path / "data" / "events"  # beside the embedded store
+    assert settings.events_secret is None and settings.events_max_age_s == 86_400
+    assert settings.replica  # the host name
+    monkeypatch.setenv("LOOKALIKE_EVENTS_PATH", str(tmp_path / "shared"))
+    monkeypatch.setenv("LOOKALIKE_EVENTS_SECRET", "s" * 32)
+    monkeypatch.setenv("LOOKALIKE_REPLICA", "pod-0")
+    settings = load_settings()
+    assert (settings.events_root(), settings.replica) == (tmp_path / "shared", "pod-0")
+    assert "s" * 32 not in repr(settings)  # a secret never shows in logs
