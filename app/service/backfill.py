@@ -53,7 +53,7 @@ PAGE_SIZE = 256
 BUSY_POLL_S = 0.05  # how often a paused runner looks at the live traffic again
 RETRY_MAX = 50  # an image refused by a full encoder queue is tried again this many times (BUSY_POLL_S apart)
 
-State = Literal["running", "done", "failed", "stopped"]
+State = Literal["idle", "running", "done", "failed", "stopped"]  # idle: no run yet (status routes)
 
 
 @dataclass(frozen=True)
@@ -108,7 +108,7 @@ class BackfillStatus:
     coverage: float = 0.0  # of the whole collection, not only this partition
     missing_at_start: int | None = None  # items of the collection missing the vector when the run started
     error: str | None = None  # why the run failed (state "failed")
-    started_at: float = field(default_factory=time.time)
+    started_at: float | None = field(default_factory=time.time)
     finished_at: float | None = None
 
     def as_dict(self) -> dict[str, Any]:
@@ -212,6 +212,15 @@ class Backfill:
             status.coverage,
         )
         return status
+
+    async def count_missing(self) -> int:
+        """Items of this partition that lack the vector now (a scan of payloads only: for progress bars)."""
+        count, cursor = 0, None
+        while True:
+            page, cursor = await self._store_call(self.store.missing, self.version, self._page_size, cursor)
+            count += sum(self.partition.holds(p["item_id"]) for p in page)
+            if cursor is None:
+                return count
 
     async def _one(self, payload: dict[str, Any]) -> None:
         item_id = payload["item_id"]
@@ -328,19 +337,42 @@ class Backfills:
         self._service = service
         self._runs: dict[str, tuple[Backfill, asyncio.Task[BackfillStatus]]] = {}
 
-    def start(self, version: str, partition: Partition | None = None) -> BackfillStatus:
+    async def start(self, version: str, partition: Partition | None = None) -> BackfillStatus:
         """Start a backfill of `version` unless one is running (then answer that one's status)."""
         current = self._runs.get(version)
         if current is not None and not current[1].done():
             return current[0].status
+        await self._check(version)
         backfill = service_backfill(self._service, version, partition)
         task = asyncio.create_task(backfill.run(), name=f"backfill-{version}")
         self._runs[version] = (backfill, task)
         return backfill.status
 
-    def status(self, version: str) -> BackfillStatus | None:
+    async def status(self, version: str) -> BackfillStatus:
+        """The last run's status, or an `idle` one with the version's coverage when none ran."""
         current = self._runs.get(version)
-        return None if current is None else current[0].status
+        if current is not None:
+            return current[0].status
+        await self._check(version)
+        store = self._service.store
+        having, total = await self._service._store("coverage", store.coverage, version)
+        return BackfillStatus(
+            version=version,
+            partition=str(Partition()),
+            state="idle",
+            coverage=having / total if total else 1.0,
+            missing_at_start=None,
+            started_at=None,
+        )
+
+    async def _check(self, version: str) -> None:
+        """404 model_not_found unless the collection has `version` active and a model file of it is loaded."""
+        store = self._service.store
+        known = {v.model_version: v for v in await self._service._store("versions", store.versions)}
+        if version not in known or known[version].state == "retired":
+            raise ModelNotFound(f"the collection has no active model version {version!r}")
+        if self._service.models.get(version) is None:
+            raise ModelNotFound(f"no model file of version {version!r} is loaded (LOOKALIKE_MODEL_PATH)")
 
     async def stop(self) -> None:
         """Cancel the runs in progress (their items in flight are simply not written: a rerun resumes)."""
