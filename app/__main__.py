@@ -12,7 +12,7 @@ import uvicorn
 
 from app.core.errors import StoreUnavailable
 from app.core.settings import Settings, SettingsError, load_settings
-from app.encode.encoder import EncoderError, OnnxImageEncoder
+from app.encode.encoder import EncoderError
 from app.store.base import CollectionMismatch
 
 
@@ -21,15 +21,16 @@ class ModelMissing(RuntimeError):
 
 
 def model_hint(settings: Settings) -> str:
+    path = settings.model_path[0]
     return (
-        f"No model file at {settings.model_path}. Provide one of:\n"
+        f"No model file at {path}. Provide one of:\n"
         "  - LOOKALIKE_MODEL_PATH=/path/to/model.onnx (a file made by `python -m models.export`)\n"
         "  - export from a local checkpoint directory:\n"
         "      pip install -e '.[train]'\n"
-        f"      python -m models.export --checkpoint /path/to/siglip-checkpoint --out {settings.model_path}\n"
+        f"      python -m models.export --checkpoint /path/to/siglip-checkpoint --out {path}\n"
         "  - with Hugging Face hub access, the same with --checkpoint google/siglip-base-patch16-224\n"
         "  - for a quick local try (random weights, meaningless rankings): "
-        f"python -m models.export --config tiny --out {settings.model_path}"
+        f"python -m models.export --config tiny --out {path}"
     )
 
 
@@ -40,19 +41,28 @@ EXPORT_NEEDS = ("models", "torch", "transformers", "onnx", "onnxscript")
 def ensure_model(settings: Settings) -> None:
     """Export LOOKALIKE_MODEL_SOURCE to LOOKALIKE_MODEL_PATH when the file is missing; never a random model.
 
-    The export (torch, transformers) runs as `python -m models.export` in a child process, so the
+    Only for a single configured file (a first start): with several files (a model upgrade), every file must
+    exist. The export (torch, transformers) runs as `python -m models.export` in a child process, so the
     service never imports the training side; its progress goes to stderr.
     """
-    if settings.model_path.is_file():
+    absent = [path for path in settings.model_path if not path.is_file()]
+    if not absent:
         return
+    if len(settings.model_path) > 1:
+        raise ModelMissing(
+            "LOOKALIKE_MODEL_PATH names several model files and these do not exist: "
+            + ", ".join(str(p) for p in absent)
+            + " (only a single model file is exported on first start; export each version with models.export)"
+        )
+    model_path = settings.model_path[0]
     missing = [name for name in EXPORT_NEEDS if importlib.util.find_spec(name) is None]
     if missing:
         raise ModelMissing(
             model_hint(settings) + f"\n(the export tools are not installed here: no {', '.join(missing)})"
         )
-    print(f"lookalike: no model at {settings.model_path}; exporting {settings.model_source} ...", file=sys.stderr)
+    print(f"lookalike: no model at {model_path}; exporting {settings.model_source} ...", file=sys.stderr)
     command = [sys.executable, "-m", "models.export", "--checkpoint", settings.model_source]
-    command += ["--out", str(settings.model_path)]
+    command += ["--out", str(model_path)]
     # Its stdout (the export summary) goes to stderr too: stdout is not the service's log.
     with subprocess.Popen(command, stdout=sys.stderr.fileno()) as export:
         # A SIGTERM while exporting (a rollout) stops the export too instead of leaving it orphaned.
@@ -61,7 +71,7 @@ def ensure_model(settings: Settings) -> None:
             returncode = export.wait()
         finally:
             signal.signal(signal.SIGTERM, previous)
-    if returncode != 0 or not settings.model_path.is_file():
+    if returncode != 0 or not model_path.is_file():
         ended = f"exited with {returncode}" if returncode >= 0 else f"was stopped by signal {-returncode}"
         raise ModelMissing(
             f"could not export {settings.model_source} (`python -m models.export` {ended}; its messages are above)"
@@ -75,20 +85,20 @@ def main() -> int:
         logging.basicConfig(level=settings.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s %(message)s")
         ensure_model(settings)
         from app.http.app import create_app
-        from app.service.runtime import make_store
+        from app.service.runtime import load_models, make_store
 
-        # Load the model and open the store before serving, so a bad model or a mismatched collection
-        # stops start-up with one clear line instead of a lifespan traceback.
-        encoder = OnnxImageEncoder(settings.model_path, settings.device, settings.ort_threads)
+        # Load the models and open the store before serving, so a bad model, two files of one version or a
+        # mismatched collection stops start-up with one clear line instead of a lifespan traceback.
+        models = load_models(settings)
         store = make_store(settings)
         try:
-            store.ensure_collection(encoder.dim, encoder.model_version)
+            store.open(models.dims())
             # uvicorn re-raises SIGTERM/SIGINT after its graceful shutdown; with a no-op handler in
             # place, run() returns and the store below is flushed and closed (exit 0, not 143).
             for sig in (signal.SIGTERM, signal.SIGINT):
                 signal.signal(sig, lambda *_: None)
             uvicorn.run(
-                create_app(settings, encoder, store),
+                create_app(settings, models, store),
                 host=settings.host,
                 port=settings.port,
                 log_level=settings.log_level,

@@ -338,6 +338,7 @@ def add_models_backfill_compare(models: Any) -> None:
     bf.add_argument("--url", help="start it in a running service and follow it, instead of in-process")
     bf.add_argument("--api-key", help="bearer key when the service sets LOOKALIKE_API_KEY")
     bf.add_argument("--poll-s", type=float, default=1.0, help=argparse.SUPPRESS)
+    bf.set_defaults(run=_models_backfill)
     cmp = models.add_parser("compare", help="compare two versions' look-alike lists on a sample of items")
     cmp.add_argument("v1")
     cmp.add_argument("v2")
@@ -346,6 +347,70 @@ def add_models_backfill_compare(models: Any) -> None:
     cmp.add_argument("--k", type=int, default=10)
     cmp.add_argument("--url", help="ask a running service instead of opening the store in-process")
     cmp.add_argument("--json", action="store_true", help="the report as JSON")
+    cmp.set_defaults(run=_models_compare)
+
+
+# ---- `lookalike models ...`: one small function per subcommand (in-process, or --url a running service) -------
+
+
+async def _models_call(
+    args: argparse.Namespace,
+    in_process: Callable[[Any], Awaitable[Any]],
+    method: str,
+    path: str,
+    params: dict[str, Any] | None = None,
+) -> int:
+    """Run one models subcommand in-process (`in_process(service)`) or as `method path` against --url; print JSON."""
+    if args.url:
+        headers = {"Authorization": f"Bearer {args.api_key}"} if args.api_key else {}
+        async with httpx.AsyncClient(base_url=args.url, headers=headers, timeout=120) as client:
+            response = await client.request(method, path, params=params)
+        print(json.dumps(response.json(), indent=2))
+        return 0 if response.status_code < 300 else 1
+    from app.service.runtime import running_service
+
+    async with running_service(load_settings()) as service:
+        try:
+            body = await in_process(service)
+        except LookalikeError as exc:
+            print(json.dumps(ErrorBody(error=ErrorDetail.of(exc)).model_dump(), indent=2))
+            return 1
+    print(json.dumps(body.model_dump(mode="json"), indent=2))
+    return 0
+
+
+async def _models_list(args: argparse.Namespace) -> int:
+    return await _models_call(args, lambda service: service.list_models(), "GET", "/models")
+
+
+async def _models_promote(args: argparse.Namespace) -> int:
+    path, params = f"/models/{args.version}/promote", {"force": "true"} if args.force else None
+    return await _models_call(args, lambda service: service.promote(args.version, args.force), "POST", path, params)
+
+
+async def _models_retire(args: argparse.Namespace) -> int:
+    return await _models_call(args, lambda service: service.retire(args.version), "DELETE", f"/models/{args.version}")
+
+
+def _models_parser(sub: Any) -> None:
+    """`lookalike models SUBCOMMAND`: each subcommand sets `run` (an async function of the args)."""
+    models = sub.add_parser("models", help="model versions: list, promote, retire, backfill, compare")
+    msub = models.add_subparsers(dest="models_command", required=True)
+
+    def add(name: str, run: Callable[[argparse.Namespace], Awaitable[int]], help: str) -> argparse.ArgumentParser:
+        p = msub.add_parser(name, help=help)
+        p.add_argument("--url", help="a running service (e.g. http://127.0.0.1:8000) instead of in-process")
+        p.add_argument("--api-key", help="bearer key when the service sets LOOKALIKE_API_KEY")
+        p.set_defaults(run=run)
+        return p
+
+    add("list", _models_list, "the collection's model versions, their state and coverage")
+    promote = add("promote", _models_promote, "make VERSION serve /similar (roll back: promote the old one)")
+    promote.add_argument("version")
+    promote.add_argument("--force", action="store_true", help="promote although items lack VERSION's vector")
+    retire = add("retire", _models_retire, "drop a non-serving VERSION's vectors")
+    retire.add_argument("version")
+    add_models_backfill_compare(msub)
 
 
 def parser() -> argparse.ArgumentParser:
@@ -362,22 +427,13 @@ def parser() -> argparse.ArgumentParser:
     sim.add_argument("--category")
     sim.add_argument("--include-sold", action="store_true")
     sim.add_argument("--url", help="ask a running service instead of opening the store in-process")
-    models = sub.add_parser("models", help="the collection's model versions").add_subparsers(
-        dest="models_command", required=True
-    )
-    add_models_backfill_compare(models)
+    _models_parser(sub)
     sub.add_parser("serve", help="run the HTTP service (same as python -m app)")
     demo = sub.add_parser("demo", help="generated catalog + photo server + service, indexed: see the web page")
     demo.add_argument("--items", type=int, default=200, help="catalog size (at least 8)")
     demo.add_argument("--port", type=int, default=8000, help="the service's port on 127.0.0.1")
     demo.add_argument("--data", default="data/demo", help="where the catalog (and a tiny model) are cached")
     return p
-
-
-MODELS_COMMANDS: dict[str, Callable[[argparse.Namespace], Awaitable[int]]] = {
-    "backfill": _models_backfill,
-    "compare": _models_compare,
-}
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -398,10 +454,7 @@ def main(argv: list[str] | None = None) -> int:
             print(f"lookalike demo: {exc}", file=sys.stderr)
             return 2
     try:
-        if args.command == "models":
-            runner = MODELS_COMMANDS[args.models_command]
-        else:
-            runner = _index if args.command == "index" else _similar
+        runner = {"index": _index, "similar": _similar, "models": getattr(args, "run", None)}[args.command]
         return asyncio.run(runner(args))
     except (LookalikeError, LookalikeCommandError) as exc:
         print(f"lookalike: {exc}", file=sys.stderr)

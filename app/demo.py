@@ -63,7 +63,7 @@ def demo_catalog(data: Path, items: int) -> Path:
 
 def demo_model(data: Path) -> tuple[Path, bool]:
     """The configured model, or (when that file is missing) the tiny random-weight model, exported once."""
-    configured = load_settings().model_path
+    configured = load_settings().model_path[0]  # the demo serves one model: the first configured
     if configured.is_file():
         return configured, False
     tiny = data / "tiny-random.onnx"

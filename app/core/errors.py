@@ -167,6 +167,20 @@ class ImageNotFound(LookalikeError):
     status = 404
 
 
+class VersionMissing(LookalikeError):
+    """The query item has no vector of the asked model version yet (its backfill has not reached it)."""
+
+    code = "model_not_ready"
+    status = 409
+
+
+class ModelServing(LookalikeError):
+    """Retiring the version that serves /similar: promote another one first."""
+
+    code = "model_serving"
+    status = 409
+
+
 class InvalidCursor(LookalikeError):
     """A GET /items cursor that this service did not hand out (or that was altered)."""
 

@@ -204,6 +204,8 @@ class SimilarQuery(BaseModel):
     max_price: float | None = Field(None, ge=0, allow_inf_nan=False)
     include_sold: bool = False
     exclude_same_seller: bool = False
+    # rank with this model version (an active one, see GET /models); None = the serving version
+    model_version: str | None = Field(None, min_length=1, max_length=256)
 
     @_model_validator(mode="after")
     def _price_range(self) -> SimilarQuery:
@@ -213,11 +215,10 @@ class SimilarQuery(BaseModel):
 
 
 class SimilarImageFields(SimilarQuery):
-    """POST /similar besides the image: GET /similar's filters, the seller to leave out, the model version."""
+    """POST /similar besides the image: GET /similar's filters and model version, the seller to leave out."""
 
     # There is no query item whose seller could be left out: exclude_same_seller needs this seller id.
     seller_id: str | None = Field(None, min_length=1, max_length=128)
-    model_version: str | None = Field(None, min_length=1, max_length=256)
 
     @_model_validator(mode="after")
     def _seller_given(self) -> SimilarImageFields:
@@ -273,6 +274,36 @@ class ItemPageOut(BaseModel):
 class InfoOut(BaseModel):
     model_version: str
     random_weights: bool  # the model was exported with random weights: its rankings mean nothing
+
+
+class ModelVersionOut(BaseModel):
+    """One model version of the collection (GET /models). The model fields are null without a loaded file."""
+
+    model_version: str
+    state: Literal["serving", "candidate", "retired"]
+    coverage: float  # fraction of the items that have this version's vector, 0..1 (1 for an empty catalog)
+    items_missing: int
+    dim: int
+    image_size: int | None
+    precision: str | None
+    provider: str | None
+
+
+class ModelsOut(BaseModel):
+    serving: str
+    versions: list[ModelVersionOut]
+
+
+class PromoteOut(BaseModel):
+    serving: str  # the version now serving
+    previous: str  # the version that served before (promote it again to roll back)
+    coverage: float
+    items_missing: int  # items without the new serving version's vector: they drop out of /similar results
+
+
+class RetireOut(BaseModel):
+    model_version: str
+    state: Literal["retired"]
 
 
 class BackfillOut(BaseModel):

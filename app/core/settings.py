@@ -5,10 +5,10 @@ from __future__ import annotations
 import difflib
 import os
 from pathlib import Path
-from typing import Literal
+from typing import Annotated, Literal
 
 from pydantic import Field, SecretStr, ValidationError, field_validator, model_validator
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 from app.core.errors import validation_message
 
@@ -28,8 +28,10 @@ class Settings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix=ENV_PREFIX, extra="forbid", frozen=True)
 
     # Model
-    model_path: Path = Path("models/siglip.onnx")
-    model_source: str = "google/siglip-base-patch16-224"  # exported to model_path when that file is missing
+    # One or more model files, comma-separated: the first serves a new collection, the others are
+    # candidates (app/encode/models.py); every active version embeds each write.
+    model_path: Annotated[list[Path], NoDecode] = [Path("models/siglip.onnx")]
+    model_source: str = "google/siglip-base-patch16-224"  # exported to model_path when that one file is missing
     device: Literal["auto", "cuda", "cpu"] = "auto"
     ort_threads: int = Field(0, ge=0, le=256)  # 0 = ONNX Runtime's default (all cores)
 
@@ -38,6 +40,8 @@ class Settings(BaseSettings):
     qdrant_api_key: SecretStr | None = None
     qdrant_timeout_s: float = Field(5.0, gt=0, le=120)
     qdrant_path: Path = Path("data/qdrant")
+    # kept bytes of uploaded/base64 items (GET /items/{id}/image, backfills); None = <QDRANT_PATH parent>/images
+    image_store_path: Path | None = None
     collection: str = Field("items", pattern=r"^[A-Za-z0-9_-]{1,64}$")
     shard_number: int = Field(1, ge=1, le=1024)  # server mode, new collections only
     replication_factor: int = Field(1, ge=1, le=16)  # server mode, new collections only
@@ -83,6 +87,26 @@ class Settings(BaseSettings):
     host: str = "127.0.0.1"
     port: int = Field(8000, ge=1, le=65535)
     log_level: Literal["critical", "error", "warning", "info", "debug"] = "info"
+
+    @field_validator("model_path", mode="before")
+    @classmethod
+    def _split_paths(cls, value: object) -> object:
+        if isinstance(value, str):
+            return [part.strip() for part in value.split(",") if part.strip()]
+        if isinstance(value, Path):
+            return [value]
+        return value
+
+    @field_validator("model_path")
+    @classmethod
+    def _some_paths(cls, value: list[Path]) -> list[Path]:
+        if not value:
+            raise ValueError("give at least one model file (comma-separated for several)")
+        return value
+
+    def image_store_dir(self) -> Path:
+        """Where kept image bytes live: IMAGE_STORE_PATH, else `images` next to QDRANT_PATH."""
+        return self.image_store_path if self.image_store_path is not None else self.qdrant_path.parent / "images"
 
     @field_validator("batch_max_size", "batch_max_wait_ms", "admission_images", "decode_slots", mode="before")
     @classmethod

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import logging
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
 
 from fastapi import FastAPI, Request
@@ -22,6 +22,7 @@ from app.core.errors import (
 )
 from app.core.settings import Settings, load_settings
 from app.encode.encoder import OnnxImageEncoder
+from app.encode.models import ModelSet
 from app.http.answers import error_answer
 from app.http.backfill_routes import router as backfill_router
 from app.http.middleware import BodySizeLimit, RequestMetrics
@@ -36,10 +37,10 @@ log = logging.getLogger("lookalike")
 
 def create_app(
     settings: Settings | None = None,
-    encoder: OnnxImageEncoder | None = None,
+    encoder: ModelSet | OnnxImageEncoder | Sequence[OnnxImageEncoder] | None = None,
     store: VectorStore | None = None,
 ) -> FastAPI:
-    """Build the app. Encoder and store are created in the lifespan unless given (tests pass their own)."""
+    """Build the app. Models and store are created in the lifespan unless given (tests pass their own)."""
     settings = settings or load_settings()
 
     @asynccontextmanager

@@ -32,6 +32,9 @@ from app.core.schemas import (
     ItemPageOut,
     ItemPatch,
     ItemWriteOut,
+    ModelsOut,
+    PromoteOut,
+    RetireOut,
     SimilarImageFields,
     SimilarImageForm,
     SimilarImageIn,
@@ -41,12 +44,12 @@ from app.core.schemas import (
 )
 from app.http.answers import answer, write_answer
 from app.http.page import router as page_router
-from app.service.items import ItemService
+from app.service.items import ItemService, KeptImage
 
 router = APIRouter()
 ItemIdPath = Annotated[str, Path(pattern=ITEM_ID_PATTERN, min_length=1, max_length=128)]
 ERRORS: dict[int | str, dict[str, Any]] = {
-    code: {"model": ErrorBody} for code in (400, 401, 404, 413, 415, 422, 424, 429, 503, 504)
+    code: {"model": ErrorBody} for code in (400, 401, 404, 409, 413, 415, 422, 424, 429, 503, 504)
 }
 
 
@@ -238,14 +241,55 @@ async def list_items(query: Annotated[ItemListQuery, Query()], service: Service)
 
 @router.get(
     "/items/{item_id}/image",
-    status_code=307,
-    response_class=RedirectResponse,
-    responses={307: {"description": "redirect to the URL the item was written from"}, **ERRORS},
+    response_class=Response,
+    responses={
+        200: {"description": "the kept bytes of an item written from an upload or base64", "content": {"image/*": {}}},
+        304: {"description": "If-None-Match matched the ETag"},
+        307: {"description": "redirect to the URL the item was written from"},
+        **ERRORS,
+    },
 )
-async def item_image(item_id: ItemIdPath, service: Service) -> RedirectResponse:
-    """The item's photo: a redirect to its image URL (404 image_not_found when it was written from bytes)."""
-    url = await service.image_url(item_id)
-    return RedirectResponse(url, status_code=307, headers={"Cache-Control": "no-cache"})
+async def item_image(item_id: ItemIdPath, request: Request, service: Service) -> Response:
+    """The item's photo: its kept bytes (ETag = the image write), or a redirect to the URL it was written from."""
+    image = await service.image(item_id)
+    if not isinstance(image, KeptImage):
+        return RedirectResponse(image, status_code=307, headers={"Cache-Control": "no-cache"})
+    # no-cache: a replaced item keeps this URL, so caches revalidate (a 304 while the image is unchanged)
+    headers = {"ETag": f'"{image.etag}"', "Cache-Control": "no-cache"}
+    if _etag_matches(request.headers.get("if-none-match"), image.etag):
+        return Response(status_code=304, headers=headers)
+    return Response(image.data, media_type=image.content_type, headers=headers)
+
+
+def _etag_matches(header: str | None, etag: str) -> bool:
+    if header is None:
+        return False
+    tags = {tag.strip().removeprefix("W/").strip('"') for tag in header.split(",")}
+    return etag in tags or "*" in tags
+
+
+# ---- model versions (admin: the write key) ----------------------------------------------------------
+
+
+@router.get("/models", response_model=ModelsOut, responses=ERRORS, dependencies=[WriteAuth])
+async def list_models(service: Service) -> JSONResponse:
+    """The collection's model versions: which serves, which are candidates, how far each one's vectors reach."""
+    return answer(await service.list_models())
+
+
+ModelVersionPath = Annotated[str, Path(min_length=1, max_length=256)]
+
+
+@router.post("/models/{version}/promote", response_model=PromoteOut, responses=ERRORS, dependencies=[WriteAuth])
+async def promote_model(version: ModelVersionPath, service: Service, force: bool = False) -> JSONResponse:
+    """Make VERSION serve /similar (409 model_not_ready while items lack its vector, unless force=true)."""
+    return answer(await service.promote(version, force))
+
+
+@router.delete("/models/{version}", response_model=RetireOut, responses=ERRORS, dependencies=[WriteAuth])
+async def retire_model(version: ModelVersionPath, service: Service) -> JSONResponse:
+    """Retire a non-serving VERSION: its vectors are dropped and their space freed (409 model_serving if serving)."""
+    return answer(await service.retire(version))
 
 
 @router.get("/info", response_model=InfoOut)

@@ -124,10 +124,24 @@ def decode_image(data: bytes, *, max_pixels: int, draft_size: int | None = None)
 
 def load_pixels(data: bytes, size: int, max_pixels: int, resample: str = "bicubic", draft: bool = True) -> np.ndarray:
     """Bytes -> uint8 [size, size, 3] RGB, as the model's input expects (draft: see decode_image)."""
+    return load_pixels_for(data, [(size, resample)], max_pixels, draft)[(size, resample)]
+
+
+def load_pixels_for(
+    data: bytes, inputs: list[tuple[int, str]], max_pixels: int, draft: bool = True
+) -> dict[tuple[int, str], np.ndarray]:
+    """Bytes -> one uint8 [size, size, 3] RGB array per (size, resample) asked, from ONE decode.
+
+    Several model versions embed each write; they may differ in input size. The draft decode covers the largest.
+    """
     started = time.perf_counter()
-    img = decode_image(data, max_pixels=max_pixels, draft_size=size if draft else None)
+    largest = max(size for size, _ in inputs)
+    img = decode_image(data, max_pixels=max_pixels, draft_size=largest if draft else None)
+    pixels: dict[tuple[int, str], np.ndarray] = {}
     try:
-        pixels = resize_for_model(img, size, resample)
+        for size, resample in inputs:
+            if (size, resample) not in pixels:
+                pixels[(size, resample)] = resize_for_model(img, size, resample)
     except Exception as exc:
         log.debug("image conversion failed", exc_info=True)
         raise _reject("decode_error", ImageDecodeError(f"the image could not be converted: {exc}")) from None

@@ -286,7 +286,7 @@ def service_backfill(
     if encoder is None:
         raise ModelNotFound(f"no model file of version {version!r} is loaded (LOOKALIKE_MODEL_PATH)")
     batcher = service.models.batchers[version]
-    serving = service.models.batchers.get(service.serving_version, batcher)
+    serving = service.batcher
     settings = service.settings
 
     async def load_image(payload: dict[str, Any]) -> bytes:
@@ -367,10 +367,7 @@ class Backfills:
 
     async def _check(self, version: str) -> None:
         """404 model_not_found unless the collection has `version` active and a model file of it is loaded."""
-        store = self._service.store
-        known = {v.model_version: v for v in await self._service._store("versions", store.versions)}
-        if version not in known or known[version].state == "retired":
-            raise ModelNotFound(f"the collection has no active model version {version!r}")
+        (await self._service.versions(fresh=True)).check_active(version)
         if self._service.models.get(version) is None:
             raise ModelNotFound(f"no model file of version {version!r} is loaded (LOOKALIKE_MODEL_PATH)")
 

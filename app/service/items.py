@@ -1,7 +1,8 @@
 """The service: what each route does, with no HTTP in it (the CLI uses it in-process too).
 
-write: image bytes (upload, base64 or URL) -> decode + resize (thread) -> micro-batcher -> store.upsert
-read:  store.similar(item_id, k, filters)
+write: image bytes (upload, base64 or URL) -> decode once, resize per model (thread) -> one micro-batcher per
+       active model version -> kept bytes (ImageStore) -> store.upsert(payloads, {version: vectors})
+read:  store.similar(item_id, k, filters, version), version = the serving one unless the request names another
 """
 
 from __future__ import annotations
@@ -9,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import binascii
+import contextlib
 import re
 import time
 import uuid
@@ -27,9 +29,11 @@ from app.core.errors import (
     ItemNotFound,
     LookalikeError,
     ModelNotFound,
+    ModelServing,
     Overloaded,
     StoreUnavailable,
     ValidationFailed,
+    VersionMissing,
     validation_message,
 )
 from app.core.schemas import (
@@ -41,6 +45,10 @@ from app.core.schemas import (
     ItemPageOut,
     ItemPatch,
     ItemWriteOut,
+    ModelsOut,
+    ModelVersionOut,
+    PromoteOut,
+    RetireOut,
     SimilarImageFields,
     SimilarImageResponse,
     SimilarItem,
@@ -49,14 +57,19 @@ from app.core.schemas import (
 )
 from app.core.settings import Settings
 from app.encode.batcher import MicroBatcher
-from app.encode.encoder import OnnxImageEncoder
+from app.encode.models import ModelSet
 from app.ingest.admission import Budget
-from app.ingest.decode import load_pixels
+from app.ingest.decode import load_pixels_for, sniff_format
 from app.ingest.fetch import ImageFetcher
-from app.store.base import Hit, SimilarFilters, VectorStore
+from app.store.base import Hit, ModelVersion, SimilarFilters, VectorStore
 from app.store.guard import StoreGuard
+from app.store.images import ImageStore, image_key
 
 T = TypeVar("T")
+
+
+# Another replica's promote or retire reaches this one's cached version list within this long.
+VERSIONS_TTL_S = 2.0
 
 
 @dataclass(frozen=True)
@@ -66,24 +79,62 @@ class _Pending:
     image: bytes | str  # raw bytes, or an image URL still to fetch
 
 
+@dataclass(frozen=True)
+class _Embedded:
+    data: bytes  # the image bytes (kept in the ImageStore when the item was not written from a URL)
+    vectors: dict[str, np.ndarray]  # one per active model version
+
+
+@dataclass(frozen=True)
+class Versions:
+    """The collection's model versions at one moment: a request reads this once, so it never mixes versions."""
+
+    serving: str
+    all: dict[str, ModelVersion]
+
+    @classmethod
+    def of(cls, versions: list[ModelVersion]) -> Versions:
+        serving = next(v.model_version for v in versions if v.state == "serving")
+        return cls(serving, {v.model_version: v for v in versions})
+
+    @property
+    def active(self) -> list[str]:
+        """Serving first, then the candidates: every write embeds with each."""
+        return [self.serving] + [v for v, mv in self.all.items() if mv.state == "candidate"]
+
+    def check_active(self, version: str | None) -> str:
+        """The version a read ranks with: the serving one unless named; 404 model_not_found if not active."""
+        if version is None:
+            return self.serving
+        state = self.all[version].state if version in self.all else None
+        if state is None or state == "retired":
+            known = ", ".join(self.active)
+            why = "is retired" if state == "retired" else "is unknown"
+            raise ModelNotFound(f"model version {version!r} {why}; active versions: {known}")
+        return version
+
+
 class ItemService:
     """Answers with the response models of app/core/schemas.py; errors are LookalikeError subclasses."""
 
     def __init__(
         self,
         settings: Settings,
-        encoder: OnnxImageEncoder,
+        models: ModelSet,
         store: VectorStore,
-        batcher: MicroBatcher,
+        versions: list[ModelVersion],
         fetcher: ImageFetcher,
         images: Budget,
+        image_store: ImageStore,
     ) -> None:
         self.settings = settings
-        self.encoder = encoder
+        self.models = models
         self.store = store
-        self.batcher = batcher
         self.fetcher = fetcher
-        self.images = images  # admission: one permit per image from before its download to its vector
+        self.images = images  # admission: one permit per image (whatever the number of models) to its vectors
+        self.image_store = image_store
+        self._versions = Versions.of(versions)
+        self._versions_read = time.monotonic()
         # Decodes at once: each may take IMAGE_MAX_PIXELS x 4 bytes (and a copy) while it converts; admitted
         # images beyond these wait here holding only their (budgeted) bytes.
         self._decode_slots = asyncio.Semaphore(settings.decode_concurrency())
@@ -99,7 +150,20 @@ class ItemService:
 
     @property
     def model_version(self) -> str:
-        return self.encoder.model_version
+        """The serving version (as last read)."""
+        return self._versions.serving
+
+    @property
+    def batcher(self) -> MicroBatcher:
+        """The serving version's micro-batcher."""
+        return self.models.batchers[self._versions.serving]
+
+    async def versions(self, fresh: bool = False) -> Versions:
+        """The collection's versions, re-read from the store when older than VERSIONS_TTL_S (or `fresh`)."""
+        if fresh or time.monotonic() - self._versions_read > VERSIONS_TTL_S:
+            read = await self._store("versions", self.store.versions)
+            self._versions, self._versions_read = Versions.of(read), time.monotonic()
+        return self._versions
 
     # ---- writes -------------------------------------------------------------------------------------
 
@@ -129,8 +193,9 @@ class ItemService:
                 results[i] = BatchResult.failed(given_id, exc)
         # Admission item by item: the tasks start in item order and each takes its permit (or its 429)
         # before its first await, so the first items get the free permits and the rest are refused.
-        embedded = await asyncio.gather(*(self._admitted_embed(p) for _, p in pending), return_exceptions=True)
-        ready: list[tuple[int, _Pending, np.ndarray]] = []
+        active = (await self.versions()).active
+        embedded = await asyncio.gather(*(self._admitted_embed(p, active) for _, p in pending), return_exceptions=True)
+        ready: list[tuple[int, _Pending, _Embedded]] = []
         for (i, p), outcome in zip(pending, embedded, strict=True):
             if isinstance(outcome, LookalikeError):
                 results[i] = BatchResult.failed(p.item_id, outcome)
@@ -140,7 +205,7 @@ class ItemService:
                 ready.append((i, p, outcome))
         if ready:
             try:
-                written = await self._upsert([p for _, p, _ in ready], np.stack([v for _, _, v in ready]))
+                written = await self._upsert([p for _, p, _ in ready], [e for _, _, e in ready])
             except LookalikeError as exc:
                 for i, p, _ in ready:
                     results[i] = BatchResult.failed(p.item_id, exc)
@@ -164,55 +229,102 @@ class ItemService:
         except (binascii.Error, ValueError):
             raise ValidationFailed("image_base64 is not valid base64") from None
 
-    async def _admitted_embed(self, pending: _Pending) -> np.ndarray:
+    async def _admitted_embed(self, pending: _Pending, versions: list[str]) -> _Embedded:
         """_embed under one image permit: 429 at once when none is free; given back however it ends."""
         with self.images.hold():
-            return await self._embed(pending)
+            return await self._embed(pending, versions)
 
-    async def _embed(self, pending: _Pending) -> np.ndarray:
+    async def _embed(self, pending: _Pending, versions: list[str]) -> _Embedded:
         """Download, decode and encode one image (the caller holds its permit)."""
         # Shed before the costly part: a full queue answers 429 before any download or decode.
-        if self.batcher.saturated():
-            raise Overloaded(f"the encoder queue is full ({self.batcher.queue_max} images); retry shortly")
+        for version in versions:
+            batcher = self.models.batchers[version]
+            if batcher.saturated():
+                raise Overloaded(f"the {version} encoder queue is full ({batcher.queue_max} images); retry shortly")
         data = pending.image
         if isinstance(data, str):
             data = await self.fetcher.fetch(data)
         if len(data) > self.settings.fetch_max_bytes:
             raise ImageTooLarge(f"the image is over the limit of {self.settings.fetch_max_bytes} bytes")
-        # From here the image reaches the encoder within one decode: announce it, so that a batch
-        # opening meanwhile waits for it (a failed decode or a cancelled request withdraws it).
-        with self.batcher.reserve() as slot:
+        # From here the image reaches the encoders within one decode: announce it to each version's batcher, so
+        # that a batch opening meanwhile waits for it (a failed decode or a cancelled request withdraws it).
+        encoders = [self._encoder(v) for v in versions]
+        inputs = [(e.meta.image_size, e.meta.resample) for e in encoders]
+        with contextlib.ExitStack() as stack:
+            slots = [stack.enter_context(self.models.batchers[v].reserve()) for v in versions]
             async with self._decode_slots:
-                meta = self.encoder.meta
                 pixels = await asyncio.to_thread(
-                    load_pixels,
-                    data,
-                    meta.image_size,
-                    self.settings.image_max_pixels,
-                    meta.resample,
-                    self.settings.decode_draft,
+                    load_pixels_for, data, inputs, self.settings.image_max_pixels, self.settings.decode_draft
                 )
-            return await slot.submit(pixels, self.settings.request_timeout_s)
+            timeout = self.settings.request_timeout_s
+            vectors = await asyncio.gather(
+                *(slot.submit(pixels[key], timeout) for slot, key in zip(slots, inputs, strict=True))
+            )
+        return _Embedded(data, dict(zip(versions, vectors, strict=True)))
+
+    def _encoder(self, version: str) -> Any:
+        encoder = self.models.get(version)
+        if encoder is None:  # another replica added a version this one has no file for
+            raise ModelNotFound(f"model version {version!r} is active but no file of it is loaded here")
+        return encoder
 
     async def _index_all(self, pending: list[_Pending]) -> list[ItemWriteOut]:
-        vectors = [await self._admitted_embed(p) for p in pending]
-        return await self._upsert(pending, np.stack(vectors))
+        active = (await self.versions()).active
+        embedded = [await self._admitted_embed(p, active) for p in pending]
+        return await self._upsert(pending, embedded)
 
-    async def _upsert(self, pending: list[_Pending], vectors: np.ndarray) -> list[ItemWriteOut]:
+    async def _upsert(self, pending: list[_Pending], embedded: list[_Embedded]) -> list[ItemWriteOut]:
+        """Keep the uploaded bytes, write payloads + every version's vectors, then drop the replaced images."""
         now = time.time()
         payloads = [self._payload(p, now) for p in pending]
-        created = await self._store("upsert", self.store.upsert, payloads, vectors)
+        kept = [(p["image_key"], e.data) for p, e in zip(payloads, embedded, strict=True) if "image_key" in p]
+        await asyncio.to_thread(self._put_images, kept)
+        try:
+            replaced = await self._store("get", self._image_keys, [p.item_id for p in pending])
+            vectors = {v: np.stack([e.vectors[v] for e in embedded]) for v in embedded[0].vectors}
+            created = await self._store("upsert", self.store.upsert, payloads, vectors)
+        except BaseException:
+            await asyncio.to_thread(self._drop_images, [key for key, _ in kept])  # nothing names them
+            raise
+        await asyncio.to_thread(self._drop_images, [key for key in replaced if key is not None])
         metrics.items_indexed.inc(len(pending))
+        serving = self.model_version
         return [
-            ItemWriteOut(item_id=p.item_id, model_version=self.model_version, created=c)
+            ItemWriteOut(item_id=p.item_id, model_version=serving, created=c)
             for p, c in zip(pending, created, strict=True)
         ]
 
     def _payload(self, pending: _Pending, now: float) -> dict[str, Any]:
         fields = {k: v for k, v in pending.metadata.items() if v is not None}
+        write_id = uuid.uuid4().hex  # new on every image write; patches keep it (backfills check it)
         if isinstance(pending.image, str):  # written from a URL: keep it (GET /items/{id}/image redirects to it)
             fields["image_url"] = pending.image
-        return {"item_id": pending.item_id, **fields, "model_version": self.model_version, "indexed_at": now}
+        else:  # written from bytes: kept in the ImageStore under this key
+            fields["image_key"] = image_key(pending.item_id, write_id)
+        return {
+            "item_id": pending.item_id,
+            **fields,
+            "write_id": write_id,
+            "model_version": self.model_version,
+            "indexed_at": now,
+        }
+
+    def _image_keys(self, item_ids: list[str]) -> list[str | None]:
+        """The kept-image keys of the items as they are now (read before a write replaces them)."""
+        keys = []
+        for item_id in item_ids:
+            payload = self.store.get(item_id)
+            key = payload.get("image_key") if payload else None
+            keys.append(key if isinstance(key, str) else None)
+        return keys
+
+    def _put_images(self, kept: list[tuple[str, bytes]]) -> None:
+        for key, data in kept:
+            self.image_store.put(key, data)
+
+    def _drop_images(self, keys: list[str]) -> None:
+        for key in keys:
+            self.image_store.delete(key)
 
     async def patch(self, item_id: str, patch: ItemPatch) -> ItemOut:
         payload = await self._store("patch", self.store.patch, item_id, patch.changes())
@@ -221,8 +333,11 @@ class ItemService:
         return ItemOut.model_validate(payload)
 
     async def delete(self, item_id: str) -> None:
+        (key,) = await self._store("get", self._image_keys, [item_id])
         if not await self._store("delete", self.store.delete, item_id):
             raise ItemNotFound(item_id)
+        if key is not None:  # after the store write: a crash in between leaves an orphan file, never a lost image
+            await asyncio.to_thread(self.image_store.delete, key)
 
     # ---- reads --------------------------------------------------------------------------------------
 
@@ -233,6 +348,7 @@ class ItemService:
         return ItemOut.model_validate(payload)
 
     async def similar(self, item_id: str, query: SimilarQuery) -> SimilarResponse:
+        version = (await self.versions()).check_active(query.model_version)
         filters = SimilarFilters(
             category=query.category,
             min_price=query.min_price,
@@ -240,14 +356,10 @@ class ItemService:
             include_sold=query.include_sold,
             exclude_same_seller=query.exclude_same_seller,
         )
-        hits: list[Hit] | None = await self._store("similar", self.store.similar, item_id, query.k, filters)
+        hits: list[Hit] | None = await self._store("similar", self.store.similar, item_id, query.k, filters, version)
         if hits is None:
             raise ItemNotFound(item_id)
-        return SimilarResponse(
-            item_id=item_id,
-            model_version=self.model_version,
-            results=_similar_items(hits),
-        )
+        return SimilarResponse(item_id=item_id, model_version=version, results=_similar_items(hits))
 
     # ---- search by photo, browsing, the page ---------------------------------------------------------
 
@@ -257,9 +369,8 @@ class ItemService:
         The photo takes the write path's way to the encoder (`_embed`: admission, fetch guard, decode
         limits, micro-batching), so it is refused (429, 413, 415, 422...) exactly as a POST /items would be.
         """
-        if query.model_version is not None and query.model_version != self.model_version:
-            raise ModelNotFound(f"model version {query.model_version!r} is not served (serving {self.model_version!r})")
-        vector = await self._admitted_embed(_Pending("", {}, image))
+        version = (await self.versions()).check_active(query.model_version)
+        vector = (await self._admitted_embed(_Pending("", {}, image), [version])).vectors[version]
         filters = SimilarFilters(
             category=query.category,
             min_price=query.min_price,
@@ -268,8 +379,10 @@ class ItemService:
             exclude_same_seller=query.exclude_same_seller,
             seller_id=query.seller_id,
         )
-        hits: list[Hit] = await self._store("similar_to_vector", self.store.similar_to_vector, vector, query.k, filters)
-        return SimilarImageResponse(model_version=self.model_version, results=_similar_items(hits))
+        hits: list[Hit] = await self._store(
+            "similar_to_vector", self.store.similar_to_vector, vector, query.k, filters, version
+        )
+        return SimilarImageResponse(model_version=version, results=_similar_items(hits))
 
     def decode_base64_image(self, text: str) -> bytes:
         return self._decode_base64(text)
@@ -282,19 +395,80 @@ class ItemService:
             next_cursor=None if page.next_point is None else _point_cursor(page.next_point),
         )
 
-    async def image_url(self, item_id: str) -> str:
-        """Where the item's photo is: the URL it was written from (no image bytes are kept yet)."""
-        url = (await self.get(item_id)).image_url
-        if not isinstance(url, str):
-            raise ImageNotFound(f"no image is kept for item {item_id!r} (it was written from bytes, not a URL)")
-        return url
+    async def image(self, item_id: str) -> KeptImage | str:
+        """The item's photo: its kept bytes, or the URL it was written from."""
+        payload = await self._store("get", self.store.get, item_id)
+        if payload is None:
+            raise ItemNotFound(item_id)
+        key, url = payload.get("image_key"), payload.get("image_url")
+        if isinstance(key, str):
+            data = await asyncio.to_thread(self.image_store.get, key)
+            if data is not None:
+                fmt = sniff_format(data) or "octet-stream"
+                etag = str(payload.get("write_id") or key.rpartition("-")[2])
+                return KeptImage(data, IMAGE_TYPES.get(fmt, "application/octet-stream"), etag)
+        if isinstance(url, str):
+            return url
+        raise ImageNotFound(f"no image is kept for item {item_id!r}")
+
+    # ---- model versions ---------------------------------------------------------------------------
+
+    async def list_models(self) -> ModelsOut:
+        versions = await self.versions(fresh=True)
+        rows = []
+        for version, mv in versions.all.items():
+            have, total = await self._store("coverage", self.store.coverage, version)
+            encoder = self.models.get(version)
+            rows.append(
+                ModelVersionOut(
+                    model_version=version,
+                    state=mv.state,
+                    coverage=_fraction(have, total) if mv.state != "retired" else 0.0,
+                    items_missing=total - have if mv.state != "retired" else total,
+                    dim=mv.dim,
+                    image_size=encoder.image_size if encoder else None,
+                    precision=encoder.precision if encoder else None,
+                    provider=encoder.provider if encoder else None,
+                )
+            )
+        return ModelsOut(serving=versions.serving, versions=rows)
+
+    async def promote(self, version: str, force: bool = False) -> PromoteOut:
+        """Make `version` serve /similar; 409 model_not_ready while items lack its vector, unless forced."""
+        versions = await self.versions(fresh=True)
+        version = versions.check_active(version)
+        if self.models.get(version) is None:
+            raise ModelNotFound(f"model version {version!r} has no model file loaded here (LOOKALIKE_MODEL_PATH)")
+        have, total = await self._store("coverage", self.store.coverage, version)
+        if have < total and not force:
+            raise VersionMissing(
+                f"model version {version!r} covers {have} of {total} items ({_fraction(have, total):.1%}); "
+                f"backfill it first (`lookalike models backfill {version}`), or promote with force=true "
+                f"and {total - have} item(s) drop out of /similar results until they have its vector"
+            )
+        if version != versions.serving:
+            await self._store("promote", self.store.promote, version)
+        await self.versions(fresh=True)
+        return PromoteOut(
+            serving=version, previous=versions.serving, coverage=_fraction(have, total), items_missing=total - have
+        )
+
+    async def retire(self, version: str) -> RetireOut:
+        """Drop a non-serving version's vectors (its space is freed); 409 model_serving for the serving one."""
+        versions = await self.versions(fresh=True)
+        version = versions.check_active(version)
+        if version == versions.serving:
+            raise ModelServing(f"model version {version!r} serves /similar; promote another version first")
+        await self._store("retire", self.store.retire, version)
+        await self.versions(fresh=True)
+        return RetireOut(model_version=version, state="retired")
 
     def info(self) -> InfoOut:
         # models.export names random-weight models "siglip-<config>-random-<precision>-<sha>"
         return InfoOut(model_version=self.model_version, random_weights="-random-" in self.model_version)
 
     async def ready(self) -> bool:
-        if self.batcher.saturated():
+        if self.models.saturated():
             return False
         try:
             await self._store("ready", self._store_ready)
@@ -316,6 +490,26 @@ class ItemService:
             raise
         finally:
             metrics.store_duration.labels(op=op).observe(time.perf_counter() - started)
+
+
+IMAGE_TYPES = {
+    "JPEG": "image/jpeg",
+    "PNG": "image/png",
+    "GIF": "image/gif",
+    "BMP": "image/bmp",
+    "WEBP": "image/webp",
+}
+
+
+@dataclass(frozen=True)
+class KeptImage:
+    data: bytes
+    content_type: str
+    etag: str  # the write_id: a new image write changes it, a patch does not
+
+
+def _fraction(have: int, total: int) -> float:
+    return 1.0 if total == 0 else have / total
 
 
 def _similar_items(hits: list[Hit]) -> list[SimilarItem]:

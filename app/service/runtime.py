@@ -1,4 +1,4 @@
-"""The composition root: build the encoder, store, batcher and fetcher, start and stop them in order.
+"""The composition root: build the models, store, batchers and fetcher, start and stop them in order.
 
 Used by the HTTP app's lifespan and by the command line (in-process indexing and queries).
 """
@@ -7,17 +7,17 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
 
-from app.core import metrics
 from app.core.settings import Settings
-from app.encode.batcher import MicroBatcher
 from app.encode.encoder import OnnxImageEncoder
+from app.encode.models import BatchLimits, ModelSet
 from app.ingest.admission import Budget
 from app.ingest.fetch import ImageFetcher
 from app.service.items import ItemService
 from app.store.base import VectorStore
+from app.store.images import ImageStore
 
 log = logging.getLogger("lookalike")
 
@@ -40,26 +40,43 @@ def make_store(settings: Settings) -> VectorStore:
     )
 
 
+def load_models(settings: Settings) -> ModelSet:
+    """Every file of LOOKALIKE_MODEL_PATH; EncoderError for a bad file or two files of one version."""
+    return ModelSet.load(settings.model_path, settings.device, settings.ort_threads)
+
+
+def as_model_set(models: ModelSet | OnnxImageEncoder | Sequence[OnnxImageEncoder]) -> ModelSet:
+    """A set from what a caller passed: a set, a list of encoders, or one encoder (or a stand-in for one)."""
+    if isinstance(models, ModelSet):
+        return models
+    return ModelSet(list(models) if isinstance(models, list | tuple) else [models])  # type: ignore[list-item]
+
+
 @asynccontextmanager
 async def running_service(
-    settings: Settings, encoder: OnnxImageEncoder | None = None, store: VectorStore | None = None
+    settings: Settings,
+    encoder: ModelSet | OnnxImageEncoder | Sequence[OnnxImageEncoder] | None = None,
+    store: VectorStore | None = None,
 ) -> AsyncIterator[ItemService]:
-    """Encoder (warmed), store, batcher and fetcher, started and stopped in order. Used by the app and the CLI."""
-    enc = encoder or OnnxImageEncoder(settings.model_path, settings.device, settings.ort_threads)
-    enc.warmup()
-    metrics.model_info.labels(version=enc.model_version, provider=enc.provider, precision=enc.precision).set(1)
+    """Models (warmed), store, batchers and fetcher, started and stopped in order. Used by the app and the CLI.
+
+    `encoder`: the loaded model(s) (tests and `python -m app` pass theirs), else LOOKALIKE_MODEL_PATH is loaded.
+    """
+    models = as_model_set(encoder) if encoder is not None else load_models(settings)
+    models.warmup()
     vector_store = store or make_store(settings)
     try:
-        vector_store.ensure_collection(enc.dim, enc.model_version)
-        max_batch_size, max_wait_ms = settings.batching(enc.provider)  # "auto" = per device
-        batcher = MicroBatcher(
-            enc.embed,
-            max_batch_size=max_batch_size,
-            max_wait_ms=max_wait_ms,
-            queue_max=settings.queue_max,
-            max_hold_ms=settings.batch_max_hold_ms,
-            drain_s=settings.shutdown_encoder_drain_s,
-        )
+        versions = vector_store.open(models.dims())
+        limits = {}
+        for version, enc in models.encoders.items():
+            max_batch_size, max_wait_ms = settings.batching(enc.provider)  # "auto" = per device
+            limits[version] = BatchLimits(
+                max_batch_size=max_batch_size,
+                max_wait_ms=max_wait_ms,
+                queue_max=settings.queue_max,
+                max_hold_ms=settings.batch_max_hold_ms,
+                drain_s=settings.shutdown_encoder_drain_s,
+            )
         fetcher = ImageFetcher(
             timeout_s=settings.fetch_timeout_s,
             max_bytes=settings.fetch_max_bytes,
@@ -68,21 +85,23 @@ async def running_service(
             max_keepalive=settings.fetch_max_keepalive,
             keepalive_expiry_s=settings.fetch_keepalive_expiry_s,
         )
-        images = Budget("images", settings.admitted_images(max_batch_size))
-        await batcher.start()
+        images = Budget("images", settings.admitted_images(max(lim.max_batch_size for lim in limits.values())))
+        await models.start(limits)
+        service = ItemService(
+            settings, models, vector_store, versions, fetcher, images, ImageStore(settings.image_store_dir())
+        )
+        serving = models.encoders.get(service.model_version)
         log.info(
-            "ready: model %s on %s (batches of up to %d, %g ms wait), %d items",
-            enc.model_version,
-            enc.provider,
-            max_batch_size,
-            max_wait_ms,
+            "ready: serving model %s on %s, versions %s, %d items",
+            service.model_version,
+            serving.provider if serving else "?",
+            ", ".join(f"{v.model_version} ({v.state})" for v in versions),
             vector_store.count(),
         )
-        service = ItemService(settings, enc, vector_store, batcher, fetcher, images)
         try:
             yield service
         finally:
-            await batcher.stop()
+            await models.stop()
             await fetcher.aclose()
             await asyncio.to_thread(service.close)  # store calls in progress finish before the store closes
     finally:

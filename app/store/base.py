@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import uuid
 from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import Any, Literal, Protocol
 
 import numpy as np
 
@@ -22,6 +22,16 @@ FLOAT_FIELDS = ("price",)
 
 def point_id(item_id: str) -> str:
     return str(uuid.uuid5(POINT_NAMESPACE, item_id))
+
+
+VersionState = Literal["serving", "candidate", "retired"]
+
+
+@dataclass(frozen=True)
+class ModelVersion:
+    model_version: str
+    state: VersionState
+    dim: int
 
 
 @dataclass(frozen=True)
