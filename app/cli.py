@@ -187,6 +187,7 @@ async def _backfill_in_process(args: argparse.Namespace, partition: Any) -> dict
     from app.service.runtime import running_service
 
     async with running_service(load_settings()) as service:
+        (await service.versions(fresh=True)).check_active(args.version)  # 404 model_not_found otherwise
         progress = tqdm(unit="item", desc=f"backfill {args.version}")
         backfill = service_backfill(service, args.version, partition, on_item=lambda _: progress.update(1))
         progress.total = await backfill.count_missing()
