@@ -177,7 +177,7 @@ class LsmSubject:
 
     def __init__(self, root: Path, dim: int, hot_max: int, fanin: int) -> None:
         self.store = EdgeStore(root, "bench", hot_max=hot_max, merge_fanin=fanin)
-        self.store.ensure_collection(dim, "bench-model")
+        self.store.open({"bench-model": dim})
 
     def upsert(self, payloads: list[dict[str, Any]], vectors: np.ndarray) -> None:
         self.store.upsert(payloads, vectors)

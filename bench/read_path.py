@@ -125,7 +125,7 @@ def load_edge_store(
     t0 = time.perf_counter()
     # sync_wal=False: no fsync per batch while loading; close() flushes every shard.
     store = EdgeStore(path, "items", hot_max=hot_max, merge_fanin=fanin, sync_wal=False)
-    store.ensure_collection(dim, model_version)
+    store.open({model_version: dim})
     chunk = min(LOAD_BATCH, hot_max)
     try:
         with tqdm(total=n, desc="load embedded store", unit="vec", file=sys.stderr) as bar:
@@ -180,7 +180,7 @@ def edge_store_p50(
     from app.store.qdrant_edge import EdgeStore
 
     store = EdgeStore(path, "items", hot_max=hot_max)
-    store.ensure_collection(dim, model_version)
+    store.open({model_version: dim})
     try:
         time_store(store, ids[:20], k, max_s)  # warm-up: page the shards in
         return time_store(store, ids, k, max_s)
@@ -199,7 +199,7 @@ def local_mode_p50(
 
     payloads, vectors = data
     store = ServerStore(QdrantClient(":memory:"), "items")
-    store.ensure_collection(vectors.shape[1], model_version)
+    store.open({model_version: vectors.shape[1]})
     try:
         with tqdm(total=len(payloads), desc="load local mode", unit="vec", file=sys.stderr) as bar:
             for start in range(0, len(payloads), LOAD_BATCH):

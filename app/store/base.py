@@ -7,6 +7,7 @@ operations on both and compares the answers.
 from __future__ import annotations
 
 import uuid
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any, Literal, Protocol
 
@@ -22,16 +23,6 @@ FLOAT_FIELDS = ("price",)
 
 def point_id(item_id: str) -> str:
     return str(uuid.uuid5(POINT_NAMESPACE, item_id))
-
-
-VersionState = Literal["serving", "candidate", "retired"]
-
-
-@dataclass(frozen=True)
-class ModelVersion:
-    model_version: str
-    state: VersionState
-    dim: int
 
 
 @dataclass(frozen=True)
@@ -60,8 +51,18 @@ class Hit:
     payload: dict[str, Any]
 
 
+VersionState = Literal["serving", "candidate", "retired"]
+
+
+@dataclass(frozen=True)
+class ModelVersion:
+    model_version: str
+    state: VersionState
+    dim: int
+
+
 class CollectionMismatch(RuntimeError):
-    """Start-up only: the stored collection was built with another embedding model or dimension."""
+    """Start-up only: the collection needs a model version no file provides, or a version's dimension differs."""
 
 
 class VectorStore(Protocol):
@@ -72,11 +73,26 @@ class VectorStore(Protocol):
     Payload dicts always hold `item_id`; `upsert` replaces the whole payload and vector of an item.
     """
 
-    def ensure_collection(self, dim: int, model_version: str) -> None:
-        """Create the collection or check it matches; raises CollectionMismatch."""
+    def open(self, models: Mapping[str, int]) -> list[ModelVersion]:
+        """Open or create the collection for the model files given, {model_version: dim} in LOOKALIKE_MODEL_PATH
+        order. New collection: first = serving, others = candidate. Existing: unknown versions are added as
+        candidate (a new named vector; a retired version stays retired); CollectionMismatch if a serving or
+        candidate version has no file (the message names it) or a known version's dim differs. Collections
+        written before versions existed open unchanged: their version keeps the unnamed vector."""
 
-    def upsert(self, payloads: list[dict[str, Any]], vectors: np.ndarray) -> list[bool]:
-        """Write items (payload + L2-normalised vector); returns `created` per item. Durable on return."""
+    def versions(self) -> list[ModelVersion]: ...
+
+    def promote(self, version: str) -> None:
+        """Make `version` serving (atomic, durable); the old serving version becomes a candidate.
+        ModelNotFound for an unknown or retired version; coverage is the caller's business."""
+
+    def retire(self, version: str) -> None:
+        """Candidate -> retired: its named vector is deleted (space freed). ValueError for the serving one."""
+
+    def upsert(self, payloads: list[dict[str, Any]], vectors: Mapping[str, np.ndarray] | np.ndarray) -> list[bool]:
+        """Write items (payload + one L2-normalised [N, dim] array per ACTIVE version, all of them, else
+        ValueError); returns `created` per item. Durable on return. Convenience: a plain array is accepted
+        while exactly one version is active."""
 
     def get(self, item_id: str) -> dict[str, Any] | None: ...
 
@@ -85,11 +101,30 @@ class VectorStore(Protocol):
 
     def delete(self, item_id: str) -> bool: ...
 
-    def similar(self, item_id: str, k: int, filters: SimilarFilters) -> list[Hit] | None:
-        """Top-k by cosine, never the item itself; None if item_id is unknown."""
+    def similar(self, item_id: str, k: int, filters: SimilarFilters, version: str | None = None) -> list[Hit] | None:
+        """Top-k by cosine with `version`'s vectors (None: serving), never the item itself; None if item_id is
+        unknown; VersionMissing if the item has no vector of that version; ModelNotFound if unknown/retired."""
 
-    def similar_to_vector(self, vector: np.ndarray, k: int, filters: SimilarFilters) -> list[Hit]:
-        """Top-k by cosine to an L2-normalised vector (no item is left out); same filters as `similar`."""
+    def similar_to_vector(
+        self, vector: np.ndarray, k: int, filters: SimilarFilters, version: str | None = None
+    ) -> list[Hit]:
+        """Top-k by cosine to an L2-normalised vector of `version` (None: serving); same filters as `similar`."""
+
+    def coverage(self, version: str) -> tuple[int, int]:
+        """(items having `version`'s vector, all items)."""
+
+    def missing(self, version: str, limit: int, cursor: str | None) -> tuple[list[dict[str, Any]], str | None]:
+        """Payloads of up to `limit` items lacking `version`'s vector in point-id order from point id `cursor`
+        (inclusive), and the point id the next page starts at (None: done)."""
+
+    def set_vector(self, item_id: str, version: str, vector: np.ndarray, write_id: str) -> bool:
+        """Write only `version`'s vector of the item, only if it exists and its payload's write_id equals
+        `write_id`; never creates a point, never touches the payload or other vectors. False when skipped."""
+
+    def get_meta(self, key: str) -> dict[str, Any] | None:
+        """A small JSON document kept with the collection (shared by replicas in server mode)."""
+
+    def put_meta(self, key: str, value: dict[str, Any]) -> None: ...
 
     def list_items(self, limit: int, cursor: str | None, category: str | None, status: str | None) -> ItemPage:
         """Up to `limit` payloads ordered by point id, starting at point id `cursor` (inclusive; None: first).

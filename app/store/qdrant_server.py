@@ -8,28 +8,34 @@ the client reconnects by itself, so the service recovers without a restart.
 from __future__ import annotations
 
 import contextlib
+import time
 import warnings
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from typing import Any
 
 import httpx
 import numpy as np
 from qdrant_client import QdrantClient, models
+from qdrant_client import models as qdrant_models
 from qdrant_client.http.exceptions import ResponseHandlingException, UnexpectedResponse
 
-from app.core.errors import StoreUnavailable
+from app.core.errors import StoreUnavailable, VersionMissing
 from app.core.settings import Settings
 from app.store.base import (
     FLOAT_FIELDS,
     KEYWORD_FIELDS,
-    CollectionMismatch,
     Hit,
     ItemPage,
+    ModelVersion,
     SimilarFilters,
     point_id,
 )
+from app.store.versions import StoredVersion, find, open_versions, promoted, retired, vectors_by_name
 
-MODEL_VERSION_KEY = "lookalike.model_version"
+MODEL_VERSION_KEY = "lookalike.model_version"  # collections from before versions: their one model
+VERSIONS_KEY = "lookalike.versions"  # the version registry, in the collection's metadata
+META_PREFIX = "lookalike.meta."  # get_meta/put_meta documents
+REGISTRY_TTL_S = 1.0
 
 
 @contextlib.contextmanager
@@ -78,6 +84,8 @@ class ServerStore:
         self.collection = collection
         self.shard_number = shard_number
         self.replication_factor = replication_factor
+        self._rows: list[StoredVersion] = []
+        self._rows_at = 0.0
 
     @classmethod
     def from_settings(cls, settings: Settings) -> ServerStore:
@@ -93,44 +101,156 @@ class ServerStore:
             replication_factor=settings.replication_factor,
         )
 
-    def ensure_collection(self, dim: int, model_version: str) -> None:
+    # ------------------------------------------------------------ versions
+
+    def open(self, models: Mapping[str, int]) -> list[ModelVersion]:
+        qm = qdrant_models  # `models` is the parameter here
         with _unavailable_on_failure():
             if not self._client.collection_exists(self.collection):
+                rows, _ = open_versions(None, models, repr(self.collection))
                 self._client.create_collection(
                     self.collection,
-                    vectors_config=models.VectorParams(size=dim, distance=models.Distance.COSINE),
+                    vectors_config={v.vector: qm.VectorParams(size=v.dim, distance=qm.Distance.COSINE) for v in rows},
                     shard_number=self.shard_number,
                     replication_factor=self.replication_factor,
-                    metadata={MODEL_VERSION_KEY: model_version},
+                    metadata={VERSIONS_KEY: [v.to_json() for v in rows]},
                 )
                 with warnings.catch_warnings():  # local mode (tests) warns that indexes have no effect there
                     warnings.simplefilter("ignore", UserWarning)
                     for field in KEYWORD_FIELDS:
-                        self._client.create_payload_index(self.collection, field, models.PayloadSchemaType.KEYWORD)
+                        self._client.create_payload_index(self.collection, field, qm.PayloadSchemaType.KEYWORD)
                     for field in FLOAT_FIELDS:
-                        self._client.create_payload_index(self.collection, field, models.PayloadSchemaType.FLOAT)
-                return
+                        self._client.create_payload_index(self.collection, field, qm.PayloadSchemaType.FLOAT)
+                self._cache(rows)
+                return [v.public() for v in rows]
             config = self._client.get_collection(self.collection).config
-        size = config.params.vectors.size if isinstance(config.params.vectors, models.VectorParams) else None
-        stored_version = (config.metadata or {}).get(MODEL_VERSION_KEY)
-        if size != dim or stored_version != model_version:
-            raise CollectionMismatch(
-                f"collection {self.collection!r} holds vectors of model {stored_version!r} (dim {size}), "
-                f"but the loaded model is {model_version!r} (dim {dim}); vectors of different models are not "
-                "comparable. Set LOOKALIKE_COLLECTION to a new name and re-index, or point "
-                "LOOKALIKE_MODEL_PATH at the model this collection was built with."
-            )
+            stored = self._stored_versions(config)
+            rows, added = open_versions(stored, models, repr(self.collection))
+            names = self._vector_names(config)
+            # Vector first, registry second: a crash in between leaves an unused vector that the next
+            # open finds (and keeps); retire writes the registry first, so a leftover retired vector is
+            # deleted here.
+            for v in added:
+                if v.vector not in names:
+                    self._client.create_vector_name(
+                        self.collection,
+                        v.vector,
+                        qm.DenseVectorNameConfig(dense=qm.DenseVectorConfig(size=v.dim, distance=qm.Distance.COSINE)),
+                    )
+            for v in rows:
+                if not v.active and v.vector in names:
+                    self._client.delete_vector_name(self.collection, v.vector)
+            if added or (config.metadata or {}).get(VERSIONS_KEY) is None:
+                self._write_versions(rows)
+        self._cache(rows)
+        return [v.public() for v in rows]
 
-    def upsert(self, payloads: list[dict[str, Any]], vectors: np.ndarray) -> list[bool]:
+    def versions(self) -> list[ModelVersion]:
+        return [v.public() for v in self._registry(fresh=True)]
+
+    def promote(self, version: str) -> None:
+        rows = promoted(self._registry(fresh=True), version)
+        with _unavailable_on_failure():
+            self._write_versions(rows)  # one metadata update: atomic
+        self._cache(rows)
+
+    def retire(self, version: str) -> None:
+        rows, target = retired(self._registry(fresh=True), version)
+        with _unavailable_on_failure():
+            self._write_versions(rows)  # first: no write carries the vector any more
+            self._client.delete_vector_name(self.collection, target.vector)
+        self._cache(rows)
+
+    def get_meta(self, key: str) -> dict[str, Any] | None:
+        with _unavailable_on_failure():
+            metadata = self._client.get_collection(self.collection).config.metadata or {}
+        value = metadata.get(META_PREFIX + key)
+        return dict(value) if isinstance(value, dict) else None
+
+    def put_meta(self, key: str, value: dict[str, Any]) -> None:
+        with _unavailable_on_failure():
+            self._client.update_collection(self.collection, metadata={META_PREFIX + key: value})
+
+    def _write_versions(self, rows: list[StoredVersion]) -> None:
+        self._client.update_collection(self.collection, metadata={VERSIONS_KEY: [v.to_json() for v in rows]})
+
+    def _cache(self, rows: list[StoredVersion]) -> None:
+        self._rows, self._rows_at = rows, time.monotonic()
+
+    def _registry(self, fresh: bool = False) -> list[StoredVersion]:
+        """The version registry; re-read at most every REGISTRY_TTL_S so a promote by another replica is
+        seen within that time (`fresh`: re-read now)."""
+        if fresh or not self._rows or time.monotonic() - self._rows_at > REGISTRY_TTL_S:
+            with _unavailable_on_failure():
+                config = self._client.get_collection(self.collection).config
+            stored = self._stored_versions(config)
+            if stored is None:
+                raise StoreUnavailable(f"collection {self.collection!r} has no model versions (not opened)")
+            self._cache(stored)
+        return self._rows
+
+    @staticmethod
+    def _vector_names(config: models.CollectionConfig) -> set[str]:
+        vectors = config.params.vectors
+        return set(vectors) if isinstance(vectors, dict) else {""}
+
+    @staticmethod
+    def _stored_versions(config: models.CollectionConfig) -> list[StoredVersion] | None:
+        """The registry in the collection's metadata; a collection from before versions (unnamed vector,
+        `lookalike.model_version`) reads as that one serving version on the unnamed vector."""
+        metadata = config.metadata or {}
+        rows = metadata.get(VERSIONS_KEY)
+        if rows is not None:
+            return [StoredVersion.from_json(r) for r in rows]
+        vectors = config.params.vectors
+        legacy = metadata.get(MODEL_VERSION_KEY)
+        if legacy is None or not isinstance(vectors, models.VectorParams):
+            return None
+        return [StoredVersion(str(legacy), "serving", vectors.size, "")]
+
+    # ------------------------------------------------------------ items
+
+    def upsert(self, payloads: list[dict[str, Any]], vectors: Mapping[str, np.ndarray] | np.ndarray) -> list[bool]:
+        """See VectorStore.upsert (a plain array while exactly one version is active)."""
+        by_name = vectors_by_name(self._registry(), len(payloads), vectors)
         ids = [point_id(p["item_id"]) for p in payloads]
         points = [
-            models.PointStruct(id=pid, vector=vec.tolist(), payload=payload)
-            for pid, vec, payload in zip(ids, vectors, payloads, strict=True)
+            models.PointStruct(id=pid, vector={name: a[i].tolist() for name, a in by_name.items()}, payload=payload)
+            for i, (pid, payload) in enumerate(zip(ids, payloads, strict=True))
         ]
         with _unavailable_on_failure():
             existing = {str(r.id) for r in self._client.retrieve(self.collection, ids, with_payload=False)}
             self._client.upsert(self.collection, points=points, wait=True)
         return [pid not in existing for pid in ids]
+
+    def set_vector(self, item_id: str, version: str, vector: np.ndarray, write_id: str) -> bool:
+        v = find(self._registry(), version)
+        array = np.asarray(vector, dtype=np.float32).reshape(-1)
+        if array.shape != (v.dim,):
+            raise ValueError(f"a vector of {version!r} has {v.dim} dimensions, got {array.shape}")
+        record = self._retrieve(item_id)
+        if record is None or (record.payload or {}).get("write_id") != write_id:
+            return False
+        same_write = models.Filter(
+            must=[models.FieldCondition(key="write_id", match=models.MatchValue(value=write_id))]
+        )
+        try:
+            with _unavailable_on_failure():
+                # The condition is checked by Qdrant at write time: an item replaced since the read above
+                # keeps its newer vector; update_vectors never creates a point.
+                self._client.update_vectors(
+                    self.collection,
+                    [models.PointVectors(id=point_id(item_id), vector={v.vector: array.tolist()})],
+                    update_filter=same_write,
+                    wait=True,
+                )
+        except KeyError:  # local mode: the point was deleted since the read
+            return False
+        except UnexpectedResponse as exc:  # server: 404 for a point deleted since the read
+            if exc.status_code == 404:
+                return False
+            raise
+        return True
 
     def _retrieve(self, item_id: str, with_vector: bool = False) -> models.Record | None:
         with _unavailable_on_failure():
@@ -166,33 +286,57 @@ class ServerStore:
             self._client.delete(self.collection, models.PointIdsList(points=[point_id(item_id)]), wait=True)
         return True
 
-    def similar(self, item_id: str, k: int, filters: SimilarFilters) -> list[Hit] | None:
-        record = self._retrieve(item_id, with_vector=True)
-        if record is None:
+    def similar(self, item_id: str, k: int, filters: SimilarFilters, version: str | None = None) -> list[Hit] | None:
+        v = find(self._registry(), version)
+        with _unavailable_on_failure():
+            records = self._client.retrieve(
+                self.collection, [point_id(item_id)], with_payload=True, with_vectors=[v.vector] if v.vector else True
+            )
+        if not records:
             return None
+        record = records[0]
+        vector = record.vector.get(v.vector) if isinstance(record.vector, dict) else record.vector
+        if vector is None:
+            raise VersionMissing(f"item {item_id!r} has no vector of model version {v.model_version!r} yet")
         seller = (record.payload or {}).get("seller_id")
+        return self._query(list(vector), v, build_filter(item_id, seller, filters), k)  # type: ignore[arg-type]
+
+    def similar_to_vector(
+        self, vector: np.ndarray, k: int, filters: SimilarFilters, version: str | None = None
+    ) -> list[Hit]:
+        v = find(self._registry(), version)
+        query = np.asarray(vector, dtype=np.float32).tolist()
+        return self._query(query, v, build_filter(None, filters.seller_id, filters), k)
+
+    def _query(self, query: list[float], v: StoredVersion, query_filter: models.Filter, k: int) -> list[Hit]:
         with _unavailable_on_failure():
             response = self._client.query_points(
                 self.collection,
-                query=list(record.vector),  # type: ignore[arg-type]
-                query_filter=build_filter(item_id, seller, filters),
+                query=query,
+                using=v.vector or None,
+                query_filter=query_filter,
                 limit=k,
                 with_payload=True,
             )
         hits = [Hit(str(p.payload["item_id"]), float(p.score), dict(p.payload)) for p in response.points if p.payload]
         return sorted(hits, key=lambda h: (-h.score, h.item_id))
 
-    def similar_to_vector(self, vector: np.ndarray, k: int, filters: SimilarFilters) -> list[Hit]:
+    def coverage(self, version: str) -> tuple[int, int]:
+        v = find(self._registry(), version)
+        has = models.Filter(must=[models.HasVectorCondition(has_vector=v.vector)])
         with _unavailable_on_failure():
-            response = self._client.query_points(
-                self.collection,
-                query=np.asarray(vector, dtype=np.float32).tolist(),
-                query_filter=build_filter(None, filters.seller_id, filters),
-                limit=k,
-                with_payload=True,
+            having = self._client.count(self.collection, count_filter=has, exact=True).count
+            total = self._client.count(self.collection, exact=True).count
+        return having, total
+
+    def missing(self, version: str, limit: int, cursor: str | None) -> tuple[list[dict[str, Any]], str | None]:
+        v = find(self._registry(), version)
+        lacks = models.Filter(must_not=[models.HasVectorCondition(has_vector=v.vector)])
+        with _unavailable_on_failure():
+            records, next_offset = self._client.scroll(  # ordered by point id; the offset is included
+                self.collection, scroll_filter=lacks, limit=limit, offset=cursor, with_payload=True, with_vectors=False
             )
-        hits = [Hit(str(p.payload["item_id"]), float(p.score), dict(p.payload)) for p in response.points if p.payload]
-        return sorted(hits, key=lambda h: (-h.score, h.item_id))
+        return [dict(r.payload or {}) for r in records], None if next_offset is None else str(next_offset)
 
     def list_items(self, limit: int, cursor: str | None, category: str | None, status: str | None) -> ItemPage:
         must: list[models.Condition] = [

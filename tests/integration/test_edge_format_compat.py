@@ -118,7 +118,7 @@ def test_folder_written_by_the_earlier_store_opens_unchanged(tmp_path: Path, old
     assert old["payloads"]["item-1"] is None and old["payloads"]["item-4"]["title"] == "patched"
 
     store = EdgeStore(root, "items", hot_max=30, merge_fanin=2, builder_nice=0)
-    store.ensure_collection(DIM, "m-old")
+    store.open({"m-old": DIM})
     try:
         assert [s["role"] for s in store.stats()["shards"]] == old["roles"]
         assert store.count() == old["count"]

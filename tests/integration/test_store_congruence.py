@@ -25,7 +25,7 @@ def run_sequence(store: VectorStore) -> list[Any]:
     """Returns every answer the store gave, in order, for comparison."""
     rng = np.random.default_rng(7)
     answers: list[Any] = []
-    store.ensure_collection(DIM, "test-model-v1")
+    store.open({"test-model-v1": DIM})
     categories = ["bags", "shoes", "hats"]
     payloads = [
         {
@@ -129,7 +129,7 @@ def test_edge_paging_across_shards_while_items_are_added(tmp_path: Path) -> None
     """Several shards (a small hot_max): every item present from the start is listed exactly once."""
     rng = np.random.default_rng(3)
     store = EdgeStore(tmp_path / "edge", "items", hot_max=8)
-    store.ensure_collection(DIM, "v")
+    store.open({"v": DIM})
     try:
         for start in range(0, 40, 5):
             wait_for_spare(store)  # a freeze (new hot shard) needs the spare made in the background

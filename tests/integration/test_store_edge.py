@@ -130,7 +130,7 @@ def open_store(tmp_path: Path) -> Iterator[Callable[..., EdgeStore]]:
     def factory(**kw: Any) -> EdgeStore:
         kw.setdefault("builder_nice", 0)  # a shared CI box: do not let a niced build starve
         store = EdgeStore(tmp_path / "qdrant", kw.pop("collection", "items"), **kw)
-        store.ensure_collection(DIM, kw.pop("model_version", "m-1"))
+        store.open({kw.pop("model_version", "m-1"): DIM})
         stores.append(store)
         return store
 
@@ -207,22 +207,22 @@ def test_similar_filters_and_self_exclusion(open_store: Callable[..., EdgeStore]
 
 def test_mismatch_raises(tmp_path: Path) -> None:
     store = EdgeStore(tmp_path, "items")
-    store.ensure_collection(DIM, "m-1")
-    store.ensure_collection(DIM, "m-1")  # idempotent
+    store.open({"m-1": DIM})
+    store.open({"m-1": DIM})  # idempotent
     with pytest.raises(CollectionMismatch):
-        store.ensure_collection(DIM, "m-2")
+        store.open({"m-2": DIM})
     store.close()
     for dim, version in ((DIM * 2, "m-1"), (DIM, "m-2")):
         other = EdgeStore(tmp_path, "items")
         with pytest.raises(CollectionMismatch) as err:
-            other.ensure_collection(dim, version)
+            other.open({version: dim})
         assert "LOOKALIKE_COLLECTION" in str(err.value) and "LOOKALIKE_MODEL_PATH" in str(err.value)
         assert not other.ready()
     again = EdgeStore(tmp_path, "items")  # the failed opens released the directory
-    again.ensure_collection(DIM, "m-1")
+    again.open({"m-1": DIM})
     second = EdgeStore(tmp_path, "items")
     with pytest.raises(StoreUnavailable):
-        second.ensure_collection(DIM, "m-1")  # one open store per collection directory
+        second.open({"m-1": DIM})  # one open store per collection directory
     again.close()
     with pytest.raises(StoreUnavailable):
         again.get("item-1")
@@ -389,7 +389,7 @@ WRITER = textwrap.dedent(
     from app.store.qdrant_edge import EdgeStore
     root, start, dim = Path(sys.argv[1]), int(sys.argv[2]), int(sys.argv[3])
     store = EdgeStore(root, "items", hot_max=40, merge_fanin=2)
-    store.ensure_collection(dim, "m-1")
+    store.open({"m-1": dim})
     rng = np.random.default_rng(start)
     i = start
     while True:
@@ -417,7 +417,7 @@ HOLDER = textwrap.dedent(
     from app.store.qdrant_edge import EdgeStore
     root, dim = Path(sys.argv[1]), int(sys.argv[2])
     store = EdgeStore(root, "items", hot_max=30)
-    store.ensure_collection(dim, "m-1")
+    store.open({"m-1": dim})
     def hold(phase, info):
         if phase == "built":
             print("HELD", info["target"], flush=True)
@@ -472,7 +472,7 @@ def test_kill9_loses_no_acknowledged_write(tmp_path: Path) -> None:
         start += 4 * len([ln for ln in lines if ln.startswith("U")]) + 400  # fresh ids next round
 
         store = EdgeStore(root, "items", hot_max=40, merge_fanin=2)
-        store.ensure_collection(DIM, "m-1")
+        store.open({"m-1": DIM})
         try:
             for item_id in sorted(present - deleted - in_doubt):
                 payload = store.get(item_id)
@@ -503,7 +503,7 @@ def test_crash_while_a_build_is_held_then_recovery(tmp_path: Path) -> None:
     assert (root / "items" / target).exists()  # built, moved into place, never swapped in
 
     store = EdgeStore(root, "items", hot_max=30)
-    store.ensure_collection(DIM, "m-1")
+    store.open({"m-1": DIM})
     try:
         assert not (root / "items" / target).exists()  # garbage-collected on open
         assert store.count() == 40

@@ -19,7 +19,7 @@ WAIT_S = 10.0
 
 
 def make_shard(root: Path, name: str, role: str, rank: int) -> Shard:
-    return Shard(name=name, path=root / name, edge=create_plain_shard(root / name, DIM), role=role, rank=rank)
+    return Shard(name=name, path=root / name, edge=create_plain_shard(root / name, {"": DIM}), role=role, rank=rank)
 
 
 @pytest.fixture

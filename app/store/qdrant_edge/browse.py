@@ -9,20 +9,22 @@ from __future__ import annotations
 from typing import Any
 
 import numpy as np
-from qdrant_edge import FieldCondition, Filter, MatchValue, Query, QueryRequest, ScrollRequest
+from qdrant_edge import FieldCondition, Filter, HasVectorCondition, MatchValue, Query, QueryRequest, ScrollRequest
 
 from app.store.base import Hit, ItemPage, SimilarFilters
 from app.store.qdrant_edge.filters import build_filter
 from app.store.qdrant_edge.shard import Shard
 
 
-def nearest(shards: list[Shard], vector: np.ndarray, k: int, filters: SimilarFilters) -> list[Hit]:
+def nearest(shards: list[Shard], vector: np.ndarray, k: int, filters: SimilarFilters, using: str = "") -> list[Hit]:
     """Top-k by cosine over all shards, ties broken by item_id (as `EdgeStore.similar`)."""
     if k < 1:
         raise ValueError("k must be >= 1")
     request = QueryRequest(
         limit=k,
-        query=Query.Nearest(np.asarray(vector, dtype=np.float32).tolist()),
+        query=Query.Nearest(np.asarray(vector, dtype=np.float32).tolist(), using=using)
+        if using
+        else Query.Nearest(np.asarray(vector, dtype=np.float32).tolist()),
         filter=build_filter({"seller_id": filters.seller_id}, filters),
         with_payload=False,  # payloads only for the winners
         with_vector=False,
@@ -58,13 +60,16 @@ def page(shards: list[Shard], limit: int, cursor: str | None, category: str | No
         for key, value in (("category", category), ("status", status))
         if value is not None
     ]
-    request = ScrollRequest(
-        offset=cursor,
-        limit=limit + 1,
-        filter=Filter(must=must) if must else None,
-        with_payload=True,
-        with_vector=False,
-    )
+    return _merged_page(shards, Filter(must=must) if must else None, limit, cursor)
+
+
+def lacking(shards: list[Shard], vector: str, limit: int, cursor: str | None) -> ItemPage:
+    """Like `page`, for the items lacking the named vector `vector` (a model version's backfill)."""
+    return _merged_page(shards, Filter(must_not=[HasVectorCondition(vector)]), limit, cursor)
+
+
+def _merged_page(shards: list[Shard], where: Filter | None, limit: int, cursor: str | None) -> ItemPage:
+    request = ScrollRequest(offset=cursor, limit=limit + 1, filter=where, with_payload=True, with_vector=False)
     merged: dict[str, dict[str, Any]] = {}
     for s in shards:
         records, _ = s.edge.scroll(request)

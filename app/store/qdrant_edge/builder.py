@@ -3,11 +3,13 @@
 Qdrant Edge's `optimize()` (the HNSW build) and `EdgeShard.create()` hold the Python GIL for their
 whole run, so the serving process never calls them while it serves: it runs this module instead.
 
-    python -m app.store.qdrant_edge.builder build  --target DIR --dim D SRC [SRC ...]
-    python -m app.store.qdrant_edge.builder create --target DIR --dim D
+    python -m app.store.qdrant_edge.builder build  --target DIR --vectors JSON SRC [SRC ...]
+    python -m app.store.qdrant_edge.builder create --target DIR --vectors JSON
 
-`build` loads each SRC (copies of the server's shards, oldest first, so a later copy of a
-duplicated point wins), upserts every point with its vector and payload into a new shard at DIR,
+JSON is the active vector set, {name: dim} ("" = the unnamed vector of a collection from before model
+versions). `build` loads each SRC (copies of the server's shards, oldest first, so a later copy of a
+duplicated point wins), upserts every point with its payload and its vectors of the active names (a
+version retired meanwhile is left behind) into a new shard at DIR, which has an HNSW index per name,
 creates the payload indexes, runs `optimize()`, flushes and closes. `create` makes an empty plain
 shard (the next hot shard). Both log to stderr, which the server copies into its log, and lower
 their own CPU priority so that request threads in the server win the two cores.
@@ -76,9 +78,9 @@ _NO_HNSW_LINKS = frozenset({"status", "seller_id"})
 SCROLL_PAGE = 512
 
 
-def shard_config(dim: int, *, indexing_threshold_kb: int, indexing_threads: int = 0) -> EdgeConfig:
+def shard_config(vectors: dict[str, int], *, indexing_threshold_kb: int, indexing_threads: int = 0) -> EdgeConfig:
     return EdgeConfig(
-        vectors=EdgeVectorParams(size=dim, distance=Distance.Cosine),
+        vectors={name: EdgeVectorParams(size=dim, distance=Distance.Cosine) for name, dim in vectors.items()},
         hnsw_config=HnswIndexConfig(
             m=HNSW_M,
             ef_construct=HNSW_EF_CONSTRUCT,
@@ -97,25 +99,38 @@ def create_payload_indexes(shard: EdgeShard) -> None:
         shard.update(UpdateOperation.create_field_index(name, FloatIndexParams()))
 
 
-def create_plain_shard(target: Path, dim: int) -> EdgeShard:
+def create_plain_shard(target: Path, vectors: dict[str, int]) -> EdgeShard:
     """An empty appendable shard with payload indexes and indexing disabled (a hot shard)."""
-    shard = EdgeShard.create(str(target), shard_config(dim, indexing_threshold_kb=NEVER_INDEX_KB))
+    shard = EdgeShard.create(str(target), shard_config(vectors, indexing_threshold_kb=NEVER_INDEX_KB))
     create_payload_indexes(shard)
     return shard
 
 
-def create(target: Path, dim: int) -> dict[str, Any]:
-    shard = create_plain_shard(target, dim)
+def vector_names(path: Path) -> dict[str, int]:
+    """{named vector: dim} a shard has, from its edge_config.json (kept current by create/delete ops)."""
+    config = json.loads((path / "edge_config.json").read_text(encoding="utf-8"))
+    return {name: int(params["size"]) for name, params in config["vectors"].items()}
+
+
+def record_vectors(vector: Any) -> dict[str, Any]:
+    """A record's vectors by name (a shard with only the unnamed vector returns a plain list)."""
+    if vector is None:
+        return {}
+    return dict(vector) if isinstance(vector, dict) else {"": vector}
+
+
+def create(target: Path, vectors: dict[str, int]) -> dict[str, Any]:
+    shard = create_plain_shard(target, vectors)
     shard.flush()
     shard.close()
     return {"target": str(target), "points": 0}
 
 
-def build(target: Path, dim: int, sources: list[Path], indexing_threads: int = 0) -> dict[str, Any]:
+def build(target: Path, vectors: dict[str, int], sources: list[Path], indexing_threads: int = 0) -> dict[str, Any]:
     t0 = time.perf_counter()
     shard = EdgeShard.create(
         str(target),
-        shard_config(dim, indexing_threshold_kb=ALWAYS_INDEX_KB, indexing_threads=indexing_threads),
+        shard_config(vectors, indexing_threshold_kb=ALWAYS_INDEX_KB, indexing_threads=indexing_threads),
     )
     create_payload_indexes(shard)
     copied = 0
@@ -127,7 +142,10 @@ def build(target: Path, dim: int, sources: list[Path], indexing_threads: int = 0
                 ScrollRequest(offset=offset, limit=SCROLL_PAGE, with_payload=True, with_vector=True)
             )
             if records:
-                points = [Point(r.id, r.vector, r.payload) for r in records]
+                points = [
+                    Point(r.id, {k: v for k, v in record_vectors(r.vector).items() if k in vectors}, r.payload)
+                    for r in records
+                ]
                 shard.update(UpdateOperation.upsert_points(points))
                 copied += len(points)
             if offset is None:
@@ -142,7 +160,7 @@ def build(target: Path, dim: int, sources: list[Path], indexing_threads: int = 0
     # Reopen once to store the serving configuration (indexing off) in the shard itself, so that the
     # server loads it without passing a config (loading with a config rewrites it on disk, with fsyncs,
     # while holding the GIL).
-    shard = EdgeShard.load(str(target), shard_config(dim, indexing_threshold_kb=NEVER_INDEX_KB))
+    shard = EdgeShard.load(str(target), shard_config(vectors, indexing_threshold_kb=NEVER_INDEX_KB))
     info = shard.info()
     result = {
         "target": str(target),
@@ -192,7 +210,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m app.store.qdrant_edge.builder", description=__doc__.split("\n")[0])
     parser.add_argument("command", choices=("build", "create"))
     parser.add_argument("--target", type=Path, required=True)
-    parser.add_argument("--dim", type=int, required=True)
+    parser.add_argument("--vectors", type=json.loads, required=True, help='active vectors, {"name": dim}')
     parser.add_argument("--threads", type=int, default=0, help="HNSW indexing threads (0 = all cores)")
     parser.add_argument("--nice", type=int, default=10, help="added CPU niceness (request threads win)")
     parser.add_argument("--parent-pid", type=int, default=0, help="exit when this process dies")
@@ -204,11 +222,11 @@ def main(argv: list[str] | None = None) -> int:
     if args.nice:
         os.nice(args.nice)
     if args.command == "create":
-        result = create(args.target, args.dim)
+        result = create(args.target, args.vectors)
     else:
         if not args.sources:
             parser.error("build needs at least one source shard")
-        result = build(args.target, args.dim, args.sources, args.threads)
+        result = build(args.target, args.vectors, args.sources, args.threads)
     if args.hold:
         pin_and_wait(args.target, result)
     else:

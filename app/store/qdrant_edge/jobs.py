@@ -21,7 +21,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from qdrant_edge import EdgeShard
+from qdrant_edge import Distance, EdgeShard, UpdateOperation
 
 from app.store.qdrant_edge.files import copy_dir, fsync_path, remove_dir
 from app.store.qdrant_edge.manifest import STAGING_PREFIX
@@ -47,6 +47,33 @@ def builder_env() -> dict[str, str]:
     cwd = os.getcwd()
     path = [os.path.join(cwd, p) if not os.path.isabs(p) else p for p in sys.path]  # "" = the cwd
     return {**os.environ, "PYTHONPATH": os.pathsep.join(path)}
+
+
+Recorded = tuple[str | None, UpdateOperation, tuple[str, int] | None]
+
+
+def replay(target: Shard, ops: list[Recorded], wanted: dict[str, int]) -> None:
+    """Apply the writes recorded during a job to its result, then give it exactly the `wanted` vectors.
+
+    The result has the vector set of the moment its builder started, before or after a version was
+    added or retired while the job ran. So every named vector the log creates or deletes is made
+    present first (the writes recorded before a deletion still apply), the writes are replayed in
+    order, and the vector set is set to the manifest's last (a retired vector goes, with its data).
+    """
+    have = target.vectors()
+    for name, dim in {v for _, _, v in ops if v is not None}:
+        if name not in have:
+            target.edge.update(UpdateOperation.create_dense_vector(name, dim, Distance.Cosine))
+            have[name] = dim
+    for needs_point, op, vector in ops:
+        if vector is not None:
+            continue  # a vector created or deleted: done above and below
+        # A patch recorded after the point was deleted (or before it moved) finds nothing.
+        if needs_point is not None and not target.edge.retrieve([needs_point], False, False):
+            continue
+        target.edge.update(op)
+    for op in target.vector_changes(wanted):
+        target.edge.update(op)
 
 
 class JobRunner:
@@ -76,8 +103,8 @@ class JobRunner:
             "-m",
             BUILDER_MODULE,
             args[0],
-            "--dim",
-            str(state.manifest.dim),
+            "--vectors",
+            json.dumps(state.manifest.vector_dims()),
             "--nice",
             str(state.config.builder_nice),
             "--parent-pid",
@@ -241,13 +268,8 @@ class JobRunner:
         with state.gate.exclusive():  # no write is in flight while the op log is replayed
             if state.stopping:
                 raise JobAborted
-            for needs_point, op in job.ops:
-                # A patch recorded after the point was deleted (or before it moved) finds nothing.
-                if needs_point is not None and not target.edge.retrieve([needs_point], False, False):
-                    continue
-                target.edge.update(op)
-            if job.ops:
-                target.wal.sync()
+            replay(target, job.ops, state.manifest.vector_dims())
+            target.wal.sync()
             target.points = target.edge.info().points_count
             new_list = self.shard_set.swap(job.sources, target)
             state.manifest.write([s.record() for s in new_list])

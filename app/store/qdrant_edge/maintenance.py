@@ -88,6 +88,9 @@ class MaintenanceScheduler:
                 if points < state.config.hot_max:
                     return
                 new_rank = state.manifest.take_number()
+            # The spare was made with the vectors of its time; a version added or retired since changes them.
+            for op in spare.vector_changes(state.manifest.vector_dims()):
+                spare.edge.update(op)
             state.manifest.write(
                 [replace(spare.record(), role="hot", rank=new_rank)]
                 + [replace(s.record(), role="frozen", points=points) if s is hot else s.record() for s in state.shards]

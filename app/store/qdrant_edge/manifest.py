@@ -1,7 +1,10 @@
 """On-disk layout of an embedded collection: the manifest, shard names, and garbage left by a crash.
 
-`manifest.json` holds dim, model_version, a generation counter, the next shard number and the shard
-list (name, role, rank, points). It is replaced atomically (tmp file, fsync, os.replace, fsync dir).
+`manifest.json` holds the model versions (name, state, dim, named vector; see app/store/versions.py), a
+generation counter, the next shard number and the shard list (name, role, rank, points). Format 1
+(before versions: one `dim` and `model_version`) is read as that one serving version on the unnamed
+vector "" and written as format 2 at the next manifest write. `meta.json` keeps get_meta/put_meta
+documents. It is replaced atomically (tmp file, fsync, os.replace, fsync dir).
 Anything in the collection directory that the manifest does not name is garbage from a crash and is
 removed on open.
 """
@@ -17,13 +20,16 @@ from pathlib import Path
 from typing import Any
 
 from app.store.qdrant_edge.files import write_json_atomic
+from app.store.versions import StoredVersion
 
 log = logging.getLogger("lookalike.store.edge")
 
 MANIFEST = "manifest.json"
 LOCK_FILE = ".lock"
+META_FILE = "meta.json"
 STAGING_PREFIX = "tmp-"
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2
+LEGACY_FORMAT = 1  # one dim + model_version, the unnamed vector
 
 
 @dataclass(frozen=True)
@@ -49,8 +55,7 @@ class Manifest:
     def __init__(self, root: Path) -> None:
         self.root = root
         self.path = root / MANIFEST
-        self.dim = 0
-        self.model_version = ""
+        self.versions: list[StoredVersion] = []  # replaced as a whole (readers take a reference, no lock)
         self.generation = 0
         self._next_id = 1  # next shard number; ranks are drawn from the same counter
         self._lock = threading.Lock()
@@ -59,19 +64,27 @@ class Manifest:
         return self.path.exists()
 
     def load(self) -> list[ShardRecord]:
-        """Read the manifest (the collection must exist): sets dim, model_version and the counters."""
+        """Read the manifest (the collection must exist): sets the versions and the counters."""
         data: dict[str, Any] = json.loads(self.path.read_text(encoding="utf-8"))
-        if data.get("format") != FORMAT_VERSION:
-            raise RuntimeError(f"{self.path}: unsupported format {data.get('format')!r}")
+        fmt = data.get("format")
+        if fmt == FORMAT_VERSION:
+            versions = [StoredVersion.from_json(row) for row in data["versions"]]
+        elif fmt == LEGACY_FORMAT:
+            versions = [StoredVersion(str(data["model_version"]), "serving", int(data["dim"]), "")]
+        else:
+            raise RuntimeError(f"{self.path}: unsupported format {fmt!r}")
         with self._lock:
-            self.dim = int(data["dim"])
-            self.model_version = str(data["model_version"])
+            self.versions = versions
             self.generation = int(data["generation"])
             self._next_id = int(data["next_id"])
         return [
             ShardRecord(name=str(e["name"]), role=str(e["role"]), rank=int(e["rank"]), points=int(e["points"]))
             for e in data["shards"]
         ]
+
+    def vector_dims(self) -> dict[str, int]:
+        """{named vector: dim} of the active versions: the vectors every shard has."""
+        return {v.vector: v.dim for v in self.versions if v.active}
 
     def take_number(self) -> int:
         """A number never used before in this collection (shard names and ranks)."""
@@ -92,8 +105,7 @@ class Manifest:
                 self.path,
                 {
                     "format": FORMAT_VERSION,
-                    "dim": self.dim,
-                    "model_version": self.model_version,
+                    "versions": [v.to_json() for v in self.versions],
                     "generation": self.generation,
                     "next_id": self._next_id,
                     "shards": sorted(rows, key=lambda r: -r["rank"]),
@@ -106,7 +118,7 @@ class Manifest:
         Returns the names removed."""
         removed = []
         for entry in self.root.iterdir():
-            if entry.name in keep or entry.name in (MANIFEST, LOCK_FILE):
+            if entry.name in keep or entry.name in (MANIFEST, LOCK_FILE, META_FILE):
                 continue
             log.info("removing leftover %s", entry)
             if entry.is_dir():

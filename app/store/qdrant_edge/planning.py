@@ -42,8 +42,9 @@ class Job:
     sources: list[Shard]
     target: str
     recording: bool = False
-    # (point id whose existence the op needs, or None; the op), in application order
-    ops: list[tuple[str | None, UpdateOperation]] = field(default_factory=list)
+    # (point id whose existence the op needs, or None; the op; the named vector (name, dim) the op
+    # creates or deletes, or None), in application order
+    ops: list[tuple[str | None, UpdateOperation, tuple[str, int] | None]] = field(default_factory=list)
     proc: subprocess.Popen[str] | None = None
     phase: str = "planned"
 

@@ -10,8 +10,9 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from qdrant_edge import EdgeShard
+from qdrant_edge import Distance, EdgeShard, UpdateOperation
 
+from app.store.qdrant_edge.builder import vector_names
 from app.store.qdrant_edge.files import WalSyncer
 from app.store.qdrant_edge.manifest import ShardRecord
 
@@ -61,6 +62,17 @@ class Shard:
     def record(self) -> ShardRecord:
         """This shard as a manifest row."""
         return ShardRecord(name=self.name, role=self.role, rank=self.rank, points=self.points)
+
+    def vectors(self) -> dict[str, int]:
+        """{named vector: dim} this shard has."""
+        return vector_names(self.path)
+
+    def vector_changes(self, wanted: dict[str, int]) -> list[UpdateOperation]:
+        """The ops that give this shard exactly the named vectors `wanted` ({name: dim})."""
+        have = self.vectors()
+        ops = [UpdateOperation.create_dense_vector(n, d, Distance.Cosine) for n, d in wanted.items() if n not in have]
+        ops += [UpdateOperation.delete_vector_name(n) for n in have if n not in wanted]
+        return ops
 
     def close(self) -> None:
         self.wal.close()

@@ -6,28 +6,42 @@ EdgeStore is a thin facade: it builds the state the parts share (StoreState) and
 
 from __future__ import annotations
 
+import json
 import logging
-from collections.abc import Callable
+import threading
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
 import numpy as np
-from qdrant_edge import Point, Query, QueryRequest, UpdateOperation
+from qdrant_edge import (
+    CountRequest,
+    Distance,
+    Filter,
+    HasVectorCondition,
+    Point,
+    PointVectors,
+    Query,
+    QueryRequest,
+    UpdateOperation,
+)
 
-from app.core.errors import StoreUnavailable
-from app.store.base import Hit, ItemPage, SimilarFilters, point_id
+from app.core.errors import StoreUnavailable, VersionMissing
+from app.store.base import Hit, ItemPage, ModelVersion, SimilarFilters, point_id
 from app.store.qdrant_edge import browse
-from app.store.qdrant_edge.collection import check_matches, open_collection
-from app.store.qdrant_edge.files import DirLock
+from app.store.qdrant_edge.builder import record_vectors
+from app.store.qdrant_edge.collection import open_collection
+from app.store.qdrant_edge.files import DirLock, write_json_atomic
 from app.store.qdrant_edge.filters import build_filter
 from app.store.qdrant_edge.jobs import JobRunner
 from app.store.qdrant_edge.maintenance import MaintenanceScheduler
-from app.store.qdrant_edge.manifest import LOCK_FILE, Manifest
+from app.store.qdrant_edge.manifest import LOCK_FILE, META_FILE, Manifest
 from app.store.qdrant_edge.planning import MaintenanceHook
 from app.store.qdrant_edge.shard import Shard
 from app.store.qdrant_edge.shard_set import ShardSet
 from app.store.qdrant_edge.state import StoreConfig, StoreState, default_max_shard_points
 from app.store.qdrant_edge.writes import ShardWriter
+from app.store.versions import StoredVersion, find, open_versions, promoted, retired, vectors_by_name
 
 log = logging.getLogger("lookalike.store.edge")
 
@@ -65,6 +79,7 @@ class EdgeStore:
         self._writer = ShardWriter(self._state)
         self._maintenance = MaintenanceScheduler(self._state, JobRunner(self._state, self._shard_set))
         self._dir_lock = DirLock(root, LOCK_FILE)
+        self._meta_lock = threading.Lock()
 
     @property
     def _maintenance_hook(self) -> MaintenanceHook | None:
@@ -77,20 +92,61 @@ class EdgeStore:
 
     # ------------------------------------------------------------ lifecycle
 
-    def ensure_collection(self, dim: int, model_version: str) -> None:
+    def open(self, models: Mapping[str, int]) -> list[ModelVersion]:
+        """See VectorStore.open. On an open store, versions not known yet are added (a new candidate)."""
         state = self._state
         if state.open:
-            check_matches(state.manifest, self.collection, dim, model_version)
-            return
+            with state.gate.exclusive():
+                rows, added = open_versions(state.manifest.versions, models, f"{self.collection!r} at {self.root}")
+                if added:
+                    self._change_versions(rows, [(v.vector, v.dim) for v in added], [])
+            return self.versions()
         self.root.mkdir(parents=True, exist_ok=True)
         self._dir_lock.acquire()
         try:
-            shards = open_collection(state.manifest, self.collection, dim, model_version)
+            shards = open_collection(state.manifest, self.collection, models)
         except BaseException:
             self._dir_lock.release()
             raise
         self._shard_set.install(shards)
         self._maintenance.start()
+        return self.versions()
+
+    def versions(self) -> list[ModelVersion]:
+        return [v.public() for v in self._state.manifest.versions]
+
+    def promote(self, version: str) -> None:
+        with self._state.gate.exclusive():
+            self._change_versions(promoted(self._state.manifest.versions, version), [], [])
+
+    def retire(self, version: str) -> None:
+        with self._state.gate.exclusive():
+            rows, target = retired(self._state.manifest.versions, version)
+            self._change_versions(rows, [], [(target.vector, target.dim)])
+
+    def _change_versions(
+        self, rows: list[StoredVersion], create: list[tuple[str, int]], drop: list[tuple[str, int]]
+    ) -> None:
+        """Persist a new registry and give every shard its vectors; the caller holds the write gate
+        exclusively (no write is in flight). New vectors go into the shards before the manifest names
+        them, retired ones leave the shards after: a crash in between is repaired on open
+        (collection.py). Each shard's lock is taken too: a job may be copying it (and records the ops)."""
+        state = self._state
+        if not self.ready():
+            raise StoreUnavailable("the embedded store is not open")
+        shards = list(state.shards)
+
+        def change(ops: list[tuple[UpdateOperation, tuple[str, int]]]) -> None:
+            for s in shards:
+                with s.lock:
+                    for op, vector in ops:
+                        self._writer.apply(s, op, None, vector)
+                    s.wal.sync()
+
+        change([(UpdateOperation.create_dense_vector(n, d, Distance.Cosine), (n, d)) for n, d in create])
+        state.manifest.versions = rows
+        state.manifest.write([s.record() for s in shards])
+        change([(UpdateOperation.delete_vector_name(n), (n, d)) for n, d in drop])
 
     def ready(self) -> bool:
         return self._state.open and not self._state.stopping
@@ -137,13 +193,11 @@ class EdgeStore:
 
     # ------------------------------------------------------------ VectorStore API
 
-    def upsert(self, payloads: list[dict[str, Any]], vectors: np.ndarray) -> list[bool]:
+    def upsert(self, payloads: list[dict[str, Any]], vectors: Mapping[str, np.ndarray] | np.ndarray) -> list[bool]:
+        """See VectorStore.upsert (a plain array while exactly one version is active)."""
         if not self.ready():
             raise StoreUnavailable("the embedded store is not open")
-        dim = self._state.manifest.dim
-        vectors = np.asarray(vectors, dtype=np.float32)
-        if vectors.ndim != 2 or vectors.shape[0] != len(payloads) or vectors.shape[1] != dim:
-            raise ValueError(f"vectors must have shape ({len(payloads)}, {dim}), got {vectors.shape}")
+        vectors_by_name(self._state.manifest.versions, len(payloads), vectors)  # fail before anything else
         ids: list[str] = []
         for p in payloads:
             item_id = p.get("item_id")
@@ -153,11 +207,16 @@ class EdgeStore:
         if not ids:
             return []
         last = {pid: i for i, pid in enumerate(ids)}  # a repeated item in one batch: the last one wins
-        points = [Point(pid, vectors[i].tolist(), dict(payloads[i])) for pid, i in last.items()]
         unique = list(last)
         existed: set[str] = set()
 
         def plan(shards: list[Shard]) -> tuple[list[Shard], Callable[[], None]]:
+            # Under the shared gate the versions cannot change: checked again against the ones in force.
+            by_name = vectors_by_name(self._state.manifest.versions, len(payloads), vectors)
+            points = [
+                Point(pid, {name: a[i].tolist() for name, a in by_name.items()}, dict(payloads[i]))
+                for pid, i in last.items()
+            ]
             hot = shards[0]
             elsewhere: list[tuple[Shard, list[str]]] = []
             existed.clear()
@@ -238,9 +297,10 @@ class EdgeStore:
 
         return self._writer.mutate(plan)
 
-    def similar(self, item_id: str, k: int, filters: SimilarFilters) -> list[Hit] | None:
+    def similar(self, item_id: str, k: int, filters: SimilarFilters, version: str | None = None) -> list[Hit] | None:
         if k < 1:
             raise ValueError("k must be >= 1")
+        v = find(self._state.manifest.versions, version)
         pid = point_id(item_id)
         with self._shard_set.reading() as shards:
             item = None
@@ -251,12 +311,12 @@ class EdgeStore:
                     break
             if item is None:
                 return None
-            vector = item.vector
-            if isinstance(vector, dict):  # named-vector form; the store uses the default vector
-                vector = vector[""]
+            vector = record_vectors(item.vector).get(v.vector)
+            if vector is None:
+                raise VersionMissing(f"item {item_id!r} has no vector of model version {v.model_version!r} yet")
             request = QueryRequest(
                 limit=k + 1,  # room for the query item itself, dropped below
-                query=Query.Nearest(vector),
+                query=Query.Nearest(vector, using=v.vector) if v.vector else Query.Nearest(vector),
                 filter=build_filter(item.payload or {}, filters),
                 with_payload=False,  # payloads only for the winners: reading them costs ~0.8 ms per shard
                 with_vector=False,
@@ -282,9 +342,63 @@ class EdgeStore:
                     hits.append(Hit(str(payload.get("item_id", r.id)), found[str(r.id)][0], dict(payload)))
         return sorted(hits, key=lambda h: (-h.score, h.item_id))[:k]
 
-    def similar_to_vector(self, vector: np.ndarray, k: int, filters: SimilarFilters) -> list[Hit]:
+    def similar_to_vector(
+        self, vector: np.ndarray, k: int, filters: SimilarFilters, version: str | None = None
+    ) -> list[Hit]:
+        v = find(self._state.manifest.versions, version)
         with self._shard_set.reading() as shards:
-            return browse.nearest(shards, vector, k, filters)
+            return browse.nearest(shards, vector, k, filters, v.vector)
+
+    def coverage(self, version: str) -> tuple[int, int]:
+        v = find(self._state.manifest.versions, version)
+        has = CountRequest(exact=True, filter=Filter(must=[HasVectorCondition(v.vector)]))
+        with self._shard_set.reading() as shards:
+            having = sum(s.edge.count(has) for s in shards)
+            total = sum(s.edge.info().points_count for s in shards)
+        return having, total
+
+    def missing(self, version: str, limit: int, cursor: str | None) -> tuple[list[dict[str, Any]], str | None]:
+        v = find(self._state.manifest.versions, version)
+        with self._shard_set.reading() as shards:
+            page = browse.lacking(shards, v.vector, limit, cursor)
+        return page.items, page.next_point
+
+    def set_vector(self, item_id: str, version: str, vector: np.ndarray, write_id: str) -> bool:
+        array = np.asarray(vector, dtype=np.float32).reshape(-1)
+        pid = point_id(item_id)
+
+        def plan(shards: list[Shard]) -> tuple[list[Shard], Callable[[], bool]]:
+            v = find(self._state.manifest.versions, version)  # stable under the shared gate
+            if array.shape != (v.dim,):
+                raise ValueError(f"a vector of {version!r} has {v.dim} dimensions, got {array.shape}")
+            holder = next((s for s in shards if s.edge.retrieve([pid], False, False)), None)  # the newest copy
+
+            def apply() -> bool:
+                # Read, compare, write under the shard's lock: exact, every write of this point takes it.
+                records = holder.edge.retrieve([pid], True, False) if holder is not None else []
+                if not records or (records[0].payload or {}).get("write_id") != write_id:
+                    return False
+                op = UpdateOperation.update_vectors([PointVectors(pid, {v.vector: array.tolist()})])
+                self._writer.apply(holder, op, pid)
+                return True
+
+            return ([holder] if holder is not None else []), apply
+
+        return self._writer.mutate(plan)
+
+    def get_meta(self, key: str) -> dict[str, Any] | None:
+        path = self.root / META_FILE
+        with self._meta_lock:
+            documents = json.loads(path.read_text(encoding="utf-8")) if path.exists() else {}
+        value = documents.get(key)
+        return dict(value) if isinstance(value, dict) else None
+
+    def put_meta(self, key: str, value: dict[str, Any]) -> None:
+        path = self.root / META_FILE
+        with self._meta_lock:
+            documents = json.loads(path.read_text(encoding="utf-8")) if path.exists() else {}
+            documents[key] = value
+            write_json_atomic(path, documents)  # fsynced: durable on return
 
     def list_items(self, limit: int, cursor: str | None, category: str | None, status: str | None) -> ItemPage:
         with self._shard_set.reading() as shards:

@@ -57,13 +57,17 @@ class ShardWriter:
             with blocked.lock:  # wait for the job's copy of this shard to end, then re-plan
                 pass
 
-    def apply(self, shard: Shard, op: UpdateOperation, needs_point: str | None) -> None:
-        """Apply one op to a shard (caller holds its lock) and record it for a job copying it.
+    def apply(
+        self, shard: Shard, op: UpdateOperation, needs_point: str | None, vector: tuple[str, int] | None = None
+    ) -> None:
+        """Apply one op to a shard (caller holds its lock or the exclusive gate) and record it for a job
+        copying it.
 
         `needs_point`: the point the op needs to exist (a patch), so that its replay skips it if the
-        point is gone from the job's result.
+        point is gone from the job's result. `vector`: the named vector (name, dim) the op creates or
+        deletes (a model version added or retired), so that its replay is idempotent.
         """
         shard.edge.update(op)
         job = self.state.job
         if job is not None and job.recording and shard in job.sources:
-            job.ops.append((needs_point, op))
+            job.ops.append((needs_point, op, vector))

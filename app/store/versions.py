@@ -1,0 +1,132 @@
+"""The model-version registry both stores keep with their collection, and the checks they share.
+
+Each version is a named vector of every point: `serving` (exactly one; answers by default), `candidate`
+(written by every write, its vectors may still be filling) or `retired` (vector deleted). A version
+keeps its vector name for ever; collections written before versions existed keep their unnamed vector
+("") for their one version.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, replace
+from typing import Any
+
+import numpy as np
+
+from app.core.errors import ModelNotFound
+from app.store.base import CollectionMismatch, ModelVersion, VersionState
+
+
+@dataclass(frozen=True)
+class StoredVersion:
+    """One row of the registry as the store persists it."""
+
+    model_version: str
+    state: VersionState
+    dim: int
+    vector: str  # the named vector holding it ("" = unnamed vector of a collection from before versions)
+
+    @property
+    def active(self) -> bool:
+        return self.state != "retired"
+
+    def public(self) -> ModelVersion:
+        return ModelVersion(self.model_version, self.state, self.dim)
+
+    def to_json(self) -> dict[str, Any]:
+        return {"model_version": self.model_version, "state": self.state, "dim": self.dim, "vector": self.vector}
+
+    @classmethod
+    def from_json(cls, row: Mapping[str, Any]) -> StoredVersion:
+        state = str(row["state"])
+        if state not in ("serving", "candidate", "retired"):
+            raise ValueError(f"unknown model version state {state!r}")
+        return cls(str(row["model_version"]), state, int(row["dim"]), str(row["vector"]))  # type: ignore[arg-type]
+
+
+def open_versions(
+    stored: list[StoredVersion] | None, models: Mapping[str, int], where: str
+) -> tuple[list[StoredVersion], list[StoredVersion]]:
+    """The registry after opening `where` with the model files `models` ({version: dim}, in order), and
+    the versions that are new (their named vector must be created). `stored` None: a new collection.
+
+    Raises CollectionMismatch when an active version has no model file or a known version's dim differs.
+    """
+    if not models:
+        raise CollectionMismatch("no model given: LOOKALIKE_MODEL_PATH names no model file")
+    if stored is None:
+        rows = [
+            StoredVersion(v, "serving" if i == 0 else "candidate", dim, v) for i, (v, dim) in enumerate(models.items())
+        ]
+        return rows, rows
+    known = {v.model_version: v for v in stored}
+    for v in stored:
+        if v.active and v.model_version not in models:
+            raise CollectionMismatch(
+                f"collection {where} needs model version {v.model_version!r} ({v.state}, {v.dim}-d vectors) but "
+                f"no file in LOOKALIKE_MODEL_PATH provides it; add its model file, or retire that version"
+            )
+        if v.model_version in models and models[v.model_version] != v.dim:
+            raise CollectionMismatch(
+                f"collection {where} holds {v.dim}-d vectors of model version {v.model_version!r}, but its model "
+                f"file makes {models[v.model_version]}-d vectors: two different models carry the same version"
+            )
+    names = {v.vector for v in stored}
+    added = []
+    for version, dim in models.items():
+        if version in known:
+            continue  # a retired version stays retired: its vectors are gone
+        if version in names:
+            raise CollectionMismatch(f"collection {where}: model version {version!r} clashes with a vector name")
+        added.append(StoredVersion(version, "candidate", dim, version))
+    return [*stored, *added], added
+
+
+def find(versions: list[StoredVersion], version: str | None) -> StoredVersion:
+    """The active version named `version` (None: the serving one); ModelNotFound if unknown or retired."""
+    for v in versions:
+        if (v.model_version == version if version is not None else v.state == "serving") and v.active:
+            return v
+    raise ModelNotFound(f"no model version {version!r} in this collection (unknown or retired)")
+
+
+def promoted(versions: list[StoredVersion], version: str) -> list[StoredVersion]:
+    """The registry with `version` serving and the old serving version a candidate."""
+    target = find(versions, version)
+    return [
+        replace(v, state="serving") if v is target else (replace(v, state="candidate") if v.state == "serving" else v)
+        for v in versions
+    ]
+
+
+def retired(versions: list[StoredVersion], version: str) -> tuple[list[StoredVersion], StoredVersion]:
+    """The registry with `version` retired (ValueError for the serving version), and its row."""
+    target = find(versions, version)
+    if target.state == "serving":
+        raise ValueError(f"model version {version!r} is serving: promote another version before retiring it")
+    return [replace(v, state="retired") if v is target else v for v in versions], target
+
+
+def vectors_by_name(
+    versions: list[StoredVersion], count: int, vectors: Mapping[str, np.ndarray] | np.ndarray
+) -> dict[str, np.ndarray]:
+    """Check an upsert's vectors: one [count, dim] array per active version -> {vector name: float32 array}.
+
+    Convenience: a plain array is accepted when exactly one version is active.
+    """
+    active = [v for v in versions if v.active]
+    if not isinstance(vectors, Mapping):
+        if len(active) != 1:
+            raise ValueError(f"{len(active)} model versions are active: pass one vector array per version")
+        vectors = {active[0].model_version: vectors}
+    if set(vectors) != {v.model_version for v in active}:
+        names = sorted(v.model_version for v in active)
+        raise ValueError(f"vectors for {sorted(vectors)} given, but the active versions are {names}")
+    out = {}
+    for v in active:
+        array = np.asarray(vectors[v.model_version], dtype=np.float32)
+        if array.ndim != 2 or array.shape != (count, v.dim):
+            raise ValueError(f"vectors of {v.model_version!r} must have shape ({count}, {v.dim}), got {array.shape}")
+        out[v.vector] = array
+    return out
