@@ -7,6 +7,7 @@ of an item waits until the test has deleted or rewritten that item, then goes on
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import subprocess
@@ -303,3 +304,48 @@ def test_kill_9_mid_backfill_then_rerun_completes(catalog: Catalog, host: HeldIm
     with catalog.app(m.v1, m.v2) as client:
         assert coverage(client, "v2") == 1.0
         assert sorted(i["item_id"] for i in client.get("/items").json()["items"]) == sorted(ids)
+
+
+@pytest.mark.parametrize("store_kind", ["edge"])
+def test_cli_backfill_through_a_running_service_and_compare(
+    catalog: Catalog, host: HeldImages, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from app.cli import main
+    from tests.live import live_server
+
+    m = catalog.models
+    with catalog.app(m.v1) as client:
+        ids = write_items(client, host, n_url=6, n_b64=2)
+    catalog.store.close()
+    del host.bodies["/u3.jpg"]
+    env = {
+        "LOOKALIKE_MODEL_PATH": f"{m.v1_path},{m.v2_path}",
+        "LOOKALIKE_QDRANT_PATH": str(catalog.settings.qdrant_path),
+        "LOOKALIKE_FETCH_ALLOW_PRIVATE": "true",
+        "LOOKALIKE_DEVICE": "cpu",
+        "LOOKALIKE_API_KEY": "secret-key",
+    }
+    with live_server(env) as server:
+        assert main(["models", "backfill", "v2", "--url", server.url]) == 1  # no key: 401, said on stderr
+        assert "401 unauthorized" in capsys.readouterr().err
+        code = main(["models", "backfill", "v2", "--url", server.url, "--api-key", "secret-key", "--poll-s", "0.05"])
+        err = capsys.readouterr().err
+        assert code == 3, err  # done, one image gone
+        assert "7 embedded, 0 skipped, 1 failed" in err and "failed items: url-3" in err
+
+        assert main(["models", "compare", "v1", "v2", "--url", server.url, "--sample", "5", "--k", "3", "--json"]) == 0
+        report = json.loads(capsys.readouterr().out)
+        # url-3 has no v2 vector: counted, not compared, when sampled
+        assert report["sampled"] == 5 and report["compared"] + report["not_ranked"] == 5
+        assert report["k"] == 3 and 0.0 <= report["overlap_mean"] <= 1.0
+        assert set(report["scores_v1"]) == {"p5", "p25", "p50", "p75", "p95"}
+        assert {c["item_id"] for c in report["changed_most"]} <= set(ids)
+        assert main(["models", "compare", "v1", "v2", "--url", server.url, "--sample", "5", "--k", "3"]) == 0
+        assert "v1 vs v2:" in capsys.readouterr().out
+
+    # the same comparison in-process gives the same report (seeded sample, same store)
+    for key, value in env.items():
+        monkeypatch.setenv(key, value)
+    assert main(["models", "compare", "v1", "v2", "--sample", "5", "--k", "3", "--json"]) == 0
+    assert json.loads(capsys.readouterr().out) == report
+    catalog.store = make_store("edge", catalog.settings)
