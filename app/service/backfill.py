@@ -14,11 +14,12 @@ Why it is safe to run at any time, and to kill at any time:
 - an item whose image can no longer be fetched or decoded is reported (count + the first ids in the status)
   and left as it is: it keeps serving with the versions it has.
 
-Yielding to live traffic (the rule): at most `concurrency` images in flight (default 2), and before it starts
-the next image the runner waits while the live write path is busy, that is while half or more of the write
-admission permits are held, or the encoder queue of the serving version or of VERSION holds a full batch or
-more. Live writes and photo searches therefore always find the encoder almost idle; reads (GET /similar)
-never use the encoder.
+Yielding to live traffic (the rule): at most one of VERSION's batches of images in flight (`concurrency`,
+default the micro-batcher's max batch size, so its batches fill without waiting), and before it starts the
+next image the runner waits while live encoder work is under way: while half or more of the admission
+permits are held (every live write and photo search holds one from its download to its vectors; the
+backfill takes none), or while the serving version's encoder queue holds a full batch or more. A live
+write therefore waits behind at most one backfill batch; reads (GET /similar) never use the encoder.
 """
 
 from __future__ import annotations
@@ -279,7 +280,12 @@ OUTCOMES = ("embedded", "skipped", "failed")
 
 
 def service_backfill(
-    service: ItemService, version: str, partition: Partition | None = None, *, concurrency: int = 2, **kwargs: Any
+    service: ItemService,
+    version: str,
+    partition: Partition | None = None,
+    *,
+    concurrency: int | None = None,
+    **kwargs: Any,
 ) -> Backfill:
     """A Backfill of `version` through the service's own fetcher, image store, decode limits and micro-batcher."""
     encoder = service.models.get(version)
@@ -309,12 +315,11 @@ def service_backfill(
             return await slot.submit(pixels, settings.request_timeout_s)
 
     def busy() -> bool:
+        # The backfill's own images sit in VERSION's queue (and in the serving one's when VERSION serves): only
+        # admission permits, which the backfill never takes, tell live work apart from it there.
         admission = service.images
-        return (
-            admission.in_use * 2 >= admission.capacity
-            or batcher.depth >= batcher.max_batch_size
-            or serving.depth >= serving.max_batch_size
-        )
+        live_queue = serving is not batcher and serving.depth >= serving.max_batch_size
+        return admission.in_use * 2 >= admission.capacity or live_queue
 
     return Backfill(
         service.store,
@@ -323,7 +328,7 @@ def service_backfill(
         embed=embed,
         busy=busy,
         partition=partition,
-        concurrency=concurrency,
+        concurrency=concurrency or batcher.max_batch_size,
         # store calls go through the service's guard (timeout, breaker, worker pool) like every route's
         store_call=lambda fn, *args: service._store(fn.__name__, fn, *args),
         **kwargs,
