@@ -167,13 +167,6 @@ class ImageNotFound(LookalikeError):
     status = 404
 
 
-class VersionMissing(LookalikeError):
-    """The query item has no vector of the asked model version yet (its backfill has not reached it)."""
-
-    code = "model_not_ready"
-    status = 409
-
-
 class ModelServing(LookalikeError):
     """Retiring the version that serves /similar: promote another one first."""
 

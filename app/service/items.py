@@ -417,14 +417,17 @@ class ItemService:
         versions = await self.versions(fresh=True)
         rows = []
         for version, mv in versions.all.items():
-            have, total = await self._store("coverage", self.store.coverage, version)
+            if mv.state == "retired":  # its vectors are gone: every item misses them
+                have, total = 0, await self._store("count", self.store.count)
+            else:
+                have, total = await self._store("coverage", self.store.coverage, version)
             encoder = self.models.get(version)
             rows.append(
                 ModelVersionOut(
                     model_version=version,
                     state=mv.state,
                     coverage=_fraction(have, total) if mv.state != "retired" else 0.0,
-                    items_missing=total - have if mv.state != "retired" else total,
+                    items_missing=total - have,
                     dim=mv.dim,
                     image_size=encoder.image_size if encoder else None,
                     precision=encoder.precision if encoder else None,

@@ -65,12 +65,14 @@ def open_versions(
         if v.active and v.model_version not in models:
             raise CollectionMismatch(
                 f"collection {where} needs model version {v.model_version!r} ({v.state}, {v.dim}-d vectors) but "
-                f"no file in LOOKALIKE_MODEL_PATH provides it; add its model file, or retire that version"
+                "no file in LOOKALIKE_MODEL_PATH provides it. Add its model file (or retire that version first), "
+                "or set another LOOKALIKE_COLLECTION and re-index the items"
             )
         if v.model_version in models and models[v.model_version] != v.dim:
             raise CollectionMismatch(
                 f"collection {where} holds {v.dim}-d vectors of model version {v.model_version!r}, but its model "
-                f"file makes {models[v.model_version]}-d vectors: two different models carry the same version"
+                f"file makes {models[v.model_version]}-d vectors: two different models carry the same version. Fix "
+                "LOOKALIKE_MODEL_PATH, or set another LOOKALIKE_COLLECTION and re-index the items"
             )
     names = {v.vector for v in stored}
     added = []

@@ -15,6 +15,7 @@ import sys
 import textwrap
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from app.store.base import SimilarFilters
@@ -143,4 +144,26 @@ def test_folder_written_by_the_earlier_store_opens_unchanged(tmp_path: Path, old
     finally:
         store.close()
     manifest = json.loads((root / "items" / "manifest.json").read_text())
-    assert manifest["format"] == 1 and manifest["dim"] == DIM and manifest["model_version"] == "m-old"
+    # rewritten in the versioned format, with the same meaning: one serving version on the unnamed vector
+    assert manifest["format"] == 2
+    assert manifest["versions"] == [{"model_version": "m-old", "state": "serving", "dim": DIM, "vector": ""}]
+
+    # A second model version joins the old folder: every shard gets its named vector, the old one
+    # keeps answering as before, the new one serves the items it has, and maintenance keeps both.
+    store = EdgeStore(root, "items", hot_max=30, merge_fanin=2, builder_nice=0)
+    versions = store.open({"m-old": DIM, "m-new": 8})
+    try:
+        assert [(v.model_version, v.state) for v in versions] == [("m-old", "serving"), ("m-new", "candidate")]
+        check_similar()
+        assert store.coverage("m-new") == (0, old["count"] - 1)
+        rng = np.random.default_rng(4)
+        fresh = rng.standard_normal((1, 8)).astype(np.float32)
+        store.upsert(
+            [{"item_id": "late", "write_id": "w"}], {"m-old": np.eye(DIM, dtype=np.float32)[:1], "m-new": fresh}
+        )
+        assert store.similar("late", 3, FILTERS["none"], "m-new") == []  # the only item with m-new
+        assert store.wait_for_maintenance(WAIT_S)
+        check_similar()
+        assert store.coverage("m-new") == (1, old["count"])
+    finally:
+        store.close()

@@ -3,13 +3,17 @@
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import numpy as np
+import pytest
 from qdrant_client import QdrantClient
+from qdrant_client import models as qm
 
-from app.store.base import SimilarFilters, VectorStore, point_id
+from app.core.errors import ModelNotFound, VersionMissing
+from app.store.base import CollectionMismatch, ModelVersion, SimilarFilters, VectorStore, point_id
 from app.store.qdrant_edge import EdgeStore
 from app.store.qdrant_server import ServerStore
 
@@ -148,5 +152,216 @@ def test_edge_paging_across_shards_while_items_are_added(tmp_path: Path) -> None
         originals = [i for i in seen if i.startswith("a")]
         assert sorted(originals) == sorted(f"a{i}" for i in range(40))
         assert len(seen) == len(set(seen))
+    finally:
+        store.close()
+
+
+# ---------------------------------------------------------------- model versions (named vectors)
+
+DIMS = {"va": 16, "vb": 8}
+ANY = SimilarFilters(include_sold=True)
+
+
+def unit_of(rng: np.random.Generator, n: int, dim: int) -> np.ndarray:
+    v = rng.standard_normal((n, dim)).astype(np.float32)
+    return v / np.linalg.norm(v, axis=1, keepdims=True)
+
+
+def brute_force(vectors: dict[str, np.ndarray], query: np.ndarray, k: int, leave_out: str | None) -> list[str]:
+    scores = {i: float(v @ query) for i, v in vectors.items() if i != leave_out}
+    return [i for i, _ in sorted(scores.items(), key=lambda kv: (-kv[1], kv[0]))[:k]]
+
+
+def edge_factory(root: Path) -> Callable[[], VectorStore]:
+    return lambda: EdgeStore(root, "items")
+
+
+def server_factory(root: Path) -> Callable[[], VectorStore]:
+    return lambda: ServerStore(QdrantClient(path=str(root)), "items")
+
+
+def vector_names(store: VectorStore) -> set[str]:
+    """The named vectors the collection physically has (every shard of the embedded store)."""
+    if isinstance(store, EdgeStore):
+        with store._shard_set.reading() as shards:
+            names = [set(s.vectors()) for s in shards]
+        assert all(n == names[0] for n in names), names  # every shard has every active vector
+        return names[0]
+    vectors = store._client.get_collection("items").config.params.vectors
+    assert isinstance(vectors, dict)
+    return set(vectors)
+
+
+def run_versions(make: Callable[[], VectorStore]) -> list[Any]:
+    """The version operations on one store; asserts behaviour and returns answers for comparison."""
+    rng = np.random.default_rng(5)
+    answers: list[Any] = []
+    store = make()
+    try:
+        opened = store.open(DIMS)
+        assert opened == [ModelVersion("va", "serving", 16), ModelVersion("vb", "candidate", 8)]
+        ids = [f"item-{i}" for i in range(20)]
+        payloads = [
+            {"item_id": i, "write_id": f"w-{n}", "status": "on_sale", "seller_id": "s"} for n, i in enumerate(ids)
+        ]
+        va, vb = unit_of(rng, 20, 16), unit_of(rng, 20, 8)
+        assert store.upsert(payloads, {"va": va, "vb": vb}) == [True] * 20
+        with pytest.raises(ValueError):  # every active version's vectors, or nothing is written
+            store.upsert([{"item_id": "half", "write_id": "w"}], {"va": va[:1]})
+        with pytest.raises(ValueError):
+            store.upsert([{"item_id": "flat", "write_id": "w"}], va[:1])  # a plain array: only with one version
+        with pytest.raises(ValueError):
+            store.upsert([{"item_id": "wrongdim", "write_id": "w"}], {"va": va[:1], "vb": va[:1]})
+        assert store.count() == 20 and store.get("half") is None and store.get("wrongdim") is None
+
+        # each version ranks with its own vectors
+        for name, vecs in (("va", va), ("vb", vb)):
+            by_id = dict(zip(ids, vecs, strict=True))
+            hits = store.similar("item-1", 5, ANY, name)
+            assert hits is not None and [h.item_id for h in hits] == brute_force(by_id, vecs[1], 5, "item-1")
+            answers.append([(h.item_id, round(h.score, 4)) for h in hits])
+            query = unit_of(rng, 1, DIMS[name])[0]
+            near = store.similar_to_vector(query, 4, ANY, name)
+            assert [h.item_id for h in near] == brute_force(by_id, query, 4, None)
+        default = store.similar("item-1", 5, ANY)  # None: the serving version
+        assert default is not None and [h.item_id for h in default] == [a for a, _ in answers[0]]
+        assert store.coverage("vb") == (20, 20)
+        with pytest.raises(ModelNotFound):
+            store.similar("item-1", 5, ANY, "nope")
+        store.put_meta("experiments", {"running": ["e1"]})
+    finally:
+        store.close()
+
+    # a new model file: a new candidate with no vectors yet
+    store = make()
+    try:
+        opened = store.open({**DIMS, "vc": 4})
+        assert opened[-1] == ModelVersion("vc", "candidate", 4)
+        assert store.get_meta("experiments") == {"running": ["e1"]} and store.get_meta("other") is None
+        assert store.coverage("vc") == (0, 20)
+        with pytest.raises(VersionMissing):
+            store.similar("item-1", 5, ANY, "vc")
+        missing, cursor, pages = [], None, 0
+        while True:
+            page, cursor = store.missing("vc", 6, cursor)
+            assert len(page) <= 6
+            missing += page
+            pages += 1
+            if cursor is None or pages > 10:
+                break
+        assert [p["item_id"] for p in missing] == sorted(ids, key=point_id)  # point-id order, each once
+        assert all(p["write_id"] == f"w-{p['item_id'][5:]}" for p in missing)
+
+        store.delete("item-3")
+        new_vc = unit_of(rng, 1, 4)
+        replaced = {"item_id": "item-4", "write_id": "w-4b", "status": "on_sale", "seller_id": "s"}
+        store.upsert([replaced], {"va": va[4:5], "vb": vb[4:5], "vc": new_vc})
+        store.patch("item-6", {"title": "patched"})  # a patch keeps the write_id: its backfill still applies
+        vc = unit_of(rng, 20, 4)
+        done = [store.set_vector(i, "vc", vc[n], f"w-{n}") for n, i in enumerate(ids)]
+        assert done == [n not in (3, 4) for n in range(20)]  # deleted: skipped; replaced: skipped
+        assert store.set_vector("never-written", "vc", vc[0], "w-0") is False
+        assert store.get("item-3") is None and store.count() == 19  # never resurrected
+        assert store.get("item-6") == {**payloads[6], "title": "patched"}  # payload untouched
+        assert store.coverage("vc") == (19, 19) and store.missing("vc", 10, None) == ([], None)
+        top = store.similar_to_vector(new_vc[0], 1, ANY, "vc")
+        assert top[0].item_id == "item-4" and top[0].score > 0.999  # the newer write's vector was kept
+        with pytest.raises(ValueError):
+            store.set_vector("item-0", "vc", vc[0][:3], "w-0")
+        # set_vector wrote only vc: the other versions still rank with their own vectors
+        by_va = {i: va[n] for n, i in enumerate(ids) if n != 3}
+        assert [h.item_id for h in store.similar("item-1", 5, ANY, "va") or []] == brute_force(
+            by_va, va[1], 5, "item-1"
+        )
+        by_vc = {i: vc[n] for n, i in enumerate(ids) if n not in (3, 4)} | {"item-4": new_vc[0]}
+        hits = store.similar("item-0", 5, ANY, "vc")
+        assert hits is not None and [h.item_id for h in hits] == brute_force(by_vc, vc[0], 5, "item-0")
+        answers.append([(h.item_id, round(h.score, 4)) for h in hits])
+
+        store.promote("vb")
+        assert [(v.model_version, v.state) for v in store.versions()] == [
+            ("va", "candidate"),
+            ("vb", "serving"),
+            ("vc", "candidate"),
+        ]
+        with pytest.raises(ValueError):
+            store.retire("vb")  # the serving version cannot be retired
+        store.retire("va")
+        assert "va" not in vector_names(store) and {"vb", "vc"} <= vector_names(store)  # its space is freed
+        with pytest.raises(ModelNotFound):
+            store.similar("item-1", 5, ANY, "va")
+        with pytest.raises(ValueError):  # a retired version takes no vectors any more
+            store.upsert([replaced], {"va": va[4:5], "vb": vb[4:5], "vc": new_vc})
+        answers.append([(h.item_id, round(h.score, 4)) for h in store.similar("item-1", 5, ANY) or []])
+    finally:
+        store.close()
+
+    # promote and retire survive a reopen; a retired version needs no model file
+    store = make()
+    try:
+        assert store.open({"vb": 8, "vc": 4}) == [
+            ModelVersion("va", "retired", 16),
+            ModelVersion("vb", "serving", 8),
+            ModelVersion("vc", "candidate", 4),
+        ]
+        assert "va" not in vector_names(store)
+        assert [(h.item_id, round(h.score, 4)) for h in store.similar("item-1", 5, ANY) or []] == answers[-1]
+        store.upsert([{"item_id": "late", "write_id": "w-late"}], {"vb": vb[:1], "vc": vc[:1]})
+        assert store.coverage("vb") == (20, 20)
+    finally:
+        store.close()
+
+    # start-up errors: an active version without a file, a version whose dim changed
+    for models, words in (({"vb": 8}, ["'vc'", "candidate"]), ({"vb": 9, "vc": 4}, ["'vb'", "8-d", "9-d"])):
+        store = make()
+        try:
+            with pytest.raises(CollectionMismatch) as err:
+                store.open(models)
+            assert all(w in str(err.value) for w in words), str(err.value)
+        finally:
+            store.close()
+    return answers
+
+
+def test_model_versions_behave_alike_on_both_stores(tmp_path: Path) -> None:
+    edge_answers = run_versions(edge_factory(tmp_path / "edge"))
+    server_answers = run_versions(server_factory(tmp_path / "server"))
+    assert edge_answers == server_answers
+
+
+def test_server_collection_from_before_versions_keeps_its_unnamed_vector(tmp_path: Path) -> None:
+    """Written with one unnamed vector: opens as that one serving version, and a new version is added.
+    (The embedded store's old folders: tests/integration/test_edge_format_compat.py.)"""
+    rng = np.random.default_rng(9)
+    old = unit_of(rng, 10, 16)
+    payloads = [{"item_id": f"o{i}", "write_id": f"w{i}"} for i in range(10)]
+    make = server_factory(tmp_path / "server")
+    client = QdrantClient(path=str(tmp_path / "server"))
+    client.create_collection(
+        "items",
+        vectors_config=qm.VectorParams(size=16, distance=qm.Distance.COSINE),
+        metadata={"lookalike.model_version": "old"},
+    )
+    points = [
+        qm.PointStruct(id=point_id(p["item_id"]), vector=v.tolist(), payload=p)
+        for p, v in zip(payloads, old, strict=True)
+    ]
+    client.upsert("items", points)
+    client.close()
+    store = make()
+    try:
+        assert store.open({"old": 16}) == [ModelVersion("old", "serving", 16)]
+        before = store.similar("o1", 3, ANY)
+        assert before is not None and [h.item_id for h in before] == brute_force(
+            {p["item_id"]: v for p, v in zip(payloads, old, strict=True)}, old[1], 3, "o1"
+        )
+        store.close()
+        store = make()
+        assert store.open({"old": 16, "new": 8})[-1] == ModelVersion("new", "candidate", 8)
+        assert store.similar("o1", 3, ANY) == before and vector_names(store) == {"", "new"}
+        assert store.coverage("new") == (0, 10) and store.coverage("old") == (10, 10)
+        assert store.set_vector("o1", "new", unit_of(rng, 1, 8)[0], "w1")
+        store.upsert([{"item_id": "o2", "write_id": "x"}], {"old": old[2:3], "new": unit_of(rng, 1, 8)})
+        assert store.coverage("new") == (2, 10) and store.similar("o1", 3, ANY, "old") is not None
     finally:
         store.close()
