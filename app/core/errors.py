@@ -160,6 +160,13 @@ class ModelNotFound(LookalikeError):
     status = 404
 
 
+class VersionMissing(LookalikeError):
+    """The item has no vector of the requested model version yet (its backfill has not reached it)."""
+
+    code = "model_not_ready"
+    status = 409
+
+
 class ImageNotFound(LookalikeError):
     """The item exists but no image of it is kept."""
 
