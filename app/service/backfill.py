@@ -226,16 +226,17 @@ class Backfill:
     async def _one(self, payload: dict[str, Any]) -> None:
         item_id = payload["item_id"]
         try:
+            if not isinstance(payload.get("write_id"), str):  # written before writes carried one: no safe write
+                self._fail(item_id, "no write_id (written by an older version of the service): write it again")
+                return
             try:
                 vector = await self._embed_with_retry(await self._load_image(payload))
             except (Overloaded, NotReady):
                 raise  # the service is stopping or drowning: not the item's fault
             except LookalikeError as exc:
-                self._fail(item_id, exc)
+                self._fail(item_id, f"{exc.code}: {exc}")
                 return
-            written = await self._store_call(
-                self.store.set_vector, item_id, self.version, vector, payload.get("write_id", "")
-            )
+            written = await self._store_call(self.store.set_vector, item_id, self.version, vector, payload["write_id"])
             self._count("embedded" if written else "skipped")
         finally:
             self._slots.release()
@@ -252,8 +253,8 @@ class Backfill:
         while self._busy():
             await asyncio.sleep(BUSY_POLL_S)
 
-    def _fail(self, item_id: str, exc: LookalikeError) -> None:
-        log.warning("backfill of %s: item %s skipped: %s %s", self.version, item_id, exc.code, exc)
+    def _fail(self, item_id: str, why: str) -> None:
+        log.warning("backfill of %s: item %s left as it is: %s", self.version, item_id, why)
         self._failed.add(item_id)
         if len(self.status.failed_ids) < FAILED_IDS_MAX:
             self.status.failed_ids.append(item_id)

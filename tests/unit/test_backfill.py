@@ -192,3 +192,11 @@ def test_a_store_outage_fails_the_run_with_its_reason() -> None:
     assert status.state == "failed"
     assert status.error == "qdrant is unreachable"
     assert status.embedded == 0 and calls >= 1
+
+
+def test_an_item_without_write_id_is_reported_not_written() -> None:
+    store = MemoryStore(3)
+    del store.payloads["item-001"]["write_id"]  # written before writes carried a write_id
+    status = asyncio.run(backfill(store).run())
+    assert (status.embedded, status.failed, status.failed_ids) == (2, 1, ["item-001"])
+    assert "v2" not in store.vectors["item-001"]
