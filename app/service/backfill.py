@@ -310,9 +310,10 @@ def service_backfill(
             raise ImageTooLarge(f"the image is over the limit of {settings.fetch_max_bytes} bytes")
         meta = encoder.meta
         with batcher.reserve() as slot:
-            pixels = await asyncio.to_thread(
-                load_pixels, data, meta.image_size, settings.image_max_pixels, meta.resample, settings.decode_draft
-            )
+            async with service._decode_slots:  # shared with the writes: decodes at once stay within the limit
+                pixels = await asyncio.to_thread(
+                    load_pixels, data, meta.image_size, settings.image_max_pixels, meta.resample, settings.decode_draft
+                )
             return await slot.submit(pixels, settings.request_timeout_s)
 
     def busy() -> bool:
