@@ -143,6 +143,8 @@ async def _similar(args: argparse.Namespace) -> int:
     params = {"k": args.k, "include_sold": args.include_sold}
     if args.category:
         params["category"] = args.category
+    if args.model_version:
+        params["model_version"] = args.model_version
     if args.url:
         async with httpx.AsyncClient(base_url=args.url, timeout=30) as client:
             response = await client.get(f"/similar/{args.item_id}", params=params)
@@ -427,6 +429,7 @@ def parser() -> argparse.ArgumentParser:
     sim.add_argument("--k", type=int, default=10)
     sim.add_argument("--category")
     sim.add_argument("--include-sold", action="store_true")
+    sim.add_argument("--model-version", help="rank with this active model version (default: the serving one)")
     sim.add_argument("--url", help="ask a running service instead of opening the store in-process")
     _models_parser(sub)
     sub.add_parser("serve", help="run the HTTP service (same as python -m app)")

@@ -30,6 +30,7 @@ from app.core.errors import (
     LookalikeError,
     ModelNotFound,
     ModelServing,
+    NotReady,
     Overloaded,
     StoreUnavailable,
     ValidationFailed,
@@ -262,10 +263,18 @@ class ItemService:
             )
         return _Embedded(data, dict(zip(versions, vectors, strict=True)))
 
+    async def embed_versions(self, image: bytes | str, versions: list[str]) -> dict[str, np.ndarray]:
+        """Fetch (a URL) or take the bytes, decode once and embed with each of `versions`, nothing stored.
+
+        No admission permit: a caller that is not a request (a backfill) paces itself; the batchers' queues
+        still bound it (429 overloaded when full).
+        """
+        return (await self._embed(_Pending("", {}, image), versions)).vectors
+
     def _encoder(self, version: str) -> Any:
         encoder = self.models.get(version)
         if encoder is None:  # another replica added a version this one has no file for
-            raise ModelNotFound(f"model version {version!r} is active but no file of it is loaded here")
+            raise NotReady(f"model version {version!r} is active but no file of it is loaded here")
         return encoder
 
     async def _index_all(self, pending: list[_Pending]) -> list[ItemWriteOut]:
@@ -278,14 +287,22 @@ class ItemService:
         now = time.time()
         payloads = [self._payload(p, now) for p in pending]
         kept = [(p["image_key"], e.data) for p, e in zip(payloads, embedded, strict=True) if "image_key" in p]
+        # The bytes are durable before the store names them. A store write that fails (or times out, and may
+        # still land) leaves them as an orphan file rather than risking a payload naming a deleted file.
         await asyncio.to_thread(self._put_images, kept)
+        replaced = await self._store("get", self._image_keys, [p.item_id for p in pending])
+        vectors = {v: np.stack([e.vectors[v] for e in embedded]) for v in embedded[0].vectors}
         try:
-            replaced = await self._store("get", self._image_keys, [p.item_id for p in pending])
-            vectors = {v: np.stack([e.vectors[v] for e in embedded]) for v in embedded[0].vectors}
             created = await self._store("upsert", self.store.upsert, payloads, vectors)
-        except BaseException:
-            await asyncio.to_thread(self._drop_images, [key for key, _ in kept])  # nothing names them
-            raise
+        except ValueError:  # the active versions changed since this write read them (another replica retired one)
+            active = (await self.versions(fresh=True)).active
+            if not set(active) <= set(vectors):
+                raise NotReady(
+                    f"model version(s) {sorted(set(active) - set(vectors))} became active and no file of them is "
+                    "loaded here; restart this replica with every active model file in LOOKALIKE_MODEL_PATH"
+                ) from None
+            subset = {v: vectors[v] for v in active}
+            created = await self._store("upsert", self.store.upsert, payloads, subset)
         await asyncio.to_thread(self._drop_images, [key for key in replaced if key is not None])
         metrics.items_indexed.inc(len(pending))
         serving = self.model_version
@@ -319,8 +336,14 @@ class ItemService:
         return keys
 
     def _put_images(self, kept: list[tuple[str, bytes]]) -> None:
-        for key, data in kept:
-            self.image_store.put(key, data)
+        try:
+            for key, data in kept:
+                self.image_store.put(key, data)
+        except OSError as exc:  # a full disk or a read-only folder: nothing was stored, retry elsewhere or later
+            metrics.store_errors.labels(op="image_put").inc()
+            raise StoreUnavailable(
+                f"the image store ({self.image_store.root}) cannot keep the image: {exc.strerror or exc}"
+            ) from None
 
     def _drop_images(self, keys: list[str]) -> None:
         for key in keys:
@@ -370,6 +393,8 @@ class ItemService:
         limits, micro-batching), so it is refused (429, 413, 415, 422...) exactly as a POST /items would be.
         """
         version = (await self.versions()).check_active(query.model_version)
+        if self.models.get(version) is None:
+            raise ModelNotFound(f"model version {version!r} has no model file loaded here to embed the photo")
         vector = (await self._admitted_embed(_Pending("", {}, image), [version])).vectors[version]
         filters = SimilarFilters(
             category=query.category,

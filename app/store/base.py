@@ -70,7 +70,8 @@ class VectorStore(Protocol):
 
     A store that cannot be reached (or is closed) raises app.core.errors.StoreUnavailable (503).
 
-    Payload dicts always hold `item_id`; `upsert` replaces the whole payload and vector of an item.
+    Payload dicts always hold `item_id`; `upsert` replaces the whole payload and every vector of an item.
+    `version` parameters name a model version; None means the serving one.
     """
 
     def open(self, models: Mapping[str, int]) -> list[ModelVersion]:

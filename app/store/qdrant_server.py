@@ -24,6 +24,7 @@ from app.core.settings import Settings
 from app.store.base import (
     FLOAT_FIELDS,
     KEYWORD_FIELDS,
+    CollectionMismatch,
     Hit,
     ItemPage,
     ModelVersion,
@@ -125,6 +126,12 @@ class ServerStore:
                 return [v.public() for v in rows]
             config = self._client.get_collection(self.collection).config
             stored = self._stored_versions(config)
+            if stored is None:
+                raise CollectionMismatch(
+                    f"collection {self.collection!r} exists but records no model version (not written by this "
+                    "service?). Set LOOKALIKE_COLLECTION to a new name and re-index, or point LOOKALIKE_MODEL_PATH "
+                    "at the right collection's models"
+                )
             rows, added = open_versions(stored, models, repr(self.collection))
             names = self._vector_names(config)
             # Vector first, registry second: a crash in between leaves an unused vector that the next

@@ -251,7 +251,7 @@ def test_a_batch_request_is_encoded_in_one_run_even_without_a_wait(
     # after another, long after BATCH_MAX_WAIT_MS=0, and still all of them go in one encoder run.
     import app.service.items
 
-    real_load = app.service.items.load_pixels
+    real_load = app.service.items.load_pixels_for
     lock = threading.Lock()
     calls = [0]
 
@@ -262,7 +262,7 @@ def test_a_batch_request_is_encoded_in_one_run_even_without_a_wait(
         time.sleep(0.02 * n)
         return real_load(*args, **kwargs)
 
-    monkeypatch.setattr(app.service.items, "load_pixels", slow_load)
+    monkeypatch.setattr(app.service.items, "load_pixels_for", slow_load)
     recorder = RecordingEncode(tiny_encoder.embed)
     monkeypatch.setattr(tiny_encoder, "embed", recorder)
     with client_factory(batch_max_wait_ms=0) as client:

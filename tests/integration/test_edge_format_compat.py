@@ -14,6 +14,7 @@ import subprocess
 import sys
 import textwrap
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -90,6 +91,12 @@ OLD_WRITER = textwrap.dedent(
 )
 
 
+def answers(store: EdgeStore, old: dict[str, Any]) -> list[Any]:
+    """similar() for the old run's queries (item-0 is deleted by this test)."""
+    queries = [key.split("/") for key in old["similar"] if not key.startswith("item-0/")]
+    return [store.similar(q, 7, FILTERS[name]) for q, name in queries]
+
+
 @pytest.fixture
 def old_app(tmp_path: Path) -> Path:
     """The app/ package of the earlier commit, extracted from git."""
@@ -141,12 +148,11 @@ def test_folder_written_by_the_earlier_store_opens_unchanged(tmp_path: Path, old
         check_similar()
         assert store.delete("item-0")
         assert store.get("item-0") is None
+        after_delete = answers(store, old)
     finally:
         store.close()
     manifest = json.loads((root / "items" / "manifest.json").read_text())
-    # rewritten in the versioned format, with the same meaning: one serving version on the unnamed vector
-    assert manifest["format"] == 2
-    assert manifest["versions"] == [{"model_version": "m-old", "state": "serving", "dim": DIM, "vector": ""}]
+    assert manifest["format"] == 1 and manifest["dim"] == DIM and manifest["model_version"] == "m-old"  # not rewritten
 
     # A second model version joins the old folder: every shard gets its named vector, the old one
     # keeps answering as before, the new one serves the items it has, and maintenance keeps both.
@@ -154,7 +160,7 @@ def test_folder_written_by_the_earlier_store_opens_unchanged(tmp_path: Path, old
     versions = store.open({"m-old": DIM, "m-new": 8})
     try:
         assert [(v.model_version, v.state) for v in versions] == [("m-old", "serving"), ("m-new", "candidate")]
-        check_similar()
+        assert answers(store, old) == after_delete
         assert store.coverage("m-new") == (0, old["count"] - 1)
         rng = np.random.default_rng(4)
         fresh = rng.standard_normal((1, 8)).astype(np.float32)
@@ -162,8 +168,16 @@ def test_folder_written_by_the_earlier_store_opens_unchanged(tmp_path: Path, old
             [{"item_id": "late", "write_id": "w"}], {"m-old": np.eye(DIM, dtype=np.float32)[:1], "m-new": fresh}
         )
         assert store.similar("late", 3, FILTERS["none"], "m-new") == []  # the only item with m-new
+        with_late = answers(store, old)
         assert store.wait_for_maintenance(WAIT_S)
-        check_similar()
+        assert answers(store, old) == with_late
         assert store.coverage("m-new") == (1, old["count"])
     finally:
         store.close()
+    # rewritten in the versioned format: the old version keeps the unnamed vector
+    manifest = json.loads((root / "items" / "manifest.json").read_text())
+    assert manifest["format"] == 2
+    assert manifest["versions"] == [
+        {"model_version": "m-old", "state": "serving", "dim": DIM, "vector": ""},
+        {"model_version": "m-new", "state": "candidate", "dim": 8, "vector": "m-new"},
+    ]

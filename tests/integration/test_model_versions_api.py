@@ -116,6 +116,11 @@ def test_upgrade_promote_roll_back_retire(catalog: Catalog, images: ImageServer)
             "provider": m.v2.provider,
         }
 
+        # the service embeds one image with several versions from one decode (what a backfill uses)
+        service = client.app.state.service  # type: ignore[attr-defined]
+        vectors = client.portal.call(service.embed_versions, photo(2), ["v1", "v2"])  # type: ignore[union-attr]
+        assert {v: a.shape for v, a in vectors.items()} == {"v1": (m.v1.dim,), "v2": (m.v2.dim,)}
+
         # an old item has no v2 vector yet; a new write carries both
         assert_error(client.get("/similar/b64-2", params={"model_version": "v2"}), 409, "model_not_ready")
         written = client.post("/items", json={"item_id": "new-4", "image_base64": b64(photo(4))})
@@ -294,3 +299,77 @@ def test_several_files_are_never_exported(tmp_path: Path, two_models: TwoModels)
     assert str(missing) in result.stderr
     assert "exporting" not in result.stderr
     assert not missing.exists()
+
+
+def test_models_command_line(two_models: TwoModels, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys) -> None:  # type: ignore[no-untyped-def]
+    import json
+
+    from app.cli import main
+
+    for name in [k for k in os.environ if k.startswith("LOOKALIKE_")]:
+        monkeypatch.delenv(name)
+    monkeypatch.setenv("LOOKALIKE_MODEL_PATH", f"{two_models.v1_path},{two_models.v2_path}")
+    monkeypatch.setenv("LOOKALIKE_QDRANT_PATH", str(tmp_path / "q"))
+    monkeypatch.setenv("LOOKALIKE_DEVICE", "cpu")
+
+    def run(*argv: str) -> tuple[int, dict[str, object]]:
+        code = main(["models", *argv])
+        return code, json.loads(capsys.readouterr().out)
+
+    code, listed = run("list")
+    assert code == 0
+    assert listed["serving"] == "v1"
+    assert [(v["model_version"], v["state"]) for v in listed["versions"]] == [("v1", "serving"), ("v2", "candidate")]
+    assert run("promote", "v2") == (0, {"serving": "v2", "previous": "v1", "coverage": 1.0, "items_missing": 0})
+    code, refused = run("retire", "v2")
+    assert (code, refused["error"]["code"]) == (1, "model_serving")
+    assert run("retire", "v1") == (0, {"model_version": "v1", "state": "retired"})
+    code, listed = run("list")
+    assert [(v["model_version"], v["state"]) for v in listed["versions"]] == [("v1", "retired"), ("v2", "serving")]
+
+
+def test_models_command_line_through_a_running_service(two_models: TwoModels, tmp_path: Path, capsys) -> None:  # type: ignore[no-untyped-def]
+    """`python -m app` with two model files, driven by `lookalike models ... --url` with the write key."""
+    import json
+
+    import httpx
+
+    from app.cli import main
+    from tests.live import live_server
+
+    env = {
+        "LOOKALIKE_MODEL_PATH": f"{two_models.v1_path},{two_models.v2_path}",
+        "LOOKALIKE_QDRANT_PATH": str(tmp_path / "q"),
+        "LOOKALIKE_DEVICE": "cpu",
+        "LOOKALIKE_API_KEY": "sesame",
+    }
+    with live_server(env) as server:
+        auth = {"Authorization": "Bearer sesame"}
+        body = {"item_id": "a", "image_base64": b64(photo(1))}
+        assert httpx.post(server.url + "/items", json=body, headers=auth, timeout=30).status_code == 201
+
+        def run(*argv: str) -> tuple[int, dict[str, object]]:
+            code = main(["models", *argv, "--url", server.url, "--api-key", "sesame"])
+            return code, json.loads(capsys.readouterr().out)
+
+        code, listed = run("list")
+        assert (code, listed["serving"]) == (0, "v1")
+        assert [v["coverage"] for v in listed["versions"]] == [1.0, 1.0]  # the write carried both vectors
+        assert run("promote", "v2") == (0, {"serving": "v2", "previous": "v1", "coverage": 1.0, "items_missing": 0})
+        assert httpx.get(server.url + "/similar/a", timeout=30).json()["model_version"] == "v2"
+        assert main(["similar", "a", "--url", server.url, "--model-version", "v1"]) == 0
+        assert json.loads(capsys.readouterr().out)["model_version"] == "v1"
+        code, refused = run("retire", "v2")
+        assert (code, refused["error"]["code"]) == (1, "model_serving")
+        assert main(["models", "list", "--url", server.url]) == 1  # without the key: 401
+        assert json.loads(capsys.readouterr().out)["error"]["code"] == "unauthorized"
+
+
+def test_an_image_store_that_cannot_write_answers_503_and_stores_nothing(catalog: Catalog, tmp_path: Path) -> None:
+    blocked = tmp_path / "not-a-folder"
+    blocked.write_bytes(b"")  # the image store's root is a file: every put fails
+    with catalog.app(catalog.models.v1, image_store_path=blocked) as client:
+        assert_error(
+            client.post("/items", json={"item_id": "x", "image_base64": b64(photo(1))}), 503, "store_unavailable"
+        )
+        assert_error(client.get("/items/x"), 404, "item_not_found")

@@ -22,7 +22,7 @@ from typing import Any
 import numpy as np
 import pytest
 
-from app.core.errors import StoreUnavailable
+from app.core.errors import StoreUnavailable, VersionMissing
 from app.store.base import CollectionMismatch, SimilarFilters
 from app.store.qdrant_edge import EdgeStore
 
@@ -513,3 +513,201 @@ def test_crash_while_a_build_is_held_then_recovery(tmp_path: Path) -> None:
         assert all(store.get(f"h-{i}") == {"item_id": f"h-{i}"} for i in range(40))
     finally:
         store.close()
+
+
+# ---------------------------------------------------------------- model versions (named vectors)
+
+
+def unit_vector(seed: int, dim: int) -> np.ndarray:
+    v = np.random.default_rng(seed).standard_normal(dim).astype(np.float32)
+    return v / np.linalg.norm(v)
+
+
+def shard_vectors(store: EdgeStore) -> list[set[str]]:
+    with store._shard_set.reading() as shards:
+        return [set(s.vectors()) for s in shards]
+
+
+def test_version_changes_during_a_build_survive_the_swap(open_store: Callable[..., EdgeStore]) -> None:
+    """A version added, backfilled and another retired while a build job copies and builds: the swapped-in
+    shard has exactly the active vectors, with every vector written meanwhile."""
+    store = open_store(hot_max=50, merge_fanin=10)
+    held = threading.Event()
+    release = threading.Event()
+    phases: list[str] = []
+
+    def hook(phase: str, info: dict[str, Any]) -> None:
+        phases.append(phase)
+        if phase in ("copied", "built") and info["kind"] == "build":
+            held.set()
+            assert release.wait(WAIT_S)
+
+    store._maintenance_hook = hook
+    payloads, vectors = make_items(0, 60)
+    for p in payloads:
+        p["write_id"] = f"w-{p['item_id']}"
+    store.upsert(payloads, vectors)  # 60 >= hot_max: frozen, and its build starts
+    m2 = {p["item_id"]: unit_vector(n, 8) for n, p in enumerate(payloads)}
+    m3 = {p["item_id"]: unit_vector(1000 + n, 4) for n, p in enumerate(payloads)}
+
+    assert held.wait(WAIT_S) and phases[-1] == "copied"
+    held.clear()
+    store.open({"m-1": DIM, "m-2": 8})  # a new model file: every shard gets the vector, the copies do not
+    for item_id in list(m2)[:30]:
+        assert store.set_vector(item_id, "m-2", m2[item_id], f"w-{item_id}")
+    assert store.coverage("m-2") == (30, 60)
+    release.set()
+    time.sleep(0.05)
+    release.clear()
+
+    assert held.wait(WAIT_S) and phases[-1] == "built"  # built by a builder that knew m-2
+    store.open({"m-1": DIM, "m-2": 8, "m-3": 4})
+    for item_id in list(m3)[10:40]:
+        assert store.set_vector(item_id, "m-3", m3[item_id], f"w-{item_id}")
+    assert store.set_vector("item-11", "m-3", m3["item-11"], "an older write") is False
+    store.retire("m-2")
+    assert store.delete("item-12")
+    release.set()
+    assert store.wait_for_maintenance(WAIT_S)
+
+    assert store.stats()["builds"] >= 1 and "sealed" in shard_roles(store)
+    assert all(names == {"m-1", "m-3"} for names in shard_vectors(store)), shard_vectors(store)
+    assert store.coverage("m-3") == (29, 59)
+    expected = {i: v for i, v in list(m3.items())[10:40] if i != "item-12"}
+    for item_id in ("item-10", "item-20", "item-39"):
+        hits = store.similar(item_id, 5, SimilarFilters(include_sold=True), "m-3")
+        scores = {i: float(v @ expected[item_id]) for i, v in expected.items() if i != item_id}
+        assert hits is not None and [h.item_id for h in hits] == sorted(scores, key=lambda i: (-scores[i], i))[:5]
+    with pytest.raises(VersionMissing):
+        store.similar("item-45", 5, SimilarFilters(), "m-3")
+    missing, _ = store.missing("m-3", 100, None)
+    assert sorted(p["item_id"] for p in missing) == sorted(set(m3) - set(expected) - {"item-12"})
+
+
+def test_backfilled_sealed_shard_is_resealed(open_store: Callable[..., EdgeStore]) -> None:
+    """A backfill writing a new version's vectors into a sealed shard: the shard is rebuilt with both indexed."""
+    store = open_store(hot_max=50, merge_fanin=10)
+    payloads, vectors = make_items(0, 60)
+    for p in payloads:
+        p["write_id"] = f"w-{p['item_id']}"
+    store.upsert(payloads, vectors)
+    assert store.wait_for_maintenance(WAIT_S) and "sealed" in shard_roles(store)
+    before = {s["name"] for s in store.stats()["shards"] if s["role"] == "sealed"}
+    store.open({"m-1": DIM, "m-2": 8})
+    m2 = {p["item_id"]: unit_vector(n, 8) for n, p in enumerate(payloads)}
+    for item_id, v in m2.items():
+        assert store.set_vector(item_id, "m-2", v, f"w-{item_id}")
+    assert store.wait_for_maintenance(WAIT_S)
+    stats = store.stats()
+    assert stats["reseals"] >= 1, stats
+    sealed = [s for s in stats["shards"] if s["role"] == "sealed"]
+    assert [s["points"] for s in sealed] == [60] and sealed[0]["name"] not in before, stats  # rebuilt
+    assert store.coverage("m-2") == (60, 60)
+    for item_id in ("item-3", "item-30"):
+        hits = store.similar(item_id, 5, SimilarFilters(include_sold=True), "m-2")
+        scores = {i: float(v @ m2[item_id]) for i, v in m2.items() if i != item_id}
+        assert hits is not None and [h.item_id for h in hits] == sorted(scores, key=lambda i: (-scores[i], i))[:5]
+
+
+VERSIONED_WRITER = textwrap.dedent(
+    """
+    import sys, numpy as np
+    from pathlib import Path
+    from app.store.qdrant_edge import EdgeStore
+    root, start, dim, round_ = Path(sys.argv[1]), int(sys.argv[2]), int(sys.argv[3]), int(sys.argv[4])
+    store = EdgeStore(root, "items", hot_max=40, merge_fanin=2)
+    store.open({"m-1": dim, "m-2": 8})
+
+    def vec(n, d, gen):
+        v = np.random.default_rng(n * 10 + gen).standard_normal(d).astype(np.float32)
+        return v / np.linalg.norm(v)
+
+    if round_ == 2:
+        store.retire("m-1")
+        print("RETIRED", flush=True)
+    i = start
+    while True:
+        ids = list(range(i, i + 4))
+        vectors = {"m-2": np.stack([vec(n, 8, 0) for n in ids])}
+        if round_ < 2:
+            vectors["m-1"] = np.stack([vec(n, dim, 0) for n in ids])
+        store.upsert([{"item_id": f"k-{n}", "write_id": f"w-{n}"} for n in ids], vectors)
+        print("U", *ids, flush=True)
+        n = ids[0]
+        print("s", n, flush=True)  # about to re-embed: may or may not be kept if killed now
+        assert store.set_vector(f"k-{n}", "m-2", vec(n, 8, 1), f"w-{n}")
+        print("S", n, flush=True)
+        if round_ == 1 and i == start + 40:
+            store.promote("m-2")
+            print("PROMOTED", flush=True)
+        i += 4
+    """
+)
+
+
+def test_kill9_with_two_versions_loses_no_acknowledged_write(tmp_path: Path) -> None:
+    """Upserts carrying two versions, set_vector, promote and retire, each acknowledged before a kill -9."""
+
+    def vec(n: int, d: int, gen: int) -> np.ndarray:
+        v = np.random.default_rng(n * 10 + gen).standard_normal(d).astype(np.float32)
+        return v / np.linalg.norm(v)
+
+    root = tmp_path / "qdrant"
+    written: dict[int, int] = {}  # item number -> round that acknowledged its upsert
+    reembedded: set[int] = set()
+    in_doubt: set[int] = set()
+    promoted = retired = False
+    start = 0
+    for round_ in range(3):
+        proc = _python(VERSIONED_WRITER, str(root), str(start), str(DIM), str(round_))
+        assert proc.stdout is not None
+        lines: list[str] = []
+        deadline = time.monotonic() + 2.0 + round_
+        while time.monotonic() < deadline:
+            line = proc.stdout.readline()
+            if not line:
+                break
+            lines.append(line)
+            if round_ == 1 and not any(ln.startswith("PROMOTED") for ln in lines):
+                deadline = max(deadline, time.monotonic() + 0.2)  # this round must reach its promote
+        proc.send_signal(signal.SIGKILL)
+        rest, _ = proc.communicate()
+        lines += rest.splitlines()
+        for line in lines:
+            kind, *nums = line.split()
+            if kind == "U":
+                written.update({int(n): round_ for n in nums})
+            elif kind == "S":
+                reembedded.add(int(nums[0]))
+            elif kind == "s":
+                in_doubt.add(int(nums[0]))
+            promoted |= kind == "PROMOTED"
+            retired |= kind == "RETIRED"
+        in_doubt -= reembedded
+        assert written, "the writer acknowledged nothing"
+        start = max(written) + 400
+
+        store = EdgeStore(root, "items", hot_max=40, merge_fanin=2)
+        store.open({"m-2": 8} if retired else {"m-1": DIM, "m-2": 8})
+        try:
+            states = {v.model_version: v.state for v in store.versions()}
+            assert states["m-2"] == ("serving" if promoted else "candidate"), states
+            assert states["m-1"] == ("retired" if retired else "candidate" if promoted else "serving"), states
+            count = store.count()
+            assert len(written) <= count <= len(written) + 4 * (round_ + 1)  # + batches upserted, not yet acknowledged
+            for n in sorted(written):
+                assert store.get(f"k-{n}") == {"item_id": f"k-{n}", "write_id": f"w-{n}"}, f"k-{n} lost"
+                gens = [1] if n in reembedded else [0, 1] if n in in_doubt else [0]
+                top = store.similar_to_vector(vec(n, 8, gens[0]), 1, SimilarFilters(include_sold=True), "m-2")
+                if len(gens) == 2 and top[0].item_id != f"k-{n}":
+                    top = store.similar_to_vector(vec(n, 8, 1), 1, SimilarFilters(include_sold=True), "m-2")
+                assert top[0].item_id == f"k-{n}" and top[0].score > 0.999, (n, gens, round_)
+                if not retired:
+                    top = store.similar_to_vector(vec(n, DIM, 0), 1, SimilarFilters(include_sold=True), "m-1")
+                    assert top[0].item_id == f"k-{n}" and top[0].score > 0.999, n
+            assert store.coverage("m-2") == (count, count)
+            expected_names = {"m-2"} if retired else {"m-1", "m-2"}
+            assert all(names == expected_names for names in shard_vectors(store)), shard_vectors(store)
+        finally:
+            store.close()
+    assert promoted and retired and set(written.values()) == {0, 1, 2}  # every round acknowledged writes

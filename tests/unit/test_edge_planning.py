@@ -56,3 +56,21 @@ def test_merges_never_exceed_max_shard_points() -> None:
     shards = [ShardRecord("h", "hot", 9), ShardRecord("a", "sealed", 1, 800), ShardRecord("b", "sealed", 2, 900)]
     assert plan(shards, max_points=1600) is None
     assert plan(shards, max_points=1700) == ("merge", ["a", "b"])
+
+
+def test_a_sealed_shard_rewritten_in_place_is_resealed_after_builds_and_merges() -> None:
+    a, b, h = ShardRecord("a", "sealed", 1, 400), ShardRecord("b", "sealed", 2, 100), ShardRecord("h", "hot", 9)
+    counts = {"a": 99, "b": 24}  # below a quarter of their points: nothing to do
+
+    def planned(shards: list[ShardRecord]) -> tuple[str, list[str]] | None:
+        got = plan_job(
+            shards, hot_max=HOT_MAX, merge_fanin=2, max_shard_points=1600, rewritten=lambda s: counts[s.name]
+        )
+        return None if got is None else (got[0], [s.name for s in got[1]])
+
+    assert planned([h, a, b]) is None
+    counts.update(a=100, b=30)
+    assert planned([h, a, b]) == ("reseal", ["b"])  # the most worn first
+    assert planned([h, ShardRecord("f", "frozen", 5, 100), a, b]) == ("build", ["f"])
+    counts["c"] = 0
+    assert planned([h, a, b, ShardRecord("c", "sealed", 3, 100)]) == ("merge", ["b", "c"])

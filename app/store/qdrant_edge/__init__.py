@@ -10,9 +10,12 @@ swaps finished shards in.
 
 Layout (root = QDRANT_PATH/<collection>/)
 -----------------------------------------
-- `manifest.json`: dim, model_version, a generation counter and the shard list
-  (name, role, rank, points). Replaced atomically (tmp file, fsync, os.replace, fsync dir).
-  Anything in root that the manifest does not name is garbage from a crash and is removed on open.
+- `manifest.json`: the model versions (model_version, state serving/candidate/retired, dim, the
+  named vector holding it), a generation counter and the shard list (name, role, rank, points).
+  Replaced atomically (tmp file, fsync, os.replace, fsync dir). Anything in root that the manifest
+  does not name is garbage from a crash and is removed on open (but `meta.json`: get_meta/put_meta).
+  A format-1 manifest (before versions: one dim and model_version) reads as that one serving version
+  on the unnamed vector "".
 - `shard-NNNNNN/`: one EdgeShard each, with a role:
   - hot: plain index, appendable; receives every upsert.
   - frozen: a former hot shard that reached `hot_max`; still serves reads, deletes and patches
@@ -23,6 +26,19 @@ Layout (root = QDRANT_PATH/<collection>/)
   inherits the newest rank of its sources), so if a crash between those two steps leaves a
   duplicate, reads and merges keep the newest copy.
 - `tmp-*`: staging of a running job; never in the manifest.
+
+Model versions (named vectors)
+------------------------------
+One point holds the payload and one named vector per active version (serving + candidates), written
+by one upsert. Every shard has exactly the active vectors: new shards are created with them (the
+spare is brought up to date when it becomes hot), adding a version runs `create_dense_vector` on
+every shard under the exclusive write gate and then writes the manifest, retiring writes the manifest
+and then runs `delete_vector_name` (which frees the space at once). Open reconciles every shard with
+the manifest, which repairs a crash between the two steps. A job's op log records vector creations
+and deletions too; its result is given the vectors named there before the replay and the manifest's
+vectors after it, so a build running across a version change ends with the right set. The builder
+copies only the active vectors and indexes each. `set_vector` (backfill) writes one vector of the
+shard holding the item, under that shard's lock, only if the payload's write_id still matches.
 
 Maintenance (two background threads that mostly wait on subprocesses; one job at a time: 2 cores)
 --------------------------------------------------------------------------------------------------

@@ -227,7 +227,7 @@ class JobRunner:
             raise
         finally:
             remove_dir(staging)
-        state.counters["builds" if job.kind == "build" else "merges"] += 1
+        state.counters[{"build": "builds", "merge": "merges", "reseal": "reseals"}[job.kind]] += 1
         self.shard_set.dispose(job.sources)
         log.info(
             "%s %s -> %s (%d points; build %.1f s, optimize %.1f s, load %.0f ms)",

@@ -62,6 +62,11 @@ class MaintenanceScheduler:
                 self.state.cond.wait(min(remaining, 0.5))
             return True
 
+    def wake(self) -> None:
+        """Re-plan now (a sealed shard may need a reseal)."""
+        with self.state.cond:
+            self.state.cond.notify_all()
+
     # ------------------------------------------------------------ freeze
 
     def maybe_freeze(self) -> None:
@@ -114,6 +119,7 @@ class MaintenanceScheduler:
             hot_max=config.hot_max,
             merge_fanin=config.merge_fanin,
             max_shard_points=config.max_shard_points,
+            rewritten=lambda s: s.rewritten,
         )
         if planned is None:
             return None

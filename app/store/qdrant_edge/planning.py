@@ -3,6 +3,8 @@
 A build job turns the oldest frozen shard into a sealed (HNSW-indexed) one; builds go first. A merge
 job joins `merge_fanin` sealed shards of one size tier (tier t holds sizes in
 [hot_max * fanin^t, hot_max * fanin^(t+1))) into one, never producing more than `max_shard_points`.
+A reseal job rebuilds one sealed shard that a backfill rewrote much of (each `set_vector` moves the
+point out of the indexed segments into the shard's plain segment, which is searched brute force).
 """
 
 from __future__ import annotations
@@ -38,7 +40,7 @@ S = TypeVar("S", bound=Planned)
 
 @dataclass(eq=False)
 class Job:
-    kind: str  # "build" | "merge"
+    kind: str  # "build" | "merge" | "reseal"
     sources: list[Shard]
     target: str
     recording: bool = False
@@ -69,10 +71,21 @@ def tier(points: int, hot_max: int, merge_fanin: int) -> int:
     return t
 
 
+# A sealed shard is rebuilt once this share of its points got a vector written in place (set_vector).
+RESEAL_FRACTION = 0.25
+
+
 def plan_job(
-    shards: Sequence[S], *, hot_max: int, merge_fanin: int, max_shard_points: int
+    shards: Sequence[S],
+    *,
+    hot_max: int,
+    merge_fanin: int,
+    max_shard_points: int,
+    rewritten: Callable[[S], int] = lambda s: 0,
 ) -> tuple[str, list[S]] | None:
-    """The next job for this shard list as (kind, sources), or None when nothing is to do."""
+    """The next job for this shard list as (kind, sources), or None when nothing is to do.
+
+    `rewritten`: how many points of a shard got a vector written in place since it was built."""
     frozen = sorted((s for s in shards if s.role == "frozen"), key=lambda s: s.rank)
     if frozen:
         return "build", [frozen[0]]
@@ -84,4 +97,7 @@ def plan_job(
         group = sorted(tiers[t], key=lambda s: s.rank)[:merge_fanin]
         if len(group) == merge_fanin and sum(s.points for s in group) <= max_shard_points:
             return "merge", group
+    worn = [s for s in shards if s.role == "sealed" and rewritten(s) >= max(1.0, RESEAL_FRACTION * s.points)]
+    if worn:
+        return "reseal", [max(worn, key=lambda s: rewritten(s) / max(1, s.points))]
     return None

@@ -45,6 +45,7 @@ class Shard:
     lock: threading.Lock = field(default_factory=threading.Lock)  # mutations and job copies
     readers: int = 0  # guarded by StoreState.cond (see ShardSet)
     retired: bool = False
+    rewritten: int = 0  # points given a vector in place since this process opened it (reseal planning)
     wal: WalSyncer = field(init=False)
 
     def __post_init__(self) -> None:

@@ -42,7 +42,7 @@ class StoreConfig:
 
 
 def new_counters() -> dict[str, int]:
-    return {"builds": 0, "merges": 0, "failed_jobs": 0, "freezes": 0}
+    return {"builds": 0, "merges": 0, "reseals": 0, "failed_jobs": 0, "freezes": 0}
 
 
 @dataclass(eq=False)

@@ -380,6 +380,9 @@ class EdgeStore:
                     return False
                 op = UpdateOperation.update_vectors([PointVectors(pid, {v.vector: array.tolist()})])
                 self._writer.apply(holder, op, pid)
+                if holder.role == "sealed":
+                    holder.rewritten += 1  # the point left the indexed segments: see planning.RESEAL_FRACTION
+                    self._maintenance.wake()
                 return True
 
             return ([holder] if holder is not None else []), apply
