@@ -118,9 +118,10 @@ class VectorStore(Protocol):
         """Payloads of up to `limit` items lacking `version`'s vector in point-id order from point id `cursor`
         (inclusive), and the point id the next page starts at (None: done)."""
 
-    def set_vector(self, item_id: str, version: str, vector: np.ndarray, write_id: str) -> bool:
+    def set_vector(self, item_id: str, version: str, vector: np.ndarray, write_id: str | None) -> bool:
         """Write only `version`'s vector of the item, only if it exists and its payload's write_id equals
-        `write_id`; never creates a point, never touches the payload or other vectors. False when skipped."""
+        `write_id`; never creates a point, never touches the payload or other vectors. False when skipped.
+        `write_id` None: the item must have no write_id (written before write ids existed)."""
 
     def get_meta(self, key: str) -> dict[str, Any] | None:
         """A small JSON document kept with the collection (shared by replicas in server mode)."""

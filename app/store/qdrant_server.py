@@ -230,7 +230,7 @@ class ServerStore:
             self._client.upsert(self.collection, points=points, wait=True)
         return [pid not in existing for pid in ids]
 
-    def set_vector(self, item_id: str, version: str, vector: np.ndarray, write_id: str) -> bool:
+    def set_vector(self, item_id: str, version: str, vector: np.ndarray, write_id: str | None) -> bool:
         v = find(self._registry(), version)
         array = np.asarray(vector, dtype=np.float32).reshape(-1)
         if array.shape != (v.dim,):
@@ -239,7 +239,11 @@ class ServerStore:
         if record is None or (record.payload or {}).get("write_id") != write_id:
             return False
         same_write = models.Filter(
-            must=[models.FieldCondition(key="write_id", match=models.MatchValue(value=write_id))]
+            must=[
+                models.FieldCondition(key="write_id", match=models.MatchValue(value=write_id))
+                if write_id is not None
+                else models.IsEmptyCondition(is_empty=models.PayloadField(key="write_id"))
+            ]
         )
         try:
             with _unavailable_on_failure():

@@ -172,6 +172,11 @@ def test_folder_written_by_the_earlier_store_opens_unchanged(tmp_path: Path, old
         assert store.wait_for_maintenance(WAIT_S)
         assert answers(store, old) == with_late
         assert store.coverage("m-new") == (1, old["count"])
+        # items written before write ids existed are backfilled with write_id None
+        kept = next(i for i, p in old["payloads"].items() if p is not None and i != "item-0")
+        assert store.set_vector(kept, "m-new", fresh[0], "some write") is False
+        assert store.set_vector(kept, "m-new", fresh[0], None)
+        assert store.coverage("m-new") == (2, old["count"]) and store.get(kept) == old["payloads"][kept]
     finally:
         store.close()
     # rewritten in the versioned format: the old version keeps the unnamed vector

@@ -261,6 +261,7 @@ def run_versions(make: Callable[[], VectorStore]) -> list[Any]:
         done = [store.set_vector(i, "vc", vc[n], f"w-{n}") for n, i in enumerate(ids)]
         assert done == [n not in (3, 4) for n in range(20)]  # deleted: skipped; replaced: skipped
         assert store.set_vector("never-written", "vc", vc[0], "w-0") is False
+        assert store.set_vector("item-0", "vc", vc[0], None) is False  # None only matches an item without one
         assert store.get("item-3") is None and store.count() == 19  # never resurrected
         assert store.get("item-6") == {**payloads[6], "title": "patched"}  # payload untouched
         assert store.coverage("vc") == (19, 19) and store.missing("vc", 10, None) == ([], None)
@@ -334,7 +335,8 @@ def test_server_collection_from_before_versions_keeps_its_unnamed_vector(tmp_pat
     (The embedded store's old folders: tests/integration/test_edge_format_compat.py.)"""
     rng = np.random.default_rng(9)
     old = unit_of(rng, 10, 16)
-    payloads = [{"item_id": f"o{i}", "write_id": f"w{i}"} for i in range(10)]
+    payloads: list[dict[str, Any]] = [{"item_id": f"o{i}", "write_id": f"w{i}"} for i in range(9)]
+    payloads.append({"item_id": "o9"})  # written before write ids existed
     make = server_factory(tmp_path / "server")
     client = QdrantClient(path=str(tmp_path / "server"))
     client.create_collection(
@@ -361,7 +363,10 @@ def test_server_collection_from_before_versions_keeps_its_unnamed_vector(tmp_pat
         assert store.similar("o1", 3, ANY) == before and vector_names(store) == {"", "new"}
         assert store.coverage("new") == (0, 10) and store.coverage("old") == (10, 10)
         assert store.set_vector("o1", "new", unit_of(rng, 1, 8)[0], "w1")
+        assert store.set_vector("o9", "new", unit_of(rng, 1, 8)[0], "w9") is False
+        assert store.set_vector("o8", "new", unit_of(rng, 1, 8)[0], None) is False  # o8 has a write id
+        assert store.set_vector("o9", "new", unit_of(rng, 1, 8)[0], None)  # None: the item has no write id
         store.upsert([{"item_id": "o2", "write_id": "x"}], {"old": old[2:3], "new": unit_of(rng, 1, 8)})
-        assert store.coverage("new") == (2, 10) and store.similar("o1", 3, ANY, "old") is not None
+        assert store.coverage("new") == (3, 10) and store.similar("o1", 3, ANY, "old") is not None
     finally:
         store.close()

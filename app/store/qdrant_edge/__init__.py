@@ -38,7 +38,9 @@ the manifest, which repairs a crash between the two steps. A job's op log record
 and deletions too; its result is given the vectors named there before the replay and the manifest's
 vectors after it, so a build running across a version change ends with the right set. The builder
 copies only the active vectors and indexes each. `set_vector` (backfill) writes one vector of the
-shard holding the item, under that shard's lock, only if the payload's write_id still matches.
+shard holding the item, under that shard's lock, only if the payload's write_id still matches. That
+moves the point out of a sealed shard's indexed segments (searched brute force from then on), so a
+sealed shard with a quarter of its points rewritten gets a reseal job (a build with it as the source).
 
 Maintenance (two background threads that mostly wait on subprocesses; one job at a time: 2 cores)
 --------------------------------------------------------------------------------------------------

@@ -363,7 +363,7 @@ class EdgeStore:
             page = browse.lacking(shards, v.vector, limit, cursor)
         return page.items, page.next_point
 
-    def set_vector(self, item_id: str, version: str, vector: np.ndarray, write_id: str) -> bool:
+    def set_vector(self, item_id: str, version: str, vector: np.ndarray, write_id: str | None) -> bool:
         array = np.asarray(vector, dtype=np.float32).reshape(-1)
         pid = point_id(item_id)
 
