@@ -37,14 +37,12 @@ import numpy as np
 from app.core import metrics
 from app.core.errors import (
     ImageNotFound,
-    ImageTooLarge,
     LookalikeError,
     ModelNotFound,
     NotReady,
     Overloaded,
     ValidationFailed,
 )
-from app.ingest.decode import load_pixels
 from app.service.items import ItemService
 
 log = logging.getLogger("lookalike")
@@ -92,7 +90,7 @@ class BackfillStore(Protocol):
     """The part of app.store.base.VectorStore a backfill uses."""
 
     def missing(self, version: str, limit: int, cursor: str | None) -> tuple[list[dict[str, Any]], str | None]: ...
-    def set_vector(self, item_id: str, version: str, vector: np.ndarray, write_id: str) -> bool: ...
+    def set_vector(self, item_id: str, version: str, vector: np.ndarray, write_id: str | None) -> bool: ...
     def coverage(self, version: str) -> tuple[int, int]: ...
 
 
@@ -226,9 +224,6 @@ class Backfill:
     async def _one(self, payload: dict[str, Any]) -> None:
         item_id = payload["item_id"]
         try:
-            if not isinstance(payload.get("write_id"), str):  # written before writes carried one: no safe write
-                self._fail(item_id, "no write_id (written by an older version of the service): write it again")
-                return
             try:
                 vector = await self._embed_with_retry(await self._load_image(payload))
             except (Overloaded, NotReady):
@@ -236,7 +231,9 @@ class Backfill:
             except LookalikeError as exc:
                 self._fail(item_id, f"{exc.code}: {exc}")
                 return
-            written = await self._store_call(self.store.set_vector, item_id, self.version, vector, payload["write_id"])
+            written = await self._store_call(
+                self.store.set_vector, item_id, self.version, vector, payload.get("write_id")
+            )
             self._count("embedded" if written else "skipped")
         finally:
             self._slots.release()
@@ -294,7 +291,6 @@ def service_backfill(
         raise ModelNotFound(f"no model file of version {version!r} is loaded (LOOKALIKE_MODEL_PATH)")
     batcher = service.models.batchers[version]
     serving = service.batcher
-    settings = service.settings
 
     async def load_image(payload: dict[str, Any]) -> bytes:
         if isinstance(payload.get("image_url"), str):
@@ -306,15 +302,8 @@ def service_backfill(
         return data
 
     async def embed(data: bytes) -> np.ndarray:
-        if len(data) > settings.fetch_max_bytes:
-            raise ImageTooLarge(f"the image is over the limit of {settings.fetch_max_bytes} bytes")
-        meta = encoder.meta
-        with batcher.reserve() as slot:
-            async with service._decode_slots:  # shared with the writes: decodes at once stay within the limit
-                pixels = await asyncio.to_thread(
-                    load_pixels, data, meta.image_size, settings.image_max_pixels, meta.resample, settings.decode_draft
-                )
-            return await slot.submit(pixels, settings.request_timeout_s)
+        # one decode, VERSION's micro-batcher (its batches fill with the backfill's images), nothing stored
+        return (await service.embed_versions(data, [version]))[version]
 
     def busy() -> bool:
         # The backfill's own images sit in VERSION's queue (and in the serving one's when VERSION serves): only
