@@ -37,7 +37,7 @@ DOCKERIGNORE = ROOT / ".dockerignore"
 COMPOSE = ROOT / "docker-compose.yml"
 COMPOSE_CPU = ROOT / "docker-compose.cpu.yml"
 K8S = ROOT / "deploy" / "k8s"
-KUSTOMIZATIONS = ("base", "overlays/gpu", "overlays/cpu")
+KUSTOMIZATIONS = ("base", "overlays/gpu", "overlays/cpu", "jobs")  # jobs: the CPU overlay + the backfill Job
 PROMETHEUS_CONFIG = ROOT / "deploy" / "prometheus" / "prometheus.yml"
 GRAFANA_PROVISIONING = ROOT / "deploy" / "grafana" / "provisioning"
 DASHBOARDS = sorted((GRAFANA_PROVISIONING / "dashboards").glob("*.json"))
@@ -69,6 +69,8 @@ DESIGN_METRICS = frozenset(
         "items_indexed_total",
         "overload_rejections_total",
         "model_info",
+        "backfill_items_total",
+        "model_coverage_ratio",
     )
 )
 HISTOGRAM_SUFFIXES = ("_bucket", "_sum", "_count")
@@ -595,6 +597,51 @@ def test_app_configuration_is_valid_and_uses_the_qdrant_cluster(
     assert matches(service["spec"]["selector"], qdrant["spec"]["template"]["metadata"]["labels"])
 
 
+def test_backfill_job_is_an_indexed_job_of_the_app_against_the_qdrant_cluster(rendered: dict[str, str]) -> None:
+    docs = documents(rendered, "jobs")
+    job = one(docs, "Job", "lookalike-backfill")
+    spec = job["spec"]
+    assert spec["completionMode"] == "Indexed"
+    pod = spec["template"]["spec"]
+    (container,) = pod["containers"]
+    env = {e["name"]: e for e in container["env"]}
+    partitions = int(env["PARTITIONS"]["value"])
+    assert spec["parallelism"] == spec["completions"] == partitions > 1
+    assert [container["command"][0], *container["args"]] == [
+        "lookalike",
+        "models",
+        "backfill",
+        "$(VERSION)",
+        "--partition",
+        "$(JOB_COMPLETION_INDEX)/$(PARTITIONS)",
+    ]
+    assert env["VERSION"]["value"]
+    index_ref = env["JOB_COMPLETION_INDEX"]["valueFrom"]["fieldRef"]["fieldPath"]
+    assert index_ref == "metadata.annotations['batch.kubernetes.io/job-completion-index']"
+    # exit 3 (some images gone) is final for that partition; crashes are retried on their own partition
+    rules = spec["podFailurePolicy"]["rules"]
+    assert any(r["action"] == "FailIndex" and r["onExitCodes"]["values"] == [3] for r in rules)
+    assert pod["restartPolicy"] == "Never" and spec["backoffLimitPerIndex"] >= 1
+    # the same image, ConfigMap (hashed name included) and Qdrant secret as the app
+    app = app_deployment(docs)["spec"]["template"]["spec"]["containers"][0]
+    assert container["image"] == app["image"]
+    assert container["envFrom"] == app["envFrom"]
+    app_env = {e["name"]: e for e in app["env"]}
+    assert env["LOOKALIKE_QDRANT_API_KEY"] == app_env["LOOKALIKE_QDRANT_API_KEY"]
+    assert app_config(docs)["LOOKALIKE_QDRANT_URL"].startswith("http://qdrant:")  # server mode, the cluster
+    # Qdrant's network policy lets the Job's pods in, the app's Service and disruption budget do not select them
+    labels = job["spec"]["template"]["metadata"]["labels"]
+    qdrant_policy = one(docs, "NetworkPolicy", "qdrant")
+    assert any(
+        matches(peer.get("podSelector", {}).get("matchLabels", {}), labels) and "podSelector" in peer
+        for rule in qdrant_policy["spec"]["ingress"]
+        for peer in rule["from"]
+    )
+    assert not matches(one(docs, "Service", "lookalike")["spec"]["selector"], labels)
+    assert container["securityContext"]["readOnlyRootFilesystem"] is True
+    assert job["metadata"]["namespace"] == "lookalike"
+
+
 @pytest.mark.parametrize("name", KUSTOMIZATIONS)
 def test_qdrant_runs_as_a_three_node_cluster(rendered: dict[str, str], name: str) -> None:
     docs = documents(rendered, name)
@@ -716,6 +763,8 @@ def test_dashboards_query_only_design_metrics_and_cover_the_service() -> None:
         "lookalike_image_fetch_failures_total",
         "lookalike_items_indexed_total",
         "lookalike_overload_rejections_total",
+        "lookalike_model_coverage_ratio",  # coverage per model version
+        "lookalike_backfill_items_total",  # backfill rate
     }
     assert required <= queried, f"dashboard lacks {sorted(required - queried)}"
     exprs = [t["expr"] for p in json.loads(DASHBOARDS[0].read_text())["panels"] for t in p.get("targets", [])]
