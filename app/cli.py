@@ -162,6 +162,197 @@ async def _similar(args: argparse.Namespace) -> int:
     return 0
 
 
+# ---- lookalike models backfill | compare ----------------------------------------------------------
+
+
+async def _models_backfill(args: argparse.Namespace) -> int:
+    """Exit 0: done with no failed item; 3: done, some images could not be fetched/decoded; 1: the run failed."""
+    partition = args.partition
+    status = await (_backfill_http(args, partition) if args.url else _backfill_in_process(args, partition))
+    print(
+        f"backfill of {status['version']} (partition {status['partition']}) {status['state']}: "
+        f"{status['embedded']} embedded, {status['skipped']} skipped, {status['failed']} failed, "
+        f"coverage {status['coverage']:.4f}",
+        file=sys.stderr,
+    )
+    if status["failed_ids"]:
+        print("failed items: " + " ".join(status["failed_ids"]), file=sys.stderr)
+    if status["state"] != "done":
+        if status.get("error"):
+            print(f"lookalike: {status['error']}", file=sys.stderr)
+        return 1
+    return 3 if status["failed"] else 0
+
+
+async def _backfill_in_process(args: argparse.Namespace, partition: Any) -> dict[str, Any]:
+    from app.service.backfill import service_backfill
+    from app.service.runtime import running_service
+
+    async with running_service(load_settings()) as service:
+        (await service.versions(fresh=True)).check_active(args.version)  # 404 model_not_found otherwise
+        progress = tqdm(unit="item", desc=f"backfill {args.version}")
+        backfill = service_backfill(service, args.version, partition, on_item=lambda _: progress.update(1))
+        progress.total = await backfill.count_missing()
+        progress.refresh()
+        status = await backfill.run()
+        progress.close()
+        return status.as_dict()
+
+
+async def _backfill_http(args: argparse.Namespace, partition: Any) -> dict[str, Any]:
+    headers = {"Authorization": f"Bearer {args.api_key}"} if args.api_key else {}
+    path = f"/models/{args.version}/backfill"
+    async with httpx.AsyncClient(base_url=args.url, headers=headers, timeout=30) as client:
+        response = await client.post(path, params={"partition": str(partition)})
+        if response.status_code != 202:
+            raise LookalikeCommandError(_error_text(response))
+        status = response.json()
+        progress = tqdm(total=status["missing_at_start"], unit="item", desc=f"backfill {args.version}")
+        done = 0
+        while True:
+            handled = status["embedded"] + status["skipped"] + status["failed"]
+            progress.update(handled - done)
+            done = handled
+            if status["state"] != "running":
+                break
+            await asyncio.sleep(args.poll_s)
+            response = await client.get(path)
+            if response.status_code != 200:
+                raise LookalikeCommandError(_error_text(response))
+            status = response.json()
+        progress.close()
+        return status
+
+
+async def _models_compare(args: argparse.Namespace) -> int:
+    from app.service.compare import compare, render, sample_ids
+
+    if args.url:
+        async with httpx.AsyncClient(base_url=args.url, timeout=30) as client:
+            ids = await _http_item_ids(client)
+            report = await compare(
+                _http_ranker(client), sample_ids(ids, args.sample, args.seed), args.v1, args.v2, args.k
+            )
+    else:
+        from app.service.runtime import running_service
+
+        async with running_service(load_settings()) as service:
+            ids = await _service_item_ids(service)
+            report = await compare(
+                _service_ranker(service), sample_ids(ids, args.sample, args.seed), args.v1, args.v2, args.k
+            )
+    print(json.dumps(report.as_dict(), indent=2) if args.json else render(report))
+    return 0 if report.compared else 1
+
+
+async def _http_item_ids(client: httpx.AsyncClient) -> list[str]:
+    ids: list[str] = []
+    cursor: str | None = None
+    for _ in range(1_000_000):  # bounded: 200 ids a page
+        params: dict[str, Any] = {"limit": 200} | ({"cursor": cursor} if cursor else {})
+        response = await client.get("/items", params=params)
+        if response.status_code != 200:
+            raise LookalikeCommandError(_error_text(response))
+        page = response.json()
+        ids += [item["item_id"] for item in page["items"]]
+        cursor = page["next_cursor"]
+        if cursor is None:
+            break
+    return ids
+
+
+def _http_ranker(client: httpx.AsyncClient) -> Any:
+    async def rank(item_id: str, version: str, k: int) -> list[tuple[str, float]] | None:
+        response = await client.get(f"/similar/{item_id}", params={"k": k, "model_version": version})
+        if response.status_code in (404, 409) and _error_code(response) in ("model_not_ready", "item_not_found"):
+            return None
+        if response.status_code != 200:
+            raise LookalikeCommandError(_error_text(response))
+        return [(r["item_id"], r["score"]) for r in response.json()["results"]]
+
+    return rank
+
+
+async def _service_item_ids(service: Any) -> list[str]:
+    from app.core.schemas import ItemListQuery
+
+    ids: list[str] = []
+    cursor: str | None = None
+    for _ in range(1_000_000):  # bounded: 200 ids a page
+        page = await service.list_items(ItemListQuery(limit=200, cursor=cursor))
+        ids += [item.item_id for item in page.items]
+        cursor = page.next_cursor
+        if cursor is None:
+            break
+    return ids
+
+
+def _service_ranker(service: Any) -> Any:
+    async def rank(item_id: str, version: str, k: int) -> list[tuple[str, float]] | None:
+        try:
+            answer = await service.similar(item_id, SimilarQuery(k=k, model_version=version))
+        except LookalikeError as exc:
+            if exc.code in ("model_not_ready", "item_not_found"):
+                return None
+            raise
+        return [(r.item_id, r.score) for r in answer.results]
+
+    return rank
+
+
+def _partition(text: str) -> Any:
+    from app.service.backfill import Partition
+
+    try:
+        return Partition.parse(text)
+    except LookalikeError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+
+
+class LookalikeCommandError(RuntimeError):
+    """A service answered with an error the command cannot go on from."""
+
+
+def _error_code(response: httpx.Response) -> str | None:
+    try:
+        return response.json().get("error", {}).get("code")
+    except ValueError:
+        return None
+
+
+def _error_text(response: httpx.Response) -> str:
+    try:
+        error = response.json().get("error", {})
+        return f"{response.status_code} {error.get('code')}: {error.get('message')}"
+    except ValueError:
+        return f"{response.status_code} {response.text[:200]}"
+
+
+def add_models_backfill_compare(models: Any) -> None:
+    """`lookalike models backfill` and `lookalike models compare` (models: the `models` subparsers)."""
+    bf = models.add_parser("backfill", help="embed with VERSION every item that lacks its vector")
+    bf.add_argument("version")
+    bf.add_argument(
+        "--partition",
+        type=_partition,
+        default="0/1",
+        help="I/N: only this share of the catalog (N workers, one partition each)",
+    )
+    bf.add_argument("--url", help="start it in a running service and follow it, instead of in-process")
+    bf.add_argument("--api-key", help="bearer key when the service sets LOOKALIKE_API_KEY")
+    bf.add_argument("--poll-s", type=float, default=1.0, help=argparse.SUPPRESS)
+    bf.set_defaults(run=_models_backfill)
+    cmp = models.add_parser("compare", help="compare two versions' look-alike lists on a sample of items")
+    cmp.add_argument("v1")
+    cmp.add_argument("v2")
+    cmp.add_argument("--sample", type=int, default=200, help="items sampled (seeded)")
+    cmp.add_argument("--seed", type=int, default=0)
+    cmp.add_argument("--k", type=int, default=10)
+    cmp.add_argument("--url", help="ask a running service instead of opening the store in-process")
+    cmp.add_argument("--json", action="store_true", help="the report as JSON")
+    cmp.set_defaults(run=_models_compare)
+
+
 # ---- `lookalike models ...`: one small function per subcommand (in-process, or --url a running service) -------
 
 
@@ -206,7 +397,7 @@ async def _models_retire(args: argparse.Namespace) -> int:
 
 def _models_parser(sub: Any) -> None:
     """`lookalike models SUBCOMMAND`: each subcommand sets `run` (an async function of the args)."""
-    models = sub.add_parser("models", help="model versions: list, promote, retire")
+    models = sub.add_parser("models", help="model versions: list, promote, retire, backfill, compare")
     msub = models.add_subparsers(dest="models_command", required=True)
 
     def add(name: str, run: Callable[[argparse.Namespace], Awaitable[int]], help: str) -> argparse.ArgumentParser:
@@ -222,6 +413,7 @@ def _models_parser(sub: Any) -> None:
     promote.add_argument("--force", action="store_true", help="promote although items lack VERSION's vector")
     retire = add("retire", _models_retire, "drop a non-serving VERSION's vectors")
     retire.add_argument("version")
+    add_models_backfill_compare(msub)
 
 
 # ---- `lookalike experiments ...`: list, report (in-process, or --url a running service), import ------------------
@@ -363,6 +555,9 @@ def main(argv: list[str] | None = None) -> int:
     try:
         runner = {"index": _index, "similar": _similar}.get(args.command) or args.run  # groups set `run`
         return asyncio.run(runner(args))
+    except (LookalikeError, LookalikeCommandError) as exc:
+        print(f"lookalike: {exc}", file=sys.stderr)
+        return 1
     except SettingsError as exc:
         print(f"lookalike: {exc}", file=sys.stderr)
         return 2

@@ -36,6 +36,14 @@ admission_in_use = Gauge(
 admission_capacity = Gauge(PREFIX + "admission_capacity", "Admission permits in all", ["resource"])
 overload_rejections = Counter(PREFIX + "overload_rejections_total", "Requests shed with 429 overloaded")
 model_info = Gauge(PREFIX + "model_info", "The loaded model", ["version", "provider", "precision"])
+backfill_items = Counter(
+    PREFIX + "backfill_items_total",
+    "Items a backfill handled, by outcome (embedded, skipped: deleted or rewritten meanwhile, failed: image gone)",
+    ["version", "outcome"],
+)
+model_coverage = Gauge(
+    PREFIX + "model_coverage_ratio", "Share of items that have this model version's vector", ["version"]
+)
 experiment_events = Counter(
     PREFIX + "experiment_events_total",
     "Experiment events logged: answers served (type=served) and POST /events accepted",

@@ -323,6 +323,24 @@ class RetireOut(BaseModel):
     state: Literal["retired"]
 
 
+class BackfillOut(BaseModel):
+    """A backfill's status (POST/GET /models/{version}/backfill); `idle` = none has run since the service started."""
+
+    version: str
+    state: Literal["idle", "running", "done", "failed", "stopped"]
+    partition: str  # "I/N" of the catalog this run covers ("0/1": all of it)
+    scanned: int
+    embedded: int
+    skipped: int  # deleted or rewritten while the run went: nothing to do
+    failed: int  # image no longer fetchable or decodable: the item keeps the versions it has
+    failed_ids: list[str]  # the first 100
+    coverage: float  # share of all items that have the version's vector
+    missing_at_start: int | None
+    error: str | None
+    started_at: float | None
+    finished_at: float | None
+
+
 EVENTS_MAX = 1000
 
 

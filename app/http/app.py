@@ -24,10 +24,12 @@ from app.core.settings import Settings, load_settings
 from app.encode.encoder import OnnxImageEncoder
 from app.encode.models import ModelSet
 from app.http.answers import error_answer
+from app.http.backfill_routes import router as backfill_router
 from app.http.experiments import router as experiments_router
 from app.http.middleware import BodySizeLimit, RequestMetrics
 from app.http.routes import router
 from app.ingest.admission import Budget
+from app.service.backfill import Backfills
 from app.service.experiments import running_experiments
 from app.service.runtime import running_service
 from app.store.base import VectorStore
@@ -48,12 +50,15 @@ def create_app(
         async with running_service(settings, encoder, store) as service, running_experiments(settings, service) as exp:
             app.state.service = service
             app.state.experiments = exp
+            app.state.backfills = Backfills(service)
             app.state.accepting = True
             try:
                 yield
             finally:
                 # Not ready first; uvicorn has stopped accepting and waits for in-flight requests.
                 app.state.accepting = False
+                # Backfills stop before the encoders drain: their images in flight are dropped (a rerun resumes).
+                await app.state.backfills.stop()
 
     app = FastAPI(
         title="lookalike",
@@ -64,6 +69,7 @@ def create_app(
     app.state.settings = settings
     app.state.accepting = False
     app.include_router(router)
+    app.include_router(backfill_router)
     app.include_router(experiments_router)
     _install_error_handlers(app)
     body_budget = Budget("body_bytes", settings.admission_body_bytes)  # admission of request bodies

@@ -284,7 +284,7 @@ def _etag_matches(header: str | None, etag: str) -> bool:
 # ---- model versions (admin: the write key) ----------------------------------------------------------
 
 
-@router.get("/models", response_model=ModelsOut, responses=ERRORS, dependencies=[WriteAuth])
+@router.get("/models", response_model=ModelsOut, responses=ERRORS)
 async def list_models(service: Service) -> JSONResponse:
     """The collection's model versions: which serves, which are candidates, how far each one's vectors reach."""
     return answer(await service.list_models())

@@ -12,9 +12,11 @@ and the report. Logging:
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import os
 import secrets
+import tempfile
 import time
 from collections.abc import AsyncIterator, Iterable
 from contextlib import asynccontextmanager
@@ -37,29 +39,33 @@ from app.service.items import ItemService
 
 log = logging.getLogger("lookalike")
 
-SECRET_FILE = "events-secret"
+SECRET_FILE = ".secret"  # in the event log root: not a replica folder (only folders are)
 RUNNING_CACHE_S = 1.0  # how long a replica may serve a stale view of the running experiment
 
 
 def events_secret(settings: Settings) -> str:
-    """LOOKALIKE_EVENTS_SECRET, else the one generated for this data dir (kept in a 0600 file)."""
+    """LOOKALIKE_EVENTS_SECRET, else the one generated beside the event log (a 0600 file): replicas that share
+    the event log's volume share it; others each make their own, and refuse one another's tokens."""
     if settings.events_secret is not None:
         return settings.events_secret.get_secret_value()
-    path = settings.data_dir() / SECRET_FILE
-    path.parent.mkdir(parents=True, exist_ok=True)
-    try:
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-    except FileExistsError:
-        return path.read_text(encoding="utf-8").strip()
-    with os.fdopen(fd, "w", encoding="utf-8") as f:
-        f.write(secrets.token_urlsafe(32))
-        f.flush()
-        os.fsync(f.fileno())
-    log.warning(
-        "LOOKALIKE_EVENTS_SECRET is not set: generated one in %s; every replica must share one secret "
-        "(set LOOKALIKE_EVENTS_SECRET), else one replica refuses the tokens of another",
-        path,
-    )
+    path = settings.events_root() / SECRET_FILE
+    if not path.exists():
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".secret-")  # 0600
+        try:
+            with os.fdopen(fd, "w", encoding="utf-8") as f:
+                f.write(secrets.token_urlsafe(32))
+                f.flush()
+                os.fsync(f.fileno())
+            with contextlib.suppress(FileExistsError):  # another replica made it first: use theirs
+                os.link(tmp, path)  # atomic: a reader never sees a half-written secret
+        finally:
+            os.unlink(tmp)
+        log.warning(
+            "LOOKALIKE_EVENTS_SECRET is not set: using the secret generated in %s; every replica must share one "
+            "secret (set LOOKALIKE_EVENTS_SECRET), else one replica refuses the tokens of another",
+            path,
+        )
     return path.read_text(encoding="utf-8").strip()
 
 

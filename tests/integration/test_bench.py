@@ -190,6 +190,37 @@ def test_experiments_quick(bench_env: dict[str, str]) -> None:
     assert r["report"]["served"] == r["report"]["events"] // 12 and r["append"]["batch_size"] == 100
 
 
+def test_model_upgrade_quick(bench_env: dict[str, str]) -> None:
+    r = run_quick("model_upgrade", bench_env)
+    cost = {"items": int, "items_per_s": NUMBER, "cpu_ms_per_item": NUMBER, "encoder_ms_per_item": NUMBER}
+    reads = {"requests": int, "errors": int, "rps": NUMBER, "http_p99_ms": NUMBER}
+    check(
+        r,
+        {
+            "benchmark": str,
+            "items": int,
+            "machine": MACHINE,
+            "write_one_version": cost,
+            "write_two_versions": cost,
+            "encoder_time_ratio": NUMBER,
+            "bulk_items_per_s": NUMBER,
+            "backfill_items_per_s": NUMBER,
+            "backfill_vs_bulk": NUMBER,
+            "backfill_embedded": int,
+            "reads_idle": reads,
+            "reads_during_backfill": reads,
+            "backfill_still_running_after_reads": bool,
+            "similar_p99_ratio": NUMBER,
+            "image_store_bytes_per_item": NUMBER,
+            "targets": {"backfill_vs_bulk_met": bool, "similar_p99_met": bool},
+        },
+    )
+    assert r["benchmark"] == "model_upgrade"
+    assert r["backfill_embedded"] == r["items"]  # both partitions filled every item of the catalog
+    assert r["reads_idle"]["errors"] == r["reads_during_backfill"]["errors"] == 0
+    assert r["image_store_bytes_per_item"] > 0
+
+
 def test_experiments_http_quick(bench_env: dict[str, str]) -> None:
     r = run_quick("experiments_http", bench_env)
     check(r, {"machine": MACHINE, "items": int, "p99_overhead_ms": NUMBER})

@@ -37,7 +37,7 @@ DOCKERIGNORE = ROOT / ".dockerignore"
 COMPOSE = ROOT / "docker-compose.yml"
 COMPOSE_CPU = ROOT / "docker-compose.cpu.yml"
 K8S = ROOT / "deploy" / "k8s"
-KUSTOMIZATIONS = ("base", "overlays/gpu", "overlays/cpu")
+KUSTOMIZATIONS = ("base", "overlays/gpu", "overlays/cpu", "jobs")  # jobs: the CPU overlay + the backfill Job
 PROMETHEUS_CONFIG = ROOT / "deploy" / "prometheus" / "prometheus.yml"
 GRAFANA_PROVISIONING = ROOT / "deploy" / "grafana" / "provisioning"
 DASHBOARDS = sorted((GRAFANA_PROVISIONING / "dashboards").glob("*.json"))
@@ -70,6 +70,8 @@ DESIGN_METRICS = frozenset(
         "overload_rejections_total",
         "experiment_events_total",
         "model_info",
+        "backfill_items_total",
+        "model_coverage_ratio",
     )
 )
 HISTOGRAM_SUFFIXES = ("_bucket", "_sum", "_count")
@@ -440,6 +442,40 @@ def test_compose_environments_are_valid_settings(dockerfile: Dockerfile, monkeyp
         assert settings_errors(env, monkeypatch) is None, f"{name}: {settings_errors(env, monkeypatch)}"
 
 
+def test_compose_apps_keep_uploaded_images_in_one_named_volume(
+    dockerfile: Dockerfile, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Items written from bytes keep them under LOOKALIKE_IMAGE_STORE_PATH: inside the container they would be
+    # lost when it is replaced, and the GPU and CPU apps must see the same photos.
+    sources = set()
+    for name, app in app_services().items():
+        env = {k: v for k, v in dockerfile.env(app["build"]["target"]).items() if k.startswith("LOOKALIKE_")}
+        env.update(app["environment"])
+        image_dir = settings_for(env, monkeypatch).image_store_dir()
+        mounts = {target: (source, options) for source, target, *options in (v.split(":") for v in app["volumes"])}
+        assert str(image_dir) in mounts, f"{name}: no volume at the image store {image_dir}"
+        source, options = mounts[str(image_dir)]
+        assert source in compose()["volumes"], f"{name}: the image store is not a named volume"
+        assert "ro" not in options, f"{name}: the image store is mounted read-only"
+        sources.add(source)
+    assert len(sources) == 1, f"the apps keep images in different volumes: {sources}"
+
+
+def test_runtime_images_create_the_default_image_store_for_their_user(
+    dockerfile: Dockerfile, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # A named volume mounted on a folder the image has takes that folder's owner; on a missing one it is root's,
+    # and the non-root app could not write its photos.
+    for name in RUNTIME_STAGES:
+        env = {k: v for k, v in dockerfile.env(name).items() if k.startswith("LOOKALIKE_")}
+        image_dir = settings_for(env, monkeypatch).image_store_dir()
+        runs = " ".join(dockerfile.stages[name].all("RUN"))
+        created = {Path(p) for m in re.findall(r"mkdir -p ([^&]+)", runs) for p in m.split()}
+        assert image_dir in created, f"{name}: {image_dir} is not created in the image"
+        owned = [Path(p) for p in re.findall(r'chown -R "\$\{APP_UID\}:\$\{APP_UID\}" (\S+)', runs)]
+        assert any(image_dir.is_relative_to(p) for p in owned), f"{name}: {image_dir} is not the app user's"
+
+
 # ---------------------------------------------------------------------------------------- Kubernetes
 
 
@@ -476,6 +512,20 @@ def app_config(docs: list[dict[str, Any]]) -> dict[str, str]:
 
 def matches(selector: dict[str, str], labels: dict[str, str]) -> bool:
     return all(labels.get(k) == v for k, v in selector.items())
+
+
+def claim_mounted_at(pod: dict[str, Any], path: Path) -> str:
+    """The PersistentVolumeClaim that the pod's only container mounts, writable, at `path`."""
+    (container,) = pod["containers"]
+    mounts = [m for m in container.get("volumeMounts", []) if Path(m["mountPath"]) == path]
+    assert len(mounts) == 1, f"{container['name']}: no volume at {path}"
+    assert not mounts[0].get("readOnly", False), f"{container['name']}: {path} is mounted read-only"
+    (volume,) = [v for v in pod["volumes"] if v["name"] == mounts[0]["name"]]
+    assert "persistentVolumeClaim" in volume, f"{container['name']}: {path} is not on a PersistentVolumeClaim"
+    # fsGroup makes the volume group-owned by the pod's group, so the non-root user can write it
+    security = pod["securityContext"]
+    assert security["fsGroup"] == security["runAsGroup"], "the volume would not be writable by the app's group"
+    return volume["persistentVolumeClaim"]["claimName"]
 
 
 @pytest.mark.parametrize("name", KUSTOMIZATIONS)
@@ -569,6 +619,29 @@ def test_app_deployment_probes_shutdown_and_security(
     assert anti[0]["podAffinityTerm"]["topologyKey"] == "kubernetes.io/hostname"
 
 
+@pytest.mark.parametrize("name", KUSTOMIZATIONS)
+def test_api_pods_keep_uploaded_images_on_a_shared_claim(
+    rendered: dict[str, str], name: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Every replica reads, writes and deletes every item's photo: one ReadWriteMany claim at the image store path.
+    docs = documents(rendered, name)
+    image_dir = settings_for(app_config(docs), monkeypatch).image_store_dir()
+    assert image_dir.is_absolute(), f"the image store {image_dir} is relative to the read-only root file system"
+    claim_name = claim_mounted_at(app_deployment(docs)["spec"]["template"]["spec"], image_dir)
+    claim = one(docs, "PersistentVolumeClaim", claim_name)
+    assert claim["spec"]["accessModes"] == ["ReadWriteMany"]
+    assert claim["metadata"]["namespace"] == "lookalike"
+
+
+def test_backfill_job_mounts_the_app_image_store(rendered: dict[str, str], monkeypatch: pytest.MonkeyPatch) -> None:
+    # The Job re-embeds items written from bytes: it reads the same claim, at the path the shared ConfigMap names.
+    docs = documents(rendered, "jobs")
+    image_dir = settings_for(app_config(docs), monkeypatch).image_store_dir()
+    job_pod = one(docs, "Job", "lookalike-backfill")["spec"]["template"]["spec"]
+    app_pod = app_deployment(docs)["spec"]["template"]["spec"]
+    assert claim_mounted_at(job_pod, image_dir) == claim_mounted_at(app_pod, image_dir)
+
+
 def test_gpu_overlay_asks_for_a_gpu_and_cpu_overlay_does_not(rendered: dict[str, str]) -> None:
     for name, device, gpus in (("overlays/gpu", "cuda", 1), ("overlays/cpu", "cpu", 0)):
         docs = documents(rendered, name)
@@ -594,6 +667,51 @@ def test_app_configuration_is_valid_and_uses_the_qdrant_cluster(
     assert url.port in {p["port"] for p in service["spec"]["ports"]}
     assert "clusterIP" not in service["spec"], "the app must talk through a load-balanced Service"
     assert matches(service["spec"]["selector"], qdrant["spec"]["template"]["metadata"]["labels"])
+
+
+def test_backfill_job_is_an_indexed_job_of_the_app_against_the_qdrant_cluster(rendered: dict[str, str]) -> None:
+    docs = documents(rendered, "jobs")
+    job = one(docs, "Job", "lookalike-backfill")
+    spec = job["spec"]
+    assert spec["completionMode"] == "Indexed"
+    pod = spec["template"]["spec"]
+    (container,) = pod["containers"]
+    env = {e["name"]: e for e in container["env"]}
+    partitions = int(env["PARTITIONS"]["value"])
+    assert spec["parallelism"] == spec["completions"] == partitions > 1
+    assert [container["command"][0], *container["args"]] == [
+        "lookalike",
+        "models",
+        "backfill",
+        "$(VERSION)",
+        "--partition",
+        "$(JOB_COMPLETION_INDEX)/$(PARTITIONS)",
+    ]
+    assert env["VERSION"]["value"]
+    index_ref = env["JOB_COMPLETION_INDEX"]["valueFrom"]["fieldRef"]["fieldPath"]
+    assert index_ref == "metadata.annotations['batch.kubernetes.io/job-completion-index']"
+    # exit 3 (some images gone) is final for that partition; crashes are retried on their own partition
+    rules = spec["podFailurePolicy"]["rules"]
+    assert any(r["action"] == "FailIndex" and r["onExitCodes"]["values"] == [3] for r in rules)
+    assert pod["restartPolicy"] == "Never" and spec["backoffLimitPerIndex"] >= 1
+    # the same image, ConfigMap (hashed name included) and Qdrant secret as the app
+    app = app_deployment(docs)["spec"]["template"]["spec"]["containers"][0]
+    assert container["image"] == app["image"]
+    assert container["envFrom"] == app["envFrom"]
+    app_env = {e["name"]: e for e in app["env"]}
+    assert env["LOOKALIKE_QDRANT_API_KEY"] == app_env["LOOKALIKE_QDRANT_API_KEY"]
+    assert app_config(docs)["LOOKALIKE_QDRANT_URL"].startswith("http://qdrant:")  # server mode, the cluster
+    # Qdrant's network policy lets the Job's pods in, the app's Service and disruption budget do not select them
+    labels = job["spec"]["template"]["metadata"]["labels"]
+    qdrant_policy = one(docs, "NetworkPolicy", "qdrant")
+    assert any(
+        matches(peer.get("podSelector", {}).get("matchLabels", {}), labels) and "podSelector" in peer
+        for rule in qdrant_policy["spec"]["ingress"]
+        for peer in rule["from"]
+    )
+    assert not matches(one(docs, "Service", "lookalike")["spec"]["selector"], labels)
+    assert container["securityContext"]["readOnlyRootFilesystem"] is True
+    assert job["metadata"]["namespace"] == "lookalike"
 
 
 @pytest.mark.parametrize("name", KUSTOMIZATIONS)
@@ -717,6 +835,8 @@ def test_dashboards_query_only_design_metrics_and_cover_the_service() -> None:
         "lookalike_image_fetch_failures_total",
         "lookalike_items_indexed_total",
         "lookalike_overload_rejections_total",
+        "lookalike_model_coverage_ratio",  # coverage per model version
+        "lookalike_backfill_items_total",  # backfill rate
         "lookalike_experiment_events_total",  # CTR per variant (live)
     }
     assert required <= queried, f"dashboard lacks {sorted(required - queried)}"

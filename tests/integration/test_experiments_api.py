@@ -245,7 +245,7 @@ def test_a_generated_secret_is_kept_per_data_dir(
                 assert c.post("/events", json={"events": [event]}).json()["results"][0]["status"] == 200
         finally:
             store.close()
-    secret_file = tmp_path / "events-secret"
+    secret_file = tmp_path / "events" / ".secret"
     assert secret_file.stat().st_mode & 0o777 == 0o600
 
 

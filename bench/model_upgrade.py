@@ -1,0 +1,248 @@
+"""What a model upgrade costs: writes with two active versions, backfill speed, reads during a backfill, kept bytes.
+
+    python -m bench.model_upgrade [--config tiny|base] [--items N] [--reads N] [--json] [--quick]
+
+The second version is the same model file copied with another `model_version` in its metadata, so both versions
+cost the same and the numbers isolate what the versioning adds. Real services (`python -m app`, embedded store,
+CPU), items written as base64 JPEGs (their bytes go to the image store) through POST /items/batch:
+
+- write cost: the same items written to a service with one active version and to one with two; CPU seconds of
+  the service per item and encoder time (lookalike_inference_duration_seconds) per item. Expect ~2x encoder time.
+- backfill throughput: the one-version catalog restarted with both files (the copy is a candidate missing every
+  vector); partition 0/2 backfilled alone (POST /models/{v}/backfill?partition=0/2), items/s against the plain
+  bulk indexing of the same items on the one-version service. Target >= 0.9x.
+- GET /similar p99 while partition 1/2 is backfilled, against the same closed loop on the same service before
+  any backfill. Target <= 1.5x.
+- image store disk per item (bytes on disk under <data>/images / items written from bytes).
+"""
+
+from __future__ import annotations
+
+import base64
+import shutil
+import time
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+from bench.common import (
+    KeepAliveClient,
+    Service,
+    base_parser,
+    cache_dir,
+    cached_model,
+    closed_loop,
+    emit,
+    log,
+    machine_info,
+    machine_line,
+    percentile,
+    photo_jpeg,
+    running_service,
+    table,
+)
+
+BATCH = 32
+READ_CONCURRENCY = 4
+
+
+def copy_with_version(source: Path, out: Path, version: str) -> Path:
+    """The same weights under another model_version (metadata only)."""
+    import onnx
+
+    from app.core.model_contract import MODEL_VERSION_KEY
+
+    model = onnx.load(str(source))
+    for prop in model.metadata_props:
+        if prop.key == MODEL_VERSION_KEY:
+            prop.value = version
+    onnx.save(model, str(out))
+    return out
+
+
+def metric_sum(url: str, name: str) -> float:
+    from prometheus_client.parser import text_string_to_metric_families
+
+    text = httpx.get(url + "/metrics", timeout=30).text
+    total = 0.0
+    for family in text_string_to_metric_families(text):
+        for sample in family.samples:
+            if sample.name == name:
+                total += sample.value
+    return total
+
+
+def write_items(service: Service, bodies: list[str]) -> float:
+    """Write every item (batches of BATCH); seconds taken."""
+    started = time.perf_counter()
+    with httpx.Client(base_url=service.url, timeout=300) as client:
+        for start in range(0, len(bodies), BATCH):
+            items = [
+                {"item_id": f"item-{i}", "image_base64": bodies[i]}
+                for i in range(start, start + BATCH)
+                if i < len(bodies)
+            ]
+            response = client.post("/items/batch", json={"items": items})
+            response.raise_for_status()
+            bad = [r for r in response.json()["results"] if r["status"] >= 300]
+            if bad:
+                raise RuntimeError(f"writes failed: {bad[:3]}")
+    return time.perf_counter() - started
+
+
+def write_cost(service: Service, bodies: list[str]) -> dict[str, float]:
+    cpu0, enc0 = service.cpu_s(), metric_sum(service.url, "lookalike_inference_duration_seconds_sum")
+    wall = write_items(service, bodies)
+    cpu, enc = service.cpu_s() - cpu0, metric_sum(service.url, "lookalike_inference_duration_seconds_sum") - enc0
+    n = len(bodies)
+    return {
+        "items": n,
+        "items_per_s": n / wall,
+        "cpu_ms_per_item": 1000 * cpu / n,
+        "encoder_ms_per_item": 1000 * enc / n,
+    }
+
+
+def read_loop(service: Service, item_ids: list[str], total: int, max_s: float) -> dict[str, Any]:
+    clients = [KeepAliveClient(service.host, service.port) for _ in range(READ_CONCURRENCY)]
+
+    def request(worker: int, i: int) -> bool:
+        status, _ = clients[worker].get(f"/similar/{item_ids[i % len(item_ids)]}?k=10")
+        return status == 200
+
+    try:
+        result = closed_loop(request, concurrency=READ_CONCURRENCY, total=total, max_s=max_s, warmup_per_worker=3)
+    finally:
+        for c in clients:
+            c.close()
+    summary = result.summary()
+    summary["http_p99_ms"] = 1000 * percentile(result.latencies_s, 99) if result.latencies_s else 0.0
+    return summary
+
+
+def backfill(client: httpx.Client, partition: str | None) -> dict[str, Any]:
+    """Start (or, with None, follow the running) backfill of the copy; its final status."""
+    path = "/models/upgrade-copy/backfill"
+    if partition is not None:
+        client.post(path, params={"partition": partition}).raise_for_status()
+    deadline = time.monotonic() + 3600
+    status = client.get(path).json()
+    while status["state"] == "running" and time.monotonic() < deadline:
+        time.sleep(0.05)
+        status = client.get(path).json()
+    if status["state"] != "done":
+        raise RuntimeError(f"the backfill ended {status['state']}: {status.get('error')}")
+    return status
+
+
+def disk_bytes(folder: Path) -> int:
+    return sum(p.stat().st_blocks * 512 for p in folder.rglob("*") if p.is_file())
+
+
+def run(config: str, items: int, reads: int, max_s: float) -> dict[str, Any]:
+    work = cache_dir("model_upgrade")
+    shutil.rmtree(work, ignore_errors=True)
+    work.mkdir(parents=True)
+    v1 = cached_model(config)
+    v2 = copy_with_version(v1, work / "copy.onnx", "upgrade-copy")
+    from app.core.model_contract import read_model_file
+
+    v1_version = read_model_file(v1).model_version
+    log(f"making {items} photos ...")
+    bodies = [base64.b64encode(photo_jpeg(seed, 640, 480, 85)).decode("ascii") for seed in range(items)]
+    ids = [f"item-{i}" for i in range(items)]
+    common = {"LOOKALIKE_DEVICE": "cpu"}
+
+    one_dir, two_dir = work / "one" / "qdrant", work / "two" / "qdrant"
+    log("writes with one active version ...")
+    with running_service(
+        {**common, "LOOKALIKE_MODEL_PATH": str(v1), "LOOKALIKE_QDRANT_PATH": str(one_dir)}, name="upgrade-one"
+    ) as one:
+        one_cost = write_cost(one, bodies)
+        idle = read_loop(one, ids, reads, max_s)
+    log("writes with two active versions ...")
+    with running_service(
+        {**common, "LOOKALIKE_MODEL_PATH": f"{v1},{v2}", "LOOKALIKE_QDRANT_PATH": str(two_dir)}, name="upgrade-two"
+    ) as two:
+        two_cost = write_cost(two, bodies)
+
+    log("backfill of the copy on the one-version catalog: half alone, half with reads meanwhile ...")
+    both = {**common, "LOOKALIKE_MODEL_PATH": f"{v1},{v2}", "LOOKALIKE_QDRANT_PATH": str(one_dir)}
+    with running_service(both, name="upgrade-backfill") as svc, httpx.Client(base_url=svc.url, timeout=60) as client:
+        idle_again = read_loop(svc, ids, reads, max_s)  # same service, before the backfill: the idle baseline
+        alone = backfill(client, "0/2")
+        client.post("/models/upgrade-copy/backfill", params={"partition": "1/2"}).raise_for_status()
+        during = read_loop(svc, ids, reads, max_s)
+        still_running = client.get("/models/upgrade-copy/backfill").json()["state"] == "running"
+        with_reads = backfill(client, None)
+    backfill_s = alone["finished_at"] - alone["started_at"]
+    backfill_ips = alone["embedded"] / backfill_s
+    images = one_dir.parent / "images"
+    p99_idle = max(idle_again["http_p99_ms"], 1e-9)
+    return {
+        "benchmark": "model_upgrade",
+        "config": config,
+        "model_version": v1_version,
+        "items": items,
+        "machine": machine_info(),
+        "write_one_version": one_cost,
+        "write_two_versions": two_cost,
+        "encoder_time_ratio": two_cost["encoder_ms_per_item"] / one_cost["encoder_ms_per_item"],
+        "cpu_ratio": two_cost["cpu_ms_per_item"] / one_cost["cpu_ms_per_item"],
+        "bulk_items_per_s": one_cost["items_per_s"],
+        "backfill_items_per_s": backfill_ips,
+        "backfill_vs_bulk": backfill_ips / one_cost["items_per_s"],
+        "backfill_embedded": alone["embedded"] + with_reads["embedded"],
+        "reads_idle": idle_again,
+        "reads_idle_first_service": idle,
+        "reads_during_backfill": during,
+        "backfill_still_running_after_reads": still_running,
+        "similar_p99_ratio": during["http_p99_ms"] / p99_idle,
+        "image_store_bytes_per_item": disk_bytes(images) / items,
+        "targets": {
+            "backfill_vs_bulk_met": backfill_ips / one_cost["items_per_s"] >= 0.9,
+            "similar_p99_met": during["http_p99_ms"] / p99_idle <= 1.5,
+        },
+    }
+
+
+def render(r: dict[str, Any]) -> str:
+    rows = [
+        {"active versions": 1, **r["write_one_version"]},
+        {"active versions": 2, **r["write_two_versions"]},
+    ]
+    reads = [
+        {"when": "idle", **{k: r["reads_idle"][k] for k in ("requests", "errors", "rps", "http_p99_ms")}},
+        {
+            "when": "during backfill",
+            **{k: r["reads_during_backfill"][k] for k in ("requests", "errors", "rps", "http_p99_ms")},
+        },
+    ]
+    return "\n".join(
+        [
+            machine_line(r["machine"]),
+            table(rows, title=f"writes ({r['config']} model, {r['items']} items, batches of {BATCH})"),
+            f"encoder time 2 versions / 1: {r['encoder_time_ratio']:.2f}x   service CPU: {r['cpu_ratio']:.2f}x",
+            f"backfill {r['backfill_items_per_s']:.1f} items/s vs bulk indexing {r['bulk_items_per_s']:.1f} items/s: "
+            f"{r['backfill_vs_bulk']:.2f}x (target >= 0.9x)",
+            table(reads, title=f"GET /similar, {READ_CONCURRENCY} clients"),
+            f"p99 during backfill / idle: {r['similar_p99_ratio']:.2f}x (target <= 1.5x; backfill still running after "
+            f"the reads: {str(r['backfill_still_running_after_reads']).lower()})",
+            f"image store: {r['image_store_bytes_per_item']:.0f} bytes on disk per item written from bytes",
+        ]
+    )
+
+
+def main() -> None:
+    parser = base_parser(__doc__.splitlines()[0])
+    parser.add_argument("--config", default="tiny", choices=("tiny", "base"))
+    parser.add_argument("--items", type=int, default=2000)
+    parser.add_argument("--reads", type=int, default=3000)
+    args = parser.parse_args()
+    items, reads, max_s = (48, 200, 20.0) if args.quick else (args.items, args.reads, 120.0)
+    emit(run(args.config, items, reads, max_s), args.json, render)
+
+
+if __name__ == "__main__":
+    main()
