@@ -61,11 +61,11 @@ def events_secret(settings: Settings) -> str:
                 os.link(tmp, path)  # atomic: a reader never sees a half-written secret
         finally:
             os.unlink(tmp)
-        log.warning(
-            "LOOKALIKE_EVENTS_SECRET is not set: using the secret generated in %s; every replica must share one "
-            "secret (set LOOKALIKE_EVENTS_SECRET), else one replica refuses the tokens of another",
-            path,
-        )
+    log.warning(
+        "LOOKALIKE_EVENTS_SECRET is not set: using the secret generated in %s; every replica must share one "
+        "secret (set LOOKALIKE_EVENTS_SECRET), else one replica refuses the tokens of another",
+        path,
+    )
     return path.read_text(encoding="utf-8").strip()
 
 
