@@ -51,10 +51,13 @@ ENV PYTHONUNBUFFERED=1 \
     LOOKALIKE_PORT=8000 \
     LOOKALIKE_MODEL_PATH=/models/siglip.onnx \
     LOOKALIKE_QDRANT_PATH=/data/qdrant
+# /data belongs to the app user: the embedded store (/data/qdrant) and the kept photos (/data/images, the default
+# LOOKALIKE_IMAGE_STORE_PATH: `images` next to QDRANT_PATH) are written there. Mount volumes at those paths to keep
+# them: an empty named volume takes the folder's owner, so the non-root user can write it.
 RUN groupadd --system --gid "${APP_UID}" lookalike \
     && useradd --system --uid "${APP_UID}" --gid "${APP_UID}" --no-create-home \
         --home-dir /nonexistent --shell /usr/sbin/nologin lookalike \
-    && mkdir -p /models /data/qdrant /srv/lookalike \
+    && mkdir -p /models /data/qdrant /data/images /srv/lookalike \
     && chown -R "${APP_UID}:${APP_UID}" /data
 COPY --from=cpu-build /opt/venv /opt/venv
 WORKDIR /srv/lookalike
@@ -103,10 +106,13 @@ ENV PYTHONUNBUFFERED=1 \
     LOOKALIKE_PORT=8000 \
     LOOKALIKE_MODEL_PATH=/models/siglip.onnx \
     LOOKALIKE_QDRANT_PATH=/data/qdrant
+# /data belongs to the app user: the embedded store (/data/qdrant) and the kept photos (/data/images, the default
+# LOOKALIKE_IMAGE_STORE_PATH: `images` next to QDRANT_PATH) are written there. Mount volumes at those paths to keep
+# them: an empty named volume takes the folder's owner, so the non-root user can write it.
 RUN groupadd --system --gid "${APP_UID}" lookalike \
     && useradd --system --uid "${APP_UID}" --gid "${APP_UID}" --no-create-home \
         --home-dir /nonexistent --shell /usr/sbin/nologin lookalike \
-    && mkdir -p /models /data/qdrant /srv/lookalike \
+    && mkdir -p /models /data/qdrant /data/images /srv/lookalike \
     && chown -R "${APP_UID}:${APP_UID}" /data
 COPY --from=gpu-build /opt/venv /opt/venv
 WORKDIR /srv/lookalike

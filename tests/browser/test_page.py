@@ -4,12 +4,13 @@ from __future__ import annotations
 
 from typing import Any
 
+import httpx
 from selenium.common.exceptions import NoAlertPresentException
 from selenium.webdriver.common.by import By
 from selenium.webdriver.common.keys import Keys
 from selenium.webdriver.support.ui import WebDriverWait
 
-from tests.browser.conftest import CATALOG_ITEMS, XSS_TITLE, Site
+from tests.browser.conftest import CANDIDATE_VERSION, CATALOG_ITEMS, XSS_TITLE, Site
 
 WAIT_S = 60
 
@@ -208,3 +209,37 @@ def test_phone_width_layout(page: Any, site: Site) -> None:
     page.save_screenshot(str(site.artifacts / "phone.png"))
     open_item(page, site, site.items[3]["item_id"])
     assert page.execute_script("return document.documentElement.scrollWidth <= window.innerWidth")
+
+
+def compare_columns(driver: Any) -> list[tuple[str, list[str], list[str]]]:
+    """(version, item ids shown, item ids marked as only in this list) for each comparison column."""
+    columns = []
+    for column in driver.find_elements(By.CSS_SELECTOR, "#compare-columns > div"):
+        shown = [c.get_attribute("data-item-id") for c in column.find_elements(By.CSS_SELECTOR, "[data-item-id]")]
+        marked = [c.get_attribute("data-item-id") for c in column.find_elements(By.CSS_SELECTOR, ".differs")]
+        columns.append((column.find_element(By.TAG_NAME, "h4").text, shown, marked))
+    return columns
+
+
+def test_two_model_versions_side_by_side_with_the_differences_marked(page: Any, site: Site) -> None:
+    item_id = site.items[3]["item_id"]
+    serving = httpx.get(site.url + "/models", timeout=30).json()["serving"]
+    expected = {
+        version: [
+            r["item_id"]
+            for r in httpx.get(
+                f"{site.url}/similar/{item_id}", params={"k": 12, "model_version": version}, timeout=30
+            ).json()["results"]
+        ]
+        for version in (serving, CANDIDATE_VERSION)
+    }
+    assert expected[serving] != expected[CANDIDATE_VERSION]  # two random models rank differently: marks exercised
+    open_item(page, site, item_id)
+    wait(page, lambda d: d.find_element(By.ID, "compare").is_displayed(), "the comparison")
+    wait(page, lambda d: [len(c[1]) for c in compare_columns(d)] == [12, 12], "two lists of 12")
+    (first, first_shown, first_marked), (second, second_shown, second_marked) = compare_columns(page)
+    assert (first, second) == (serving, CANDIDATE_VERSION)
+    assert (first_shown, second_shown) == (expected[serving], expected[CANDIDATE_VERSION])  # each version's ranking
+    assert first_marked == [i for i in first_shown if i not in second_shown]  # marked: in this list only
+    assert second_marked == [i for i in second_shown if i not in first_shown]
+    page.save_screenshot(str(site.artifacts / "compare.png"))

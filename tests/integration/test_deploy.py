@@ -441,6 +441,40 @@ def test_compose_environments_are_valid_settings(dockerfile: Dockerfile, monkeyp
         assert settings_errors(env, monkeypatch) is None, f"{name}: {settings_errors(env, monkeypatch)}"
 
 
+def test_compose_apps_keep_uploaded_images_in_one_named_volume(
+    dockerfile: Dockerfile, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Items written from bytes keep them under LOOKALIKE_IMAGE_STORE_PATH: inside the container they would be
+    # lost when it is replaced, and the GPU and CPU apps must see the same photos.
+    sources = set()
+    for name, app in app_services().items():
+        env = {k: v for k, v in dockerfile.env(app["build"]["target"]).items() if k.startswith("LOOKALIKE_")}
+        env.update(app["environment"])
+        image_dir = settings_for(env, monkeypatch).image_store_dir()
+        mounts = {target: (source, options) for source, target, *options in (v.split(":") for v in app["volumes"])}
+        assert str(image_dir) in mounts, f"{name}: no volume at the image store {image_dir}"
+        source, options = mounts[str(image_dir)]
+        assert source in compose()["volumes"], f"{name}: the image store is not a named volume"
+        assert "ro" not in options, f"{name}: the image store is mounted read-only"
+        sources.add(source)
+    assert len(sources) == 1, f"the apps keep images in different volumes: {sources}"
+
+
+def test_runtime_images_create_the_default_image_store_for_their_user(
+    dockerfile: Dockerfile, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # A named volume mounted on a folder the image has takes that folder's owner; on a missing one it is root's,
+    # and the non-root app could not write its photos.
+    for name in RUNTIME_STAGES:
+        env = {k: v for k, v in dockerfile.env(name).items() if k.startswith("LOOKALIKE_")}
+        image_dir = settings_for(env, monkeypatch).image_store_dir()
+        runs = " ".join(dockerfile.stages[name].all("RUN"))
+        created = {Path(p) for m in re.findall(r"mkdir -p ([^&]+)", runs) for p in m.split()}
+        assert image_dir in created, f"{name}: {image_dir} is not created in the image"
+        owned = [Path(p) for p in re.findall(r'chown -R "\$\{APP_UID\}:\$\{APP_UID\}" (\S+)', runs)]
+        assert any(image_dir.is_relative_to(p) for p in owned), f"{name}: {image_dir} is not the app user's"
+
+
 # ---------------------------------------------------------------------------------------- Kubernetes
 
 
@@ -477,6 +511,20 @@ def app_config(docs: list[dict[str, Any]]) -> dict[str, str]:
 
 def matches(selector: dict[str, str], labels: dict[str, str]) -> bool:
     return all(labels.get(k) == v for k, v in selector.items())
+
+
+def claim_mounted_at(pod: dict[str, Any], path: Path) -> str:
+    """The PersistentVolumeClaim that the pod's only container mounts, writable, at `path`."""
+    (container,) = pod["containers"]
+    mounts = [m for m in container.get("volumeMounts", []) if Path(m["mountPath"]) == path]
+    assert len(mounts) == 1, f"{container['name']}: no volume at {path}"
+    assert not mounts[0].get("readOnly", False), f"{container['name']}: {path} is mounted read-only"
+    (volume,) = [v for v in pod["volumes"] if v["name"] == mounts[0]["name"]]
+    assert "persistentVolumeClaim" in volume, f"{container['name']}: {path} is not on a PersistentVolumeClaim"
+    # fsGroup makes the volume group-owned by the pod's group, so the non-root user can write it
+    security = pod["securityContext"]
+    assert security["fsGroup"] == security["runAsGroup"], "the volume would not be writable by the app's group"
+    return volume["persistentVolumeClaim"]["claimName"]
 
 
 @pytest.mark.parametrize("name", KUSTOMIZATIONS)
@@ -568,6 +616,29 @@ def test_app_deployment_probes_shutdown_and_security(
     assert {"cpu", "memory"} <= resources["requests"].keys() and "memory" in resources["limits"]
     anti = pod["affinity"]["podAntiAffinity"]["preferredDuringSchedulingIgnoredDuringExecution"]
     assert anti[0]["podAffinityTerm"]["topologyKey"] == "kubernetes.io/hostname"
+
+
+@pytest.mark.parametrize("name", KUSTOMIZATIONS)
+def test_api_pods_keep_uploaded_images_on_a_shared_claim(
+    rendered: dict[str, str], name: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Every replica reads, writes and deletes every item's photo: one ReadWriteMany claim at the image store path.
+    docs = documents(rendered, name)
+    image_dir = settings_for(app_config(docs), monkeypatch).image_store_dir()
+    assert image_dir.is_absolute(), f"the image store {image_dir} is relative to the read-only root file system"
+    claim_name = claim_mounted_at(app_deployment(docs)["spec"]["template"]["spec"], image_dir)
+    claim = one(docs, "PersistentVolumeClaim", claim_name)
+    assert claim["spec"]["accessModes"] == ["ReadWriteMany"]
+    assert claim["metadata"]["namespace"] == "lookalike"
+
+
+def test_backfill_job_mounts_the_app_image_store(rendered: dict[str, str], monkeypatch: pytest.MonkeyPatch) -> None:
+    # The Job re-embeds items written from bytes: it reads the same claim, at the path the shared ConfigMap names.
+    docs = documents(rendered, "jobs")
+    image_dir = settings_for(app_config(docs), monkeypatch).image_store_dir()
+    job_pod = one(docs, "Job", "lookalike-backfill")["spec"]["template"]["spec"]
+    app_pod = app_deployment(docs)["spec"]["template"]["spec"]
+    assert claim_mounted_at(job_pod, image_dir) == claim_mounted_at(app_pod, image_dir)
 
 
 def test_gpu_overlay_asks_for_a_gpu_and_cpu_overlay_does_not(rendered: dict[str, str]) -> None:
