@@ -28,7 +28,6 @@ import httpx
 
 from bench.common import (
     KeepAliveClient,
-    Service,
     base_parser,
     cache_dir,
     cached_model,
@@ -38,10 +37,10 @@ from bench.common import (
     machine_info,
     machine_line,
     percentile,
-    photo_jpeg,
-    running_service,
     table,
 )
+from bench.live import LiveServer, running_service
+from models.photos import textured_photo
 
 BATCH = 32
 READ_CONCURRENCY = 4
@@ -73,7 +72,7 @@ def metric_sum(url: str, name: str) -> float:
     return total
 
 
-def write_items(service: Service, bodies: list[str]) -> float:
+def write_items(service: LiveServer, bodies: list[str]) -> float:
     """Write every item (batches of BATCH); seconds taken."""
     started = time.perf_counter()
     with httpx.Client(base_url=service.url, timeout=300) as client:
@@ -91,7 +90,7 @@ def write_items(service: Service, bodies: list[str]) -> float:
     return time.perf_counter() - started
 
 
-def write_cost(service: Service, bodies: list[str]) -> dict[str, float]:
+def write_cost(service: LiveServer, bodies: list[str]) -> dict[str, float]:
     cpu0, enc0 = service.cpu_s(), metric_sum(service.url, "lookalike_inference_duration_seconds_sum")
     wall = write_items(service, bodies)
     cpu, enc = service.cpu_s() - cpu0, metric_sum(service.url, "lookalike_inference_duration_seconds_sum") - enc0
@@ -104,7 +103,7 @@ def write_cost(service: Service, bodies: list[str]) -> dict[str, float]:
     }
 
 
-def read_loop(service: Service, item_ids: list[str], total: int, max_s: float) -> dict[str, Any]:
+def read_loop(service: LiveServer, item_ids: list[str], total: int, max_s: float) -> dict[str, Any]:
     clients = [KeepAliveClient(service.host, service.port) for _ in range(READ_CONCURRENCY)]
 
     def request(worker: int, i: int) -> bool:
@@ -150,7 +149,7 @@ def run(config: str, items: int, reads: int, max_s: float) -> dict[str, Any]:
 
     v1_version = read_model_file(v1).model_version
     log(f"making {items} photos ...")
-    bodies = [base64.b64encode(photo_jpeg(seed, 640, 480, 85)).decode("ascii") for seed in range(items)]
+    bodies = [base64.b64encode(textured_photo(seed, 640, 480, 85)).decode("ascii") for seed in range(items)]
     ids = [f"item-{i}" for i in range(items)]
     common = {"LOOKALIKE_DEVICE": "cpu"}
 

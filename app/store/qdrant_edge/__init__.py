@@ -3,10 +3,10 @@
 Why a tree of shards and not one shard
 --------------------------------------
 Qdrant Edge builds HNSW only inside `EdgeShard.optimize()`, and that call (like `create()`,
-`load()`, `flush()` and `close()`) holds the Python GIL for its whole run: optimizing 20k x 768
-points froze every thread of the process for ~12 s. One process may open a shard path. So the
-serving process never optimizes: indexes are built by a subprocess on copies, and the server only
-swaps finished shards in.
+`load()`, `flush()` and `close()`) holds the Python GIL for its whole run: optimizing a shard of
+20k x 768 points froze every thread of the process for seconds (BENCHMARKS.md, "Index maintenance").
+One process may open a shard path. So the serving process never optimizes: indexes are built by a
+subprocess on copies, and the server only swaps finished shards in.
 
 Layout (root = QDRANT_PATH/<collection>/)
 -----------------------------------------
@@ -46,8 +46,8 @@ Maintenance (two background threads that mostly wait on subprocesses; one job at
 --------------------------------------------------------------------------------------------------
 - Freeze: when the hot shard holds >= `hot_max` points, an empty *spare* shard becomes the hot shard
   and the old one turns frozen. The spare is made ahead of time by the builder's `create` command in a
-  subprocess (create() holds the GIL ~100 ms) and loaded by the spare thread, so a freeze is just a
-  manifest write. Until the first spare exists (~1 s after open) the hot shard may overshoot.
+  subprocess (create() holds the GIL too) and loaded by the spare thread, so a freeze is just a
+  manifest write. Until the first spare exists (shortly after open) the hot shard may overshoot.
 - Build job (frozen -> sealed) and merge job (size-tiered: `merge_fanin` sealed shards of one size
   tier, tier t holding sizes in [hot_max * fanin^t, hot_max * fanin^(t+1)), never producing more
   than `max_shard_points`, default 16 * hot_max; builds go first):
@@ -62,15 +62,17 @@ Maintenance (two background threads that mostly wait on subprocesses; one job at
      The job thread only waits on it.
   3. The server loads the result while the builder still maps it: load() drops the files from the
      page cache (fadvise DONTNEED) and faults them back in under the GIL, and Linux cannot drop pages
-     another process maps, so the load is CPU only (40-70 ms of CPU per 10k x 768 points; logged when
-     > 50 ms). Then, holding the write gate exclusively: replay the op log, fsync the target's WAL,
-     write the manifest (target replaces sources), swap the in-memory list. The sources are closed
-     once their last reader is gone (reference counts), one at a time, then deleted.
+     another process maps, so the load is CPU only (tens of ms of CPU per 10k points: BENCHMARKS.md,
+     "Index maintenance"; logged when > 50 ms). Then, holding the write gate exclusively: replay the
+     op log, fsync the target's WAL, write the manifest (target replaces sources), swap the in-memory
+     list. The sources are closed once their last reader is gone (reference counts), one at a time,
+     then deleted.
   A crash at any point leaves either the old manifest (sources intact; staging and unswapped
   targets removed on open; the frozen shard is rebuilt) or the new one (target holds everything).
 - Bulk file work is always one call (os.sync, a `cp`/`rm` child): each Python-level syscall drops
   and re-takes the GIL, and re-taking costs up to the 5 ms switch interval while request threads
-  run, so a per-file walk took 24 s for one swap under a closed-loop reader.
+  run, so a per-file walk stalled one swap for many seconds under a closed-loop reader
+  (BENCHMARKS.md, "Index maintenance").
 
 Concurrency
 -----------
@@ -87,10 +89,12 @@ Durability (measured, qdrant-edge-py 0.9.0)
   write()/msync/fsync during update(). A kill -9 right after update() returns loses nothing (the
   data is in the kernel page cache; tests/integration/test_store_edge.py kills writers to check it), but a power
   loss or kernel crash could.
-- flush() and close() msync/fsync every segment while holding the GIL: 20-350 ms measured on this
-  (shared, busy) disk, so calling flush() after each write would freeze reads far beyond the budget.
+- flush() and close() msync/fsync every segment while holding the GIL (tens to hundreds of ms on a
+  shared, busy disk: BENCHMARKS.md, "Index maintenance"), so calling flush() after each write would
+  freeze reads far beyond the budget.
 - Decision: after each write the store fsyncs the touched shards' WAL segment files from Python
-  (`os.fsync` releases the GIL; ~1 ms, descriptors kept open), which persists the mmap-dirtied WAL
+  (`os.fsync` releases the GIL and is short: BENCHMARKS.md, "Index maintenance"; descriptors
+  kept open), which persists the mmap-dirtied WAL
   pages. A returned upsert/patch/delete survives kill -9 (tested) and should survive a host crash
   (fsynced WAL; not testable here). flush() is called only on close(), after os.sync() so it has
   little left to write. `sync_wal=False` drops the per-write fsync (process-crash durability only).

@@ -17,9 +17,9 @@ their own CPU priority so that request threads in the server win the two cores.
 Then, with `--hold`, the process maps every file of the result and touches each page, prints one
 JSON line (the result) on stdout and waits until the server closes its stdin. Why: EdgeShard.load()
 drops the shard's files from the page cache (posix_fadvise DONTNEED) and reads them back with one
-synchronous page fault after another, all while holding the server's GIL (a 40k x 768 shard:
-~0.6 s). Linux never drops pages that some process has mapped, so while this process holds the
-mapping the server's load() finds everything in memory.
+synchronous page fault after another, all while holding the server's GIL (a large shard: a long
+freeze, BENCHMARKS.md "Index maintenance"). Linux never drops pages that some process has mapped, so
+while this process holds the mapping the server's load() finds everything in memory.
 
 The shard configuration helpers live here (not in the app.store.qdrant_edge package) because this
 module must stay importable without the server's dependencies: it imports only qdrant_edge and

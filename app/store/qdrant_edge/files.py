@@ -3,7 +3,8 @@ syncer and the collection directory lock.
 
 Every Python-level syscall releases and re-takes the GIL, and re-taking it costs up to the switch
 interval (5 ms) while request threads are busy. A directory walk with an fsync per file is thousands
-of such round trips (measured: a 100-point swap took 24 s under a closed-loop reader). So bulk file
+of such round trips (a small swap stalled for seconds under a closed-loop reader:
+BENCHMARKS.md, "Index maintenance"). So bulk file
 work is one call each: os.sync(), or `cp`/`rm` in a child process that the thread just waits on.
 """
 

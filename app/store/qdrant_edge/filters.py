@@ -11,7 +11,7 @@ from app.store.base import SimilarFilters
 
 def build_filter(item_payload: dict[str, Any], filters: SimilarFilters) -> Filter | None:
     # The query item itself is dropped by the caller (it asks for k + 1): a has-id condition costs
-    # more per HNSW step than the one extra result (measured ~0.3 ms per shard at 10k x 768).
+    # more per HNSW step than the one extra result (BENCHMARKS.md, "Read path").
     must: list[Any] = []
     must_not: list[Any] = []
     if filters.category is not None:

@@ -249,7 +249,7 @@ class JobRunner:
         for s in ordered:
             s.lock.acquire()  # writers of these shards wait; everything else keeps flowing
         try:
-            # No flush(): it fsyncs under the GIL (100-300 ms measured on a busy disk). With the shard
+            # No flush(): it fsyncs under the GIL (BENCHMARKS.md, "Index maintenance"). With the shard
             # locked nothing changes its files, so the copy is exactly what a kill -9 at this
             # instant would leave, and the builder recovers it from the WAL like a restart would.
             copies = []

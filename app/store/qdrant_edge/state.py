@@ -18,9 +18,9 @@ from app.store.qdrant_edge.write_gate import WriteGate
 
 
 def default_max_shard_points(hot_max: int) -> int:
-    # Loading a built shard holds the GIL (measured 10k: ~70 ms CPU / ~250 ms wall, 40k: ~100 / ~450 ms),
+    # Loading a built shard holds the GIL, longer the larger the shard (BENCHMARKS.md, "Index maintenance"),
     # so merges stop at max_shard_points: a bounded, rare freeze. Every extra shard is a whole extra
-    # HNSW search per query (~0.8-1.7 ms CPU at 768-d), so the default lets shards grow to 16 * hot_max;
+    # HNSW search per query (BENCHMARKS.md, "Read path"), so the default lets shards grow to 16 * hot_max;
     # with fanin 2 a collection of N points is searched in about popcount(N / hot_max) shards + hot.
     return 16 * hot_max
 

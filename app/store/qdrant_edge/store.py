@@ -318,7 +318,8 @@ class EdgeStore:
                 limit=k + 1,  # room for the query item itself, dropped below
                 query=Query.Nearest(vector, using=v.vector) if v.vector else Query.Nearest(vector),
                 filter=build_filter(item.payload or {}, filters),
-                with_payload=False,  # payloads only for the winners: reading them costs ~0.8 ms per shard
+                # payloads only for the winners: reading them has a cost per shard (BENCHMARKS.md, "Read path")
+                with_payload=False,
                 with_vector=False,
             )
             # point id -> (score, shard); shards come rank descending, so a duplicated item's newest copy wins
