@@ -155,6 +155,7 @@ class Load:
     deleted_at: dict[str, float] = field(default_factory=dict)  # monotonic time the delete was acknowledged
     threads: list[threading.Thread] = field(default_factory=list)
     started: float = field(default_factory=time.monotonic)
+    crashed: list[str] = field(default_factory=list)
 
     def running(self, n: int, most: int) -> bool:
         return n < most and not self.stop.is_set() and time.monotonic() - self.started < LOAD_MAX_S
@@ -211,10 +212,18 @@ class Load:
 
     def start(self) -> None:
         targets = [(self.reader, (1,)), (self.reader, (2,)), (self.writer, (3,)), (self.patcher, (4,))]
-        self.threads = [threading.Thread(target=f, args=a, daemon=True) for f, a in targets]
-        self.threads.append(threading.Thread(target=self.deleter, daemon=True))
+        targets.append((self.deleter, ()))
+        self.threads = [threading.Thread(target=self.guarded, args=(f, *a), daemon=True) for f, a in targets]
         for thread in self.threads:
             thread.start()
+
+    def guarded(self, target: Any, *args: Any) -> None:
+        try:
+            target(*args)
+        except BaseException as exc:  # a thread that died silently would leave the checks with less to check
+            with self.lock:
+                self.crashed.append(repr(exc))
+            raise
 
     def settle(self, reads: int = 20) -> None:
         """Let the load go on for a few more reads before the next admin step (bounded)."""
@@ -227,6 +236,7 @@ class Load:
         for thread in self.threads:
             thread.join(timeout=60)
         assert not any(t.is_alive() for t in self.threads), "a load thread did not stop"
+        assert self.crashed == []
 
 
 def admin(client: TestClient, method: str, path: str, expect: int) -> dict[str, Any]:
@@ -306,7 +316,8 @@ def test_upgrade_under_load(catalog: Catalog, images: ImageServer) -> None:
             counts[r.status] = counts.get(r.status, 0) + 1
         for _, s, _ in load.statuses:
             counts[s] = counts.get(s, 0) + 1
-        print(f"[{catalog.kind}] answers by status: {sorted(counts.items())}, reads {len(load.reads)}")
+        outcomes = {k: status[k] for k in ("scanned", "embedded", "skipped", "failed")}
+        print(f"[{catalog.kind}] answers by status: {sorted(counts.items())}, reads {len(load.reads)}, {outcomes}")
         assert not [s for s in counts if s >= 500], counts
         for r in load.reads:
             if r.status != 200:
