@@ -86,6 +86,10 @@ def partition_of(item_id: str, count: int) -> int:
     return int(hashlib.sha256(item_id.encode("utf-8")).hexdigest()[:8], 16) % count
 
 
+class ItemChanged(Exception):
+    """Raised by a LoadImage: the item was deleted or rewritten while its image loaded (its outcome: skipped)."""
+
+
 class BackfillStore(Protocol):
     """The part of app.store.base.VectorStore a backfill uses."""
 
@@ -226,6 +230,9 @@ class Backfill:
         try:
             try:
                 vector = await self._embed_with_retry(await self._load_image(payload))
+            except ItemChanged:
+                self._count("skipped")
+                return
             except (Overloaded, NotReady):
                 raise  # the service is stopping or drowning: not the item's fault
             except LookalikeError as exc:
@@ -298,6 +305,11 @@ def service_backfill(
         key = payload.get("image_key")
         data = await asyncio.to_thread(service.image_store.get, key) if isinstance(key, str) else None
         if data is None:
+            # A delete or replace removes the kept file after its store write: a write that raced this read
+            # is not a lost image, and the item needs nothing from the backfill (a replace embeds every version).
+            now = await service._store("get", service.store.get, payload["item_id"])
+            if now is None or now.get("write_id") != payload.get("write_id"):
+                raise ItemChanged(payload["item_id"])
             raise ImageNotFound(f"no image is kept for item {payload['item_id']!r}")
         return data
 

@@ -248,6 +248,38 @@ def test_backfill_never_resurrects_a_deleted_item_nor_overwrites_a_replaced_one(
         assert coverage(client, "v2") == 1.0
 
 
+def test_kept_bytes_deleted_or_replaced_while_the_backfill_reads_them_are_skipped_not_failed(
+    catalog: Catalog, host: HeldImages
+) -> None:
+    """A delete or replace removes the item's kept file: a backfill that read the old payload finds no bytes.
+    That is the item moving on, not a lost image: skipped (the replace carries every version itself)."""
+    m = catalog.models
+    with catalog.app(m.v1) as client:
+        write_items(client, host, n_url=0, n_b64=3)
+    with catalog.app(m.v1, m.v2) as client:
+        service = client.app.state.service  # type: ignore[attr-defined]
+        kept_get = service.image_store.get
+        first_read = threading.Lock()
+        interfered: list[int] = []
+
+        def get_after_a_race(key: str) -> bytes | None:
+            # before the backfill's first read of a kept file: a delete and a replace are acknowledged
+            with first_read:
+                if not interfered:
+                    interfered.append(client.delete("/items/b64-1").status_code)
+                    body = {"item_id": "b64-2", "image_base64": b64(photo(999))}
+                    interfered.append(client.post("/items", json=body).status_code)
+            return kept_get(key)
+
+        service.image_store.get = get_after_a_race
+        status = run_backfill(client)
+        assert interfered == [204, 200]
+        assert (status["state"], status["embedded"], status["skipped"], status["failed"]) == ("done", 1, 2, 0)
+        assert status["failed_ids"] == []
+        assert_error(client.get("/items/b64-1"), 404, "item_not_found")
+        assert coverage(client, "v2") == 1.0
+
+
 def test_an_unfetchable_image_is_reported_and_its_item_keeps_serving_v1(catalog: Catalog, host: HeldImages) -> None:
     m = catalog.models
     with catalog.app(m.v1) as client:

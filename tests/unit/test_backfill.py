@@ -15,7 +15,7 @@ import numpy as np
 import pytest
 
 from app.core.errors import ImageFetchFailed, StoreUnavailable, ValidationFailed
-from app.service.backfill import Backfill, Partition, partition_of
+from app.service.backfill import Backfill, ItemChanged, Partition, partition_of
 
 
 class MemoryStore:
@@ -138,6 +138,18 @@ def test_unfetchable_images_are_reported_and_left_as_they_are() -> None:
     assert sorted(status.failed_ids) == sorted(gone)
     assert all("v2" not in store.vectors[i] and "v1" in store.vectors[i] for i in gone)
     assert status.coverage == pytest.approx(10 / 12)
+
+
+def test_an_item_that_changed_while_its_image_loaded_is_skipped_not_failed() -> None:
+    store = MemoryStore(6)
+
+    async def load(payload: dict[str, Any]) -> bytes:
+        if payload["item_id"] == "item-002":
+            raise ItemChanged("item-002")  # its kept file went with a delete or replace
+        return await load_url(payload)
+
+    status = asyncio.run(backfill(store, load_image=load).run())
+    assert (status.state, status.embedded, status.skipped, status.failed, status.failed_ids) == ("done", 5, 1, 0, [])
 
 
 def test_at_most_concurrency_images_in_flight() -> None:
