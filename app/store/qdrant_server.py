@@ -31,7 +31,15 @@ from app.store.base import (
     SimilarFilters,
     point_id,
 )
-from app.store.versions import StoredVersion, find, open_versions, promoted, retired, vectors_by_name
+from app.store.versions import (
+    StoredVersion,
+    find,
+    open_versions,
+    promoted,
+    retire_raced,
+    retired,
+    vectors_by_name,
+)
 
 MODEL_VERSION_KEY = "lookalike.model_version"  # collections from before versions: their one model
 VERSIONS_KEY = "lookalike.versions"  # the version registry, in the collection's metadata
@@ -299,25 +307,34 @@ class ServerStore:
 
     def similar(self, item_id: str, k: int, filters: SimilarFilters, version: str | None = None) -> list[Hit] | None:
         v = find(self._registry(), version)
-        with _unavailable_on_failure():
-            records = self._client.retrieve(
-                self.collection, [point_id(item_id)], with_payload=True, with_vectors=[v.vector] if v.vector else True
-            )
-        if not records:
-            return None
-        record = records[0]
-        vector = record.vector.get(v.vector) if isinstance(record.vector, dict) else record.vector
-        if vector is None:
-            raise VersionMissing(f"item {item_id!r} has no vector of model version {v.model_version!r} yet")
-        seller = (record.payload or {}).get("seller_id")
-        return self._query(list(vector), v, build_filter(item_id, seller, filters), k)  # type: ignore[arg-type]
+        with self._retire_raced(version):
+            with _unavailable_on_failure():
+                records = self._client.retrieve(
+                    self.collection,
+                    [point_id(item_id)],
+                    with_payload=True,
+                    with_vectors=[v.vector] if v.vector else True,
+                )
+            if not records:
+                return None
+            record = records[0]
+            vector = record.vector.get(v.vector) if isinstance(record.vector, dict) else record.vector
+            if vector is None:
+                raise VersionMissing(f"item {item_id!r} has no vector of model version {v.model_version!r} yet")
+            seller = (record.payload or {}).get("seller_id")
+            return self._query(list(vector), v, build_filter(item_id, seller, filters), k)  # type: ignore[arg-type]
 
     def similar_to_vector(
         self, vector: np.ndarray, k: int, filters: SimilarFilters, version: str | None = None
     ) -> list[Hit]:
         v = find(self._registry(), version)
         query = np.asarray(vector, dtype=np.float32).tolist()
-        return self._query(query, v, build_filter(None, filters.seller_id, filters), k)
+        with self._retire_raced(version):
+            return self._query(query, v, build_filter(None, filters.seller_id, filters), k)
+
+    def _retire_raced(self, version: str | None) -> contextlib.AbstractContextManager[None]:
+        # another replica may have retired the version within this one's REGISTRY_TTL_S: re-read it now
+        return retire_raced(lambda: find(self._registry(fresh=True), version))
 
     def _query(self, query: list[float], v: StoredVersion, query_filter: models.Filter, k: int) -> list[Hit]:
         with _unavailable_on_failure():

@@ -8,7 +8,8 @@ keeps its vector name for ever; collections written before versions existed keep
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+import contextlib
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, replace
 from typing import Any
 
@@ -91,6 +92,22 @@ def find(versions: list[StoredVersion], version: str | None) -> StoredVersion:
         if (v.model_version == version if version is not None else v.state == "serving") and v.active:
             return v
     raise ModelNotFound(f"no model version {version!r} in this collection (unknown or retired)")
+
+
+@contextlib.contextmanager
+def retire_raced(still_active: Callable[[], object]) -> Iterator[None]:
+    """A search that raced a retire of its version (in this process, or on another replica whose registry
+    this one has not re-read yet) fails inside the engine, its vector name being gone. Answer as if the
+    retire had come first: `still_active()` raises ModelNotFound (404) when the version is retired now;
+    when it is not, the original error stands. (A query item whose vector is gone already reads as
+    VersionMissing: the same check tells "retired" from "not backfilled yet".)"""
+    try:
+        yield
+    except ModelNotFound:
+        raise
+    except Exception:
+        still_active()
+        raise
 
 
 def promoted(versions: list[StoredVersion], version: str) -> list[StoredVersion]:

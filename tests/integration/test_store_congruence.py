@@ -370,3 +370,52 @@ def test_server_collection_from_before_versions_keeps_its_unnamed_vector(tmp_pat
         assert store.coverage("new") == (3, 10) and store.similar("o1", 3, ANY, "old") is not None
     finally:
         store.close()
+
+
+def two_version_items(store: VectorStore, rng: np.random.Generator) -> None:
+    store.open({"v1": 8, "v2": 4})
+    payloads = [{"item_id": f"r{i}", "write_id": f"w{i}"} for i in range(6)]
+    store.upsert(payloads, {"v1": unit_of(rng, 6, 8), "v2": unit_of(rng, 6, 4)})
+
+
+def test_a_search_racing_a_retire_on_another_replica_answers_model_not_found() -> None:
+    """Replica B still lists v2 as active (it re-reads the registry at most once a second) when replica A
+    retires it: B's search then meets a vector name that is gone and must answer 404, never a 5xx."""
+    client = QdrantClient(":memory:")
+    a, b = ServerStore(client, "items"), ServerStore(client, "items")
+    two_version_items(a, np.random.default_rng(5))
+    b.open({"v1": 8, "v2": 4})
+    assert [h.item_id for h in b.similar("r0", 3, SimilarFilters(), "v2") or []]  # B has v2 in its registry now
+    a.retire("v2")
+    with pytest.raises(ModelNotFound):
+        b.similar("r0", 3, SimilarFilters(), "v2")
+    with pytest.raises(ModelNotFound):
+        b.similar_to_vector(unit_of(np.random.default_rng(6), 1, 4)[0], 3, SimilarFilters(), "v2")
+    assert [h.item_id for h in b.similar("r0", 3, SimilarFilters(), "v1") or []]  # the serving version answers
+
+
+def test_an_edge_search_that_resolved_its_version_before_a_retire_answers_model_not_found(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The same race in one process: a search that looked its version up just before retire() deleted the
+    vector from the shards (replayed by handing the search the registry row it read before the retire)."""
+    import app.store.qdrant_edge.store as edge_module
+
+    store = EdgeStore(tmp_path / "edge", "items")
+    try:
+        two_version_items(store, np.random.default_rng(7))
+        before = edge_module.find(store._state.manifest.versions, "v2")  # what a search read before the retire
+        store.retire("v2")
+        real_find = edge_module.find
+        calls: list[str | None] = []
+
+        def find_as_before_the_retire(versions: Any, version: str | None) -> Any:
+            calls.append(version)
+            return before if len(calls) == 1 else real_find(versions, version)
+
+        monkeypatch.setattr(edge_module, "find", find_as_before_the_retire)
+        with pytest.raises(ModelNotFound):
+            store.similar("r0", 3, SimilarFilters(), "v2")
+        assert len(calls) == 2  # the stale lookup, then the check after the engine refused the gone vector
+    finally:
+        store.close()

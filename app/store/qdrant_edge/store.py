@@ -6,6 +6,7 @@ EdgeStore is a thin facade: it builds the state the parts share (StoreState) and
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import threading
@@ -41,7 +42,15 @@ from app.store.qdrant_edge.shard import Shard
 from app.store.qdrant_edge.shard_set import ShardSet
 from app.store.qdrant_edge.state import StoreConfig, StoreState, default_max_shard_points
 from app.store.qdrant_edge.writes import ShardWriter
-from app.store.versions import StoredVersion, find, open_versions, promoted, retired, vectors_by_name
+from app.store.versions import (
+    StoredVersion,
+    find,
+    open_versions,
+    promoted,
+    retire_raced,
+    retired,
+    vectors_by_name,
+)
 
 log = logging.getLogger("lookalike.store.edge")
 
@@ -302,7 +311,7 @@ class EdgeStore:
             raise ValueError("k must be >= 1")
         v = find(self._state.manifest.versions, version)
         pid = point_id(item_id)
-        with self._shard_set.reading() as shards:
+        with self._retire_raced(version), self._shard_set.reading() as shards:
             item = None
             for s in shards:
                 records = s.edge.retrieve([pid], True, True)
@@ -347,8 +356,12 @@ class EdgeStore:
         self, vector: np.ndarray, k: int, filters: SimilarFilters, version: str | None = None
     ) -> list[Hit]:
         v = find(self._state.manifest.versions, version)
-        with self._shard_set.reading() as shards:
+        with self._retire_raced(version), self._shard_set.reading() as shards:
             return browse.nearest(shards, vector, k, filters, v.vector)
+
+    def _retire_raced(self, version: str | None) -> contextlib.AbstractContextManager[None]:
+        # retire() names the version retired in the manifest before it deletes the vector from the shards
+        return retire_raced(lambda: find(self._state.manifest.versions, version))
 
     def coverage(self, version: str) -> tuple[int, int]:
         v = find(self._state.manifest.versions, version)
