@@ -10,7 +10,7 @@ import sys
 
 import uvicorn
 
-from app.core.errors import StoreUnavailable
+from app.core.errors import LookalikeError
 from app.core.settings import Settings, SettingsError, load_settings
 from app.encode.encoder import EncoderError
 from app.store.base import CollectionMismatch
@@ -85,6 +85,7 @@ def main() -> int:
         logging.basicConfig(level=settings.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s %(message)s")
         ensure_model(settings)
         from app.http.app import create_app
+        from app.service.experiments import apply_experiments_file
         from app.service.runtime import load_models, make_store
 
         # Load the models and open the store before serving, so a bad model, two files of one version or a
@@ -93,6 +94,7 @@ def main() -> int:
         store = make_store(settings)
         try:
             store.open(models.dims())
+            apply_experiments_file(settings, store)  # a bad file or a refused change: one line, exit 2
             # uvicorn re-raises SIGTERM/SIGINT after its graceful shutdown; with a no-op handler in
             # place, run() returns and the store below is flushed and closed (exit 0, not 143).
             for sig in (signal.SIGTERM, signal.SIGINT):
@@ -108,7 +110,7 @@ def main() -> int:
             )
         finally:
             store.close()
-    except (SettingsError, ModelMissing, EncoderError, CollectionMismatch, StoreUnavailable) as exc:
+    except (SettingsError, ModelMissing, EncoderError, CollectionMismatch, LookalikeError) as exc:
         print(f"lookalike: {exc}", file=sys.stderr)
         return 2
     return 0

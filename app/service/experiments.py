@@ -36,6 +36,7 @@ from app.experiments.registry import ExperimentRegistry, VersionCheck
 from app.experiments.report import Format, render, report_from_log
 from app.experiments.tokens import AttributionTokens
 from app.service.items import ItemService
+from app.store.base import VectorStore
 
 log = logging.getLogger("lookalike")
 
@@ -188,9 +189,8 @@ class ExperimentService:
         )
 
 
-def version_check(items: ItemService) -> VersionCheck:
+def version_check(store: VectorStore) -> VersionCheck:
     """A variant's model version must exist, be active and cover every item (coverage 1.0); else why not."""
-    store = items.store
 
     def check(version: str) -> bool | str:
         known = {v.model_version: v for v in store.versions()}
@@ -203,14 +203,25 @@ def version_check(items: ItemService) -> VersionCheck:
     return check
 
 
+def experiment_registry(settings: Settings, store: VectorStore) -> ExperimentRegistry:
+    # The registry lives with the collection (the store's get_meta/put_meta): every replica sees it.
+    return ExperimentRegistry(store, settings.collection, version_check=version_check(store))
+
+
+def apply_experiments_file(settings: Settings, store: VectorStore) -> None:
+    """LOOKALIKE_EXPERIMENTS_FILE -> the registry; a bad file or a refused change raises its LookalikeError
+    (`python -m app` runs this before serving, so it stops start-up with one line)."""
+    if settings.experiments_file is None:
+        return
+    applied = experiment_registry(settings, store).apply(load_experiments_file(settings.experiments_file))
+    log.info("experiments file %s: %s", settings.experiments_file, ", ".join(e.name for e in applied) or "none")
+
+
 @asynccontextmanager
 async def running_experiments(settings: Settings, items: ItemService) -> AsyncIterator[ExperimentService]:
     """The experiment service on top of the item service; applies LOOKALIKE_EXPERIMENTS_FILE at start-up."""
-    # The registry lives with the collection (the store's get_meta/put_meta): every replica sees it.
-    registry = ExperimentRegistry(items.store, settings.collection, version_check=version_check(items))
-    if settings.experiments_file is not None:
-        applied = await asyncio.to_thread(registry.apply, load_experiments_file(settings.experiments_file))
-        log.info("experiments file %s: %s", settings.experiments_file, ", ".join(e.name for e in applied) or "none")
+    await asyncio.to_thread(apply_experiments_file, settings, items.store)  # idempotent: same design, no change
+    registry = experiment_registry(settings, items.store)
     tokens = AttributionTokens(events_secret(settings), max_age_s=settings.events_max_age_s)
     root = settings.events_root()
     event_log = await asyncio.to_thread(EventLog, root, settings.replica)  # rolls segments a kill left behind

@@ -102,3 +102,17 @@ def test_missing_model_is_exported_from_model_source_then_served(tmp_path: Path)
     assert f"exporting {checkpoint}" in output
     assert "model_version  checkpoint-fp32-" in output  # the export's summary, streamed to stderr
     assert read_model_file(model).source == str(checkpoint)
+
+
+def test_a_bad_experiments_file_stops_start_up_with_one_line(tmp_path: Path, tiny_model_path: Path) -> None:
+    path = tmp_path / "experiments.yaml"
+    path.write_text(  # a model version the collection does not have: the registry refuses it (409)
+        "experiments:\n  - name: from-file\n    unit: user\n    variants:\n"
+        "      - {name: control, model_version: nowhere-v1, weight: 1}\n"
+        "      - {name: treatment, model_version: nowhere-v2, weight: 1}\n"
+    )
+    result = run_app(tmp_path, LOOKALIKE_MODEL_PATH=str(tiny_model_path), LOOKALIKE_EXPERIMENTS_FILE=str(path))
+    assert result.returncode == 2
+    assert "Traceback" not in result.stderr
+    [line] = [x for x in result.stderr.splitlines() if x.startswith("lookalike: ")]
+    assert "nowhere-v1" in line  # names the version it refused
