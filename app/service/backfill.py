@@ -307,7 +307,7 @@ def service_backfill(
         if data is None:
             # A delete or replace removes the kept file after its store write: a write that raced this read
             # is not a lost image, and the item needs nothing from the backfill (a replace embeds every version).
-            now = await service._store("get", service.store.get, payload["item_id"])
+            now = await service.store_call("get", service.store.get, payload["item_id"])
             if now is None or now.get("write_id") != payload.get("write_id"):
                 raise ItemChanged(payload["item_id"])
             raise ImageNotFound(f"no image is kept for item {payload['item_id']!r}")
@@ -333,7 +333,7 @@ def service_backfill(
         partition=partition,
         concurrency=concurrency or batcher.max_batch_size,
         # store calls go through the service's guard (timeout, breaker, worker pool) like every route's
-        store_call=lambda fn, *args: service._store(fn.__name__, fn, *args),
+        store_call=lambda fn, *args: service.store_call(fn.__name__, fn, *args),
         **kwargs,
     )
 
@@ -363,7 +363,7 @@ class Backfills:
             return current[0].status
         await self._check(version)
         store = self._service.store
-        having, total = await self._service._store("coverage", store.coverage, version)
+        having, total = await self._service.store_call("coverage", store.coverage, version)
         return BackfillStatus(
             version=version,
             partition=str(Partition()),

@@ -162,7 +162,7 @@ class ItemService:
     async def versions(self, fresh: bool = False) -> Versions:
         """The collection's versions, re-read from the store when older than VERSIONS_TTL_S (or `fresh`)."""
         if fresh or time.monotonic() - self._versions_read > VERSIONS_TTL_S:
-            read = await self._store("versions", self.store.versions)
+            read = await self.store_call("versions", self.store.versions)
             self._versions, self._versions_read = Versions.of(read), time.monotonic()
         return self._versions
 
@@ -290,10 +290,10 @@ class ItemService:
         # The bytes are durable before the store names them. A store write that fails (or times out, and may
         # still land) leaves them as an orphan file rather than risking a payload naming a deleted file.
         await asyncio.to_thread(self._put_images, kept)
-        replaced = await self._store("get", self._image_keys, [p.item_id for p in pending])
+        replaced = await self.store_call("get", self._image_keys, [p.item_id for p in pending])
         vectors = {v: np.stack([e.vectors[v] for e in embedded]) for v in embedded[0].vectors}
         try:
-            created = await self._store("upsert", self.store.upsert, payloads, vectors)
+            created = await self.store_call("upsert", self.store.upsert, payloads, vectors)
         except ValueError:  # the active versions changed since this write read them (another replica retired one)
             active = (await self.versions(fresh=True)).active
             if not set(active) <= set(vectors):
@@ -302,7 +302,7 @@ class ItemService:
                     "loaded here; restart this replica with every active model file in LOOKALIKE_MODEL_PATH"
                 ) from None
             subset = {v: vectors[v] for v in active}
-            created = await self._store("upsert", self.store.upsert, payloads, subset)
+            created = await self.store_call("upsert", self.store.upsert, payloads, subset)
         await asyncio.to_thread(self._drop_images, [key for key in replaced if key is not None])
         metrics.items_indexed.inc(len(pending))
         serving = self.model_version
@@ -350,14 +350,14 @@ class ItemService:
             self.image_store.delete(key)
 
     async def patch(self, item_id: str, patch: ItemPatch) -> ItemOut:
-        payload = await self._store("patch", self.store.patch, item_id, patch.changes())
+        payload = await self.store_call("patch", self.store.patch, item_id, patch.changes())
         if payload is None:
             raise ItemNotFound(item_id)
         return ItemOut.model_validate(payload)
 
     async def delete(self, item_id: str) -> None:
-        (key,) = await self._store("get", self._image_keys, [item_id])
-        if not await self._store("delete", self.store.delete, item_id):
+        (key,) = await self.store_call("get", self._image_keys, [item_id])
+        if not await self.store_call("delete", self.store.delete, item_id):
             raise ItemNotFound(item_id)
         if key is not None:  # after the store write: a crash in between leaves an orphan file, never a lost image
             await asyncio.to_thread(self.image_store.delete, key)
@@ -365,21 +365,16 @@ class ItemService:
     # ---- reads --------------------------------------------------------------------------------------
 
     async def get(self, item_id: str) -> ItemOut:
-        payload = await self._store("get", self.store.get, item_id)
+        payload = await self.store_call("get", self.store.get, item_id)
         if payload is None:
             raise ItemNotFound(item_id)
         return ItemOut.model_validate(payload)
 
     async def similar(self, item_id: str, query: SimilarQuery) -> SimilarResponse:
         version = (await self.versions()).check_active(query.model_version)
-        filters = SimilarFilters(
-            category=query.category,
-            min_price=query.min_price,
-            max_price=query.max_price,
-            include_sold=query.include_sold,
-            exclude_same_seller=query.exclude_same_seller,
+        hits: list[Hit] | None = await self.store_call(
+            "similar", self.store.similar, item_id, query.k, _filters(query), version
         )
-        hits: list[Hit] | None = await self._store("similar", self.store.similar, item_id, query.k, filters, version)
         if hits is None:
             raise ItemNotFound(item_id)
         return SimilarResponse(item_id=item_id, model_version=version, results=_similar_items(hits))
@@ -396,15 +391,8 @@ class ItemService:
         if self.models.get(version) is None:
             raise ModelNotFound(f"model version {version!r} has no model file loaded here to embed the photo")
         vector = (await self._admitted_embed(_Pending("", {}, image), [version])).vectors[version]
-        filters = SimilarFilters(
-            category=query.category,
-            min_price=query.min_price,
-            max_price=query.max_price,
-            include_sold=query.include_sold,
-            exclude_same_seller=query.exclude_same_seller,
-            seller_id=query.seller_id,
-        )
-        hits: list[Hit] = await self._store(
+        filters = _filters(query, seller_id=query.seller_id)
+        hits: list[Hit] = await self.store_call(
             "similar_to_vector", self.store.similar_to_vector, vector, query.k, filters, version
         )
         return SimilarImageResponse(model_version=version, results=_similar_items(hits))
@@ -414,7 +402,9 @@ class ItemService:
 
     async def list_items(self, query: ItemListQuery) -> ItemPageOut:
         start = None if query.cursor is None else _cursor_point(query.cursor)
-        page = await self._store("list_items", self.store.list_items, query.limit, start, query.category, query.status)
+        page = await self.store_call(
+            "list_items", self.store.list_items, query.limit, start, query.category, query.status
+        )
         return ItemPageOut(
             items=[ItemOut.model_validate(item) for item in page.items],
             next_cursor=None if page.next_point is None else _point_cursor(page.next_point),
@@ -422,7 +412,7 @@ class ItemService:
 
     async def image(self, item_id: str) -> KeptImage | str:
         """The item's photo: its kept bytes, or the URL it was written from."""
-        payload = await self._store("get", self.store.get, item_id)
+        payload = await self.store_call("get", self.store.get, item_id)
         if payload is None:
             raise ItemNotFound(item_id)
         key, url = payload.get("image_key"), payload.get("image_url")
@@ -443,9 +433,9 @@ class ItemService:
         rows = []
         for version, mv in versions.all.items():
             if mv.state == "retired":  # its vectors are gone: every item misses them
-                have, total = 0, await self._store("count", self.store.count)
+                have, total = 0, await self.store_call("count", self.store.count)
             else:
-                have, total = await self._store("coverage", self.store.coverage, version)
+                have, total = await self.store_call("coverage", self.store.coverage, version)
             encoder = self.models.get(version)
             rows.append(
                 ModelVersionOut(
@@ -467,7 +457,7 @@ class ItemService:
         version = versions.check_active(version)
         if self.models.get(version) is None:
             raise ModelNotFound(f"model version {version!r} has no model file loaded here (LOOKALIKE_MODEL_PATH)")
-        have, total = await self._store("coverage", self.store.coverage, version)
+        have, total = await self.store_call("coverage", self.store.coverage, version)
         if have < total and not force:
             raise VersionMissing(
                 f"model version {version!r} covers {have} of {total} items ({_fraction(have, total):.1%}); "
@@ -475,7 +465,7 @@ class ItemService:
                 f"and {total - have} item(s) drop out of /similar results until they have its vector"
             )
         if version != versions.serving:
-            await self._store("promote", self.store.promote, version)
+            await self.store_call("promote", self.store.promote, version)
         await self.versions(fresh=True)
         return PromoteOut(
             serving=version, previous=versions.serving, coverage=_fraction(have, total), items_missing=total - have
@@ -487,7 +477,7 @@ class ItemService:
         version = versions.check_active(version)
         if version == versions.serving:
             raise ModelServing(f"model version {version!r} serves /similar; promote another version first")
-        await self._store("retire", self.store.retire, version)
+        await self.store_call("retire", self.store.retire, version)
         await self.versions(fresh=True)
         return RetireOut(model_version=version, state="retired")
 
@@ -499,7 +489,7 @@ class ItemService:
         if self.models.saturated():
             return False
         try:
-            await self._store("ready", self._store_ready)
+            await self.store_call("ready", self._store_ready)
         except StoreUnavailable:
             return False
         return True
@@ -509,7 +499,8 @@ class ItemService:
         if not self.store.ready():
             raise StoreUnavailable("the vector store reports not ready")
 
-    async def _store(self, op: str, fn: Callable[..., T], *args: Any) -> T:
+    async def store_call(self, op: str, fn: Callable[..., T], *args: Any) -> T:
+        """Run one store call through the guard (bounded wait, circuit breaker) and count it in the metrics."""
         started = time.perf_counter()
         try:
             return await self._guard.call(fn, *args)
@@ -538,6 +529,18 @@ class KeptImage:
 
 def _fraction(have: int, total: int) -> float:
     return 1.0 if total == 0 else have / total
+
+
+def _filters(query: SimilarQuery, seller_id: str | None = None) -> SimilarFilters:
+    """GET /similar's filters (POST /similar names the seller to leave out: a photo has none)."""
+    return SimilarFilters(
+        category=query.category,
+        min_price=query.min_price,
+        max_price=query.max_price,
+        include_sold=query.include_sold,
+        exclude_same_seller=query.exclude_same_seller,
+        seller_id=seller_id,
+    )
 
 
 def _similar_items(hits: list[Hit]) -> list[SimilarItem]:
