@@ -1,4 +1,4 @@
-"""Reads across a snapshot of shards that have no query item: nearest to a vector, pages by point id.
+"""Reads across a snapshot of shards: the nearest points to a vector, and pages by point id.
 
 Both take the shard list of one `_reading()` snapshot (rank descending), so an item that a crash left
 in two shards counts once, with its newest copy.
@@ -11,28 +11,35 @@ from typing import Any
 import numpy as np
 from qdrant_edge import FieldCondition, Filter, HasVectorCondition, MatchValue, Query, QueryRequest, ScrollRequest
 
-from app.store.base import Hit, ItemPage, SimilarFilters
-from app.store.qdrant_edge.filters import build_filter
+from app.store.base import Hit, ItemPage
 from app.store.qdrant_edge.shard import Shard
 
 
-def nearest(shards: list[Shard], vector: np.ndarray, k: int, filters: SimilarFilters, using: str = "") -> list[Hit]:
-    """Top-k by cosine over all shards, ties broken by item_id (as `EdgeStore.similar`)."""
+def nearest(
+    shards: list[Shard],
+    vector: Any,
+    k: int,
+    query_filter: Filter | None,
+    using: str = "",
+    leave_out: str | None = None,
+) -> list[Hit]:
+    """Top-k by cosine over all shards, ties broken by item_id; `leave_out`: a point id never returned
+    (the query item of GET /similar). Payloads are read for the winners only."""
     if k < 1:
         raise ValueError("k must be >= 1")
+    query = np.asarray(vector, dtype=np.float32).tolist()
     request = QueryRequest(
-        limit=k,
-        query=Query.Nearest(np.asarray(vector, dtype=np.float32).tolist(), using=using)
-        if using
-        else Query.Nearest(np.asarray(vector, dtype=np.float32).tolist()),
-        filter=build_filter({"seller_id": filters.seller_id}, filters),
-        with_payload=False,  # payloads only for the winners
+        limit=k + (leave_out is not None),  # room for the left-out point, dropped below
+        query=Query.Nearest(query, using=using) if using else Query.Nearest(query),
+        filter=query_filter,
+        with_payload=False,  # payloads only for the winners: reading them has a cost per shard (BENCHMARKS.md)
         with_vector=False,
     )
     found: dict[str, tuple[float, Shard]] = {}  # point id -> (score, newest shard holding it)
     for s in shards:
         for p in s.edge.query(request):
             found.setdefault(str(p.id), (p.score, s))
+    found.pop(leave_out or "", None)
     if not found:
         return []
     # The k best scores, plus anything tied with the k-th (ties are broken by item_id below).
@@ -41,7 +48,7 @@ def nearest(shards: list[Shard], vector: np.ndarray, k: int, filters: SimilarFil
     for point, (score, s) in found.items():
         if score >= cutoff:
             by_shard.setdefault(id(s), (s, []))[1].append(point)
-    hits = []
+    hits = []  # an item deleted between the query and this read is left out, as if gone before
     for s, points in by_shard.values():
         for r in s.edge.retrieve(points, True, False):
             payload = r.payload or {}

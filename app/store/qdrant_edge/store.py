@@ -22,8 +22,6 @@ from qdrant_edge import (
     HasVectorCondition,
     Point,
     PointVectors,
-    Query,
-    QueryRequest,
     UpdateOperation,
 )
 
@@ -323,41 +321,16 @@ class EdgeStore:
             vector = record_vectors(item.vector).get(v.vector)
             if vector is None:
                 raise VersionMissing(f"item {item_id!r} has no vector of model version {v.model_version!r} yet")
-            request = QueryRequest(
-                limit=k + 1,  # room for the query item itself, dropped below
-                query=Query.Nearest(vector, using=v.vector) if v.vector else Query.Nearest(vector),
-                filter=build_filter(item.payload or {}, filters),
-                # payloads only for the winners: reading them has a cost per shard (BENCHMARKS.md, "Read path")
-                with_payload=False,
-                with_vector=False,
-            )
-            # point id -> (score, shard); shards come rank descending, so a duplicated item's newest copy wins
-            found: dict[str, tuple[float, Shard]] = {}
-            for s in shards:
-                for p in s.edge.query(request):
-                    found.setdefault(str(p.id), (p.score, s))
-            found.pop(pid, None)
-            if not found:
-                return []
-            # The k best scores, plus anything tied with the k-th (ties are broken by item_id below).
-            cutoff = sorted((score for score, _ in found.values()), reverse=True)[:k][-1]
-            by_shard: dict[int, tuple[Shard, list[str]]] = {}
-            for point, (score, s) in found.items():
-                if score >= cutoff:
-                    by_shard.setdefault(id(s), (s, []))[1].append(point)
-            hits = []  # an item deleted between the query and this read is left out, as if gone before
-            for s, points in by_shard.values():
-                for r in s.edge.retrieve(points, True, False):
-                    payload = r.payload or {}
-                    hits.append(Hit(str(payload.get("item_id", r.id)), found[str(r.id)][0], dict(payload)))
-        return sorted(hits, key=lambda h: (-h.score, h.item_id))[:k]
+            query_filter = build_filter(item.payload or {}, filters)
+            return browse.nearest(shards, vector, k, query_filter, v.vector, leave_out=pid)
 
     def similar_to_vector(
         self, vector: np.ndarray, k: int, filters: SimilarFilters, version: str | None = None
     ) -> list[Hit]:
         v = find(self._state.manifest.versions, version)
         with self._retire_raced(version), self._shard_set.reading() as shards:
-            return browse.nearest(shards, vector, k, filters, v.vector)
+            query_filter = build_filter({"seller_id": filters.seller_id}, filters)
+            return browse.nearest(shards, vector, k, query_filter, v.vector)
 
     def _retire_raced(self, version: str | None) -> contextlib.AbstractContextManager[None]:
         # retire() names the version retired in the manifest before it deletes the vector from the shards
