@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterator
 from contextlib import AbstractContextManager, contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
@@ -26,6 +27,25 @@ def tiny_model_path(tmp_path_factory: pytest.TempPathFactory) -> Path:
     from models.export import export_model  # torch/transformers load only when a test needs the model
 
     return export_model(tmp_path_factory.mktemp("model") / "tiny.onnx", config="tiny", seed=0).path
+
+
+@dataclass(frozen=True)
+class TwoModels:
+    v1_path: Path
+    v2_path: Path
+    v1: OnnxImageEncoder
+    v2: OnnxImageEncoder
+
+
+@pytest.fixture(scope="session")
+def two_models(tmp_path_factory: pytest.TempPathFactory) -> TwoModels:
+    """Two tiny models with their own weights and versions ("v1", "v2"), exported once per session."""
+    from models.export import export_model
+
+    folder = tmp_path_factory.mktemp("two-models")
+    v1 = export_model(folder / "v1.onnx", config="tiny", seed=0, model_version="v1").path
+    v2 = export_model(folder / "v2.onnx", config="tiny", seed=1, model_version="v2").path
+    return TwoModels(v1, v2, OnnxImageEncoder(v1, device="cpu"), OnnxImageEncoder(v2, device="cpu"))
 
 
 @pytest.fixture(scope="session")

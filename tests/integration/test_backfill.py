@@ -27,29 +27,11 @@ from app.encode.encoder import OnnxImageEncoder
 from app.http.app import create_app
 from app.service.backfill import partition_of
 from app.store.base import VectorStore
-from tests.conftest import make_settings, make_store
+from tests.conftest import TwoModels, make_settings, make_store
 from tests.factories import photo
 from tests.hardening import assert_error, b64, wait_until
 
 ROOT = Path(__file__).resolve().parents[2]
-
-
-@dataclass(frozen=True)
-class TwoModels:
-    v1_path: Path
-    v2_path: Path
-    v1: OnnxImageEncoder
-    v2: OnnxImageEncoder
-
-
-@pytest.fixture(scope="module")
-def two_models(tmp_path_factory: pytest.TempPathFactory) -> TwoModels:
-    from models.export import export_model
-
-    folder = tmp_path_factory.mktemp("backfill-models")
-    v1 = export_model(folder / "v1.onnx", config="tiny", seed=0, model_version="v1").path
-    v2 = export_model(folder / "v2.onnx", config="tiny", seed=1, model_version="v2").path
-    return TwoModels(v1, v2, OnnxImageEncoder(v1, device="cpu"), OnnxImageEncoder(v2, device="cpu"))
 
 
 @dataclass

@@ -23,7 +23,7 @@ from app.http.app import create_app
 from bench import ab_live
 from tests.conftest import ClientFactory, make_settings, make_store
 from tests.factories import photo
-from tests.integration.test_model_versions_api import Catalog, two_models  # noqa: F401 - its session fixture
+from tests.integration.test_model_versions_api import Catalog
 from tests.live import live_server
 
 SECRET = "test-events-secret-0123456789"

@@ -8,7 +8,6 @@ import subprocess
 import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
@@ -18,30 +17,11 @@ from app.encode.encoder import EncoderError, OnnxImageEncoder
 from app.encode.models import ModelSet
 from app.http.app import create_app
 from app.store.base import VectorStore
-from tests.conftest import make_settings, make_store
+from tests.conftest import TwoModels, make_settings, make_store
 from tests.factories import ImageServer, photo
 from tests.hardening import assert_error, b64
 
 ROOT = Path(__file__).resolve().parents[2]
-
-
-@dataclass(frozen=True)
-class TwoModels:
-    v1_path: Path
-    v2_path: Path
-    v1: OnnxImageEncoder
-    v2: OnnxImageEncoder
-
-
-@pytest.fixture(scope="session")
-def two_models(tmp_path_factory: pytest.TempPathFactory) -> TwoModels:
-    """Two tiny models with their own weights and versions, exported once per session."""
-    from models.export import export_model
-
-    folder = tmp_path_factory.mktemp("two-models")
-    v1 = export_model(folder / "v1.onnx", config="tiny", seed=0, model_version="v1").path
-    v2 = export_model(folder / "v2.onnx", config="tiny", seed=1, model_version="v2").path
-    return TwoModels(v1, v2, OnnxImageEncoder(v1, device="cpu"), OnnxImageEncoder(v2, device="cpu"))
 
 
 class Catalog:

@@ -28,7 +28,7 @@ from app.http.app import create_app
 from app.ingest.decode import load_pixels_for
 from app.store.base import VectorStore
 from app.store.qdrant_server import ServerStore
-from tests.conftest import make_settings, make_store
+from tests.conftest import TwoModels, make_settings, make_store
 from tests.factories import ImageServer, photo
 from tests.hardening import assert_error, b64, wait_until
 
@@ -40,24 +40,6 @@ PATCHED = [f"url-{i}" for i in range(30, 35)] + [f"b64-{i}" for i in range(15, 1
 DELETED = [f"url-{i}" for i in range(35, 40)] + [f"b64-{i}" for i in range(18, 20)]
 LOAD_MAX_S = 60  # every load loop also stops by itself after this long
 TOL = 1e-4
-
-
-@dataclass(frozen=True)
-class TwoModels:
-    v1_path: Path
-    v2_path: Path
-    v1: OnnxImageEncoder
-    v2: OnnxImageEncoder
-
-
-@pytest.fixture(scope="module")
-def two_models(tmp_path_factory: pytest.TempPathFactory) -> TwoModels:
-    from models.export import export_model
-
-    folder = tmp_path_factory.mktemp("upgrade-models")
-    v1 = export_model(folder / "v1.onnx", config="tiny", seed=0, model_version="v1").path
-    v2 = export_model(folder / "v2.onnx", config="tiny", seed=1, model_version="v2").path
-    return TwoModels(v1, v2, OnnxImageEncoder(v1, device="cpu"), OnnxImageEncoder(v2, device="cpu"))
 
 
 class OneCallAtATime:
