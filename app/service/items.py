@@ -192,9 +192,14 @@ class ItemService:
                 results[i] = BatchResult.failed(given_id, ValidationFailed(validation_message(exc.errors())))
             except LookalikeError as exc:
                 results[i] = BatchResult.failed(given_id, exc)
+        try:
+            active = (await self.versions()).active
+        except LookalikeError as exc:  # the store is down: each item answers it, like a failed upsert below
+            for i, p in pending:
+                results[i] = BatchResult.failed(p.item_id, exc)
+            return [r for r in results if r is not None]
         # Admission item by item: the tasks start in item order and each takes its permit (or its 429)
         # before its first await, so the first items get the free permits and the rest are refused.
-        active = (await self.versions()).active
         embedded = await asyncio.gather(*(self._admitted_embed(p, active) for _, p in pending), return_exceptions=True)
         ready: list[tuple[int, _Pending, _Embedded]] = []
         for (i, p), outcome in zip(pending, embedded, strict=True):
