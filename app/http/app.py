@@ -24,7 +24,7 @@ from app.core.settings import Settings, load_settings
 from app.encode.encoder import OnnxImageEncoder
 from app.encode.models import ModelSet
 from app.http.answers import error_answer
-from app.http.backfill_routes import router as backfill_router
+from app.http.backfill import router as backfill_router
 from app.http.experiments import router as experiments_router
 from app.http.middleware import BodySizeLimit, RequestMetrics
 from app.http.routes import router
