@@ -160,11 +160,13 @@ def run(config: str, items: int, reads: int, max_s: float) -> dict[str, Any]:
     ) as one:
         one_cost = write_cost(one, bodies)
         idle = read_loop(one, ids, reads, max_s)
+        memory_one = one.rss_bytes()
     log("writes with two active versions ...")
     with running_service(
         {**common, "LOOKALIKE_MODEL_PATH": f"{v1},{v2}", "LOOKALIKE_QDRANT_PATH": str(two_dir)}, name="upgrade-two"
     ) as two:
         two_cost = write_cost(two, bodies)
+        memory_two = two.rss_bytes()
 
     log("backfill of the copy on the one-version catalog: half alone, half with reads meanwhile ...")
     both = {**common, "LOOKALIKE_MODEL_PATH": f"{v1},{v2}", "LOOKALIKE_QDRANT_PATH": str(one_dir)}
@@ -199,6 +201,9 @@ def run(config: str, items: int, reads: int, max_s: float) -> dict[str, Any]:
         "backfill_still_running_after_reads": still_running,
         "similar_p99_ratio": during["http_p99_ms"] / p99_idle,
         "image_store_bytes_per_item": disk_bytes(images) / items,
+        # the service's resident memory after the writes (now and at its peak), one model file vs two
+        "memory_one_version": memory_one,
+        "memory_two_versions": memory_two,
         "targets": {
             "backfill_vs_bulk_met": backfill_ips / one_cost["items_per_s"] >= 0.9,
             "similar_p99_met": during["http_p99_ms"] / p99_idle <= 1.5,
@@ -229,6 +234,10 @@ def render(r: dict[str, Any]) -> str:
             f"p99 during backfill / idle: {r['similar_p99_ratio']:.2f}x (target <= 1.5x; backfill still running after "
             f"the reads: {str(r['backfill_still_running_after_reads']).lower()})",
             f"image store: {r['image_store_bytes_per_item']:.0f} bytes on disk per item written from bytes",
+            "service RSS / peak, MB: one version "
+            + " / ".join(f"{v / 2**20:.0f}" for v in r["memory_one_version"].values())
+            + ", two versions "
+            + " / ".join(f"{v / 2**20:.0f}" for v in r["memory_two_versions"].values()),
         ]
     )
 

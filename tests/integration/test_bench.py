@@ -212,6 +212,8 @@ def test_model_upgrade_quick(bench_env: dict[str, str]) -> None:
             "backfill_still_running_after_reads": bool,
             "similar_p99_ratio": NUMBER,
             "image_store_bytes_per_item": NUMBER,
+            "memory_one_version": {"rss_bytes": int, "peak_rss_bytes": int},
+            "memory_two_versions": {"rss_bytes": int, "peak_rss_bytes": int},
             "targets": {"backfill_vs_bulk_met": bool, "similar_p99_met": bool},
         },
     )
