@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
@@ -49,6 +50,7 @@ class ModelSet:
             seen[version] = path
             self.encoders[version] = encoder
         self.batchers: dict[str, MicroBatcher] = {}
+        self._shared: ThreadPoolExecutor | None = None  # one encoder thread for every model (CPU), see start()
 
     @classmethod
     def load(cls, paths: Sequence[Path], device: Literal["auto", "cuda", "cpu"], threads: int) -> ModelSet:
@@ -71,6 +73,12 @@ class ModelSet:
             metrics.model_info.labels(version=version, provider=encoder.provider, precision=encoder.precision).set(1)
 
     async def start(self, limits_for: dict[str, BatchLimits]) -> None:
+        # On the CPU every model's ONNX Runtime session uses all the cores: two batches at once only fight
+        # for them (measured with two base models: BENCHMARKS.md "Model upgrade"), so the models' batches
+        # take turns on one encoder thread. GPU sessions keep one thread each (kernels queue on the device).
+        on_cpu = all(not e.provider.startswith("CUDA") for e in self.encoders.values())
+        if on_cpu and len(self.encoders) > 1:
+            self._shared = ThreadPoolExecutor(max_workers=1, thread_name_prefix="encoder")
         for version, encoder in self.encoders.items():
             limits = limits_for[version]
             batcher = MicroBatcher(
@@ -80,6 +88,7 @@ class ModelSet:
                 queue_max=limits.queue_max,
                 max_hold_ms=limits.max_hold_ms,
                 drain_s=limits.drain_s,
+                executor=self._shared,
             )
             await batcher.start()
             self.batchers[version] = batcher
@@ -87,6 +96,9 @@ class ModelSet:
     async def stop(self) -> None:
         """Each batcher finishes what it has queued, all at once (so the drain stays one SHUTDOWN_ENCODER_DRAIN_S)."""
         await asyncio.gather(*(batcher.stop() for batcher in self.batchers.values()))
+        if self._shared is not None:
+            self._shared.shutdown(wait=True)
+            self._shared = None
 
     def saturated(self) -> bool:
         return any(batcher.saturated() for batcher in self.batchers.values())

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+from collections.abc import Callable
 
 import numpy as np
 import pytest
@@ -216,3 +217,47 @@ def test_batching_defaults_follow_the_device(monkeypatch: pytest.MonkeyPatch) ->
     settings = load_settings()
     assert settings.batching("CPUExecutionProvider") == (24, 50.0)  # a set value wins over the device default
     assert settings.batching("CUDAExecutionProvider") == (24, 5.0)
+
+
+def test_batchers_sharing_an_executor_take_turns_and_each_answers_its_own() -> None:
+    """Several models on one CPU: their batches run one at a time on the shared encoder thread."""
+    import threading
+    import time
+    from concurrent.futures import ThreadPoolExecutor
+
+    running, most = 0, 0
+    lock = threading.Lock()
+
+    def encode_as(offset: float) -> Callable[[np.ndarray], np.ndarray]:
+        def encode(pixels: np.ndarray) -> np.ndarray:
+            nonlocal running, most
+            with lock:
+                running += 1
+                most = max(most, running)
+            time.sleep(0.01)
+            with lock:
+                running -= 1
+            return mean_colour(pixels) + offset
+
+        return encode
+
+    async def scenario() -> tuple[list[np.ndarray], list[np.ndarray]]:
+        shared = ThreadPoolExecutor(max_workers=1)
+        a = MicroBatcher(encode_as(0.0), max_batch_size=4, max_wait_ms=2, queue_max=100, executor=shared)
+        b = MicroBatcher(encode_as(1000.0), max_batch_size=4, max_wait_ms=2, queue_max=100, executor=shared)
+        await a.start()
+        await b.start()
+        answers = await asyncio.gather(
+            asyncio.gather(*(a.submit(image(i), timeout_s=10) for i in range(12))),
+            asyncio.gather(*(b.submit(image(i), timeout_s=10) for i in range(12))),
+        )
+        await a.stop()
+        await b.stop()
+        assert not shared._shutdown  # the batchers leave the shared thread to its owner
+        shared.shutdown(wait=True)
+        return answers[0], answers[1]
+
+    from_a, from_b = asyncio.run(scenario())
+    assert [int(x[0]) for x in from_a] == list(range(12))
+    assert [int(x[0]) for x in from_b] == [1000 + i for i in range(12)]
+    assert most == 1  # never two batches at once
