@@ -73,6 +73,36 @@ def make_store(kind: str, settings: Settings) -> VectorStore:
     return EdgeStore(settings.qdrant_path, settings.collection, hot_max=settings.edge_hot_max)
 
 
+class Catalog:
+    """One store of the parametrised kind that outlives app restarts, as a deployment's collection does."""
+
+    def __init__(self, tmp_path: Path, models: TwoModels, kind: str, store: VectorStore | None = None) -> None:
+        self.tmp_path, self.models, self.kind = tmp_path, models, kind
+        self.settings = make_settings(tmp_path, models.v1_path)
+        self.store: VectorStore = store or make_store(kind, self.settings)
+
+    @contextmanager
+    def app(self, *encoders: OnnxImageEncoder, **overrides: object) -> Iterator[TestClient]:
+        settings = make_settings(self.tmp_path, self.models.v1_path, **overrides)
+        if self.kind == "edge":  # a restart reopens the embedded store from its folder
+            self.store.close()
+            self.store = make_store(self.kind, settings)
+        with TestClient(create_app(settings, encoder=list(encoders), store=self.store)) as client:
+            yield client
+
+    def close(self) -> None:
+        self.store.close()
+
+
+@pytest.fixture
+def catalog(tmp_path: Path, two_models: TwoModels, store_kind: str) -> Iterator[Catalog]:
+    c = Catalog(tmp_path, two_models, store_kind)
+    try:
+        yield c
+    finally:
+        c.close()
+
+
 ClientFactory = Callable[..., AbstractContextManager[TestClient]]
 
 

@@ -23,11 +23,8 @@ from typing import Any
 import pytest
 from fastapi.testclient import TestClient
 
-from app.encode.encoder import OnnxImageEncoder
-from app.http.app import create_app
 from app.service.backfill import partition_of
-from app.store.base import VectorStore
-from tests.conftest import TwoModels, make_settings, make_store
+from tests.conftest import Catalog, make_store
 from tests.factories import photo
 from tests.hardening import assert_error, b64, wait_until
 
@@ -83,35 +80,6 @@ def held_images() -> Iterator[HeldImages]:
             event.set()
         server.shutdown()
         server.server_close()
-
-
-class Catalog:
-    """One store of the parametrised kind that outlives app restarts, as a deployment's collection does."""
-
-    def __init__(self, tmp_path: Path, models: TwoModels, kind: str) -> None:
-        self.tmp_path, self.models, self.kind = tmp_path, models, kind
-        self.settings = make_settings(tmp_path, models.v1_path)
-        self.store: VectorStore = make_store(kind, self.settings)
-
-    @contextmanager
-    def app(self, *encoders: OnnxImageEncoder) -> Iterator[TestClient]:
-        if self.kind == "edge":  # a restart reopens the embedded store from its folder
-            self.store.close()
-            self.store = make_store(self.kind, self.settings)
-        with TestClient(create_app(self.settings, encoder=list(encoders), store=self.store)) as client:
-            yield client
-
-    def close(self) -> None:
-        self.store.close()
-
-
-@pytest.fixture
-def catalog(tmp_path: Path, two_models: TwoModels, store_kind: str) -> Iterator[Catalog]:
-    c = Catalog(tmp_path, two_models, store_kind)
-    try:
-        yield c
-    finally:
-        c.close()
 
 
 @pytest.fixture

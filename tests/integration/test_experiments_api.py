@@ -21,9 +21,8 @@ from app.encode.encoder import OnnxImageEncoder
 from app.experiments.tokens import AttributionTokens
 from app.http.app import create_app
 from bench import ab_live
-from tests.conftest import ClientFactory, make_settings, make_store
+from tests.conftest import Catalog, ClientFactory, make_settings, make_store
 from tests.factories import photo
-from tests.integration.test_model_versions_api import Catalog
 from tests.live import live_server
 
 SECRET = "test-events-secret-0123456789"
@@ -295,16 +294,6 @@ def test_live_simulation_reports_the_known_lift(tmp_path: Path, request: pytest.
 
 
 # ------------------------------------------------------------------------- two model versions in one store
-
-
-@pytest.fixture
-def catalog(tmp_path: Path, store_kind: str, request: pytest.FixtureRequest) -> Iterator[Catalog]:
-    """One store with models v1 and v2 (tests/integration/test_model_versions_api.py) that outlives restarts."""
-    c = Catalog(tmp_path, request.getfixturevalue("two_models"), store_kind)
-    try:
-        yield c
-    finally:
-        c.close()
 
 
 def test_variants_rank_with_their_version_and_assignment_survives_a_restart(catalog: Catalog) -> None:

@@ -6,52 +6,18 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
-from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
 from fastapi.testclient import TestClient
 
-from app.encode.encoder import EncoderError, OnnxImageEncoder
+from app.encode.encoder import EncoderError
 from app.encode.models import ModelSet
-from app.http.app import create_app
-from app.store.base import VectorStore
-from tests.conftest import TwoModels, make_settings, make_store
+from tests.conftest import Catalog, TwoModels
 from tests.factories import ImageServer, photo
 from tests.hardening import assert_error, b64
 
 ROOT = Path(__file__).resolve().parents[2]
-
-
-class Catalog:
-    """One store (of the parametrised kind) that outlives app restarts, as a deployment's collection does."""
-
-    def __init__(self, tmp_path: Path, models: TwoModels, kind: str) -> None:
-        self.tmp_path, self.models, self.kind = tmp_path, models, kind
-        self.settings = make_settings(tmp_path, models.v1_path)
-        self.store: VectorStore = make_store(kind, self.settings)
-
-    @contextmanager
-    def app(self, *encoders: OnnxImageEncoder, **overrides: object) -> Iterator[TestClient]:
-        settings = make_settings(self.tmp_path, self.models.v1_path, **overrides)
-        if self.kind == "edge":  # a restart reopens the embedded store from its folder
-            self.store.close()
-            self.store = make_store(self.kind, settings)
-        with TestClient(create_app(settings, encoder=list(encoders), store=self.store)) as client:
-            yield client
-
-    def close(self) -> None:
-        self.store.close()
-
-
-@pytest.fixture
-def catalog(tmp_path: Path, two_models: TwoModels, store_kind: str) -> Iterator[Catalog]:
-    c = Catalog(tmp_path, two_models, store_kind)
-    try:
-        yield c
-    finally:
-        c.close()
 
 
 def write_three(client: TestClient, images: ImageServer) -> None:

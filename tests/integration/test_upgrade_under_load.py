@@ -13,7 +13,6 @@ import random
 import threading
 import time
 from collections.abc import Iterator
-from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -23,12 +22,11 @@ import pytest
 from fastapi.testclient import TestClient
 from qdrant_client import QdrantClient
 
+from app.core.settings import Settings
 from app.encode.encoder import OnnxImageEncoder
-from app.http.app import create_app
 from app.ingest.decode import load_pixels_for
-from app.store.base import VectorStore
 from app.store.qdrant_server import ServerStore
-from tests.conftest import TwoModels, make_settings, make_store
+from tests.conftest import Catalog, TwoModels, make_settings
 from tests.factories import ImageServer, photo
 from tests.hardening import assert_error, b64, wait_until
 
@@ -61,39 +59,21 @@ class OneCallAtATime:
         return call
 
 
-class Catalog:
-    """One store of the parametrised kind that outlives app restarts, as a deployment's collection does."""
-
-    def __init__(self, tmp_path: Path, models: TwoModels, kind: str) -> None:
-        self.tmp_path, self.models, self.kind = tmp_path, models, kind
-        self.settings = make_settings(tmp_path, models.v1_path)
-        self.store: VectorStore = (
-            ServerStore(OneCallAtATime(QdrantClient(":memory:")), self.settings.collection)  # type: ignore[arg-type]
-            if kind == "server"
-            else make_store(kind, self.settings)
-        )
-
-    @contextmanager
-    def app(self, *encoders: OnnxImageEncoder) -> Iterator[TestClient]:
-        if self.kind == "edge":  # a restart reopens the embedded store from its folder
-            self.store.close()
-            self.store = make_store(self.kind, self.settings)
-        with TestClient(create_app(self.settings, encoder=list(encoders), store=self.store)) as client:
-            yield client
-
-    def embed(self, data: bytes, encoder: OnnxImageEncoder, decoded_for: list[OnnxImageEncoder]) -> np.ndarray:
-        """`encoder`'s vector of these bytes, decoded as the service does for the versions it embeds at once."""
-        inputs = [(e.meta.image_size, e.meta.resample) for e in decoded_for]
-        pixels = load_pixels_for(data, inputs, self.settings.image_max_pixels, self.settings.decode_draft)
-        return encoder.embed(pixels[(encoder.meta.image_size, encoder.meta.resample)][None])[0]
-
-    def close(self) -> None:
-        self.store.close()
+def embed(
+    settings: Settings, data: bytes, encoder: OnnxImageEncoder, decoded_for: list[OnnxImageEncoder]
+) -> np.ndarray:
+    """`encoder`'s vector of these bytes, decoded as the service does for the versions it embeds at once."""
+    inputs = [(e.meta.image_size, e.meta.resample) for e in decoded_for]
+    pixels = load_pixels_for(data, inputs, settings.image_max_pixels, settings.decode_draft)
+    return encoder.embed(pixels[(encoder.meta.image_size, encoder.meta.resample)][None])[0]
 
 
 @pytest.fixture
 def catalog(tmp_path: Path, two_models: TwoModels, store_kind: str) -> Iterator[Catalog]:
-    c = Catalog(tmp_path, two_models, store_kind)
+    """The shared Catalog, but server mode's local-mode client takes one call at a time (see OneCallAtATime)."""
+    settings = make_settings(tmp_path, two_models.v1_path)
+    locked = ServerStore(OneCallAtATime(QdrantClient(":memory:")), settings.collection)  # type: ignore[arg-type]
+    c = Catalog(tmp_path, two_models, store_kind, store=locked if store_kind == "server" else None)
     try:
         yield c
     finally:
@@ -254,8 +234,8 @@ def test_upgrade_under_load(catalog: Catalog, images: ImageServer) -> None:
 
     # The stable items' vectors, computed here: v1 as written with v1 alone, v2 as the backfill embeds it.
     expected = {
-        "v1": {i: catalog.embed(sources[i], m.v1, [m.v1]) for i in STABLE},
-        "v2": {i: catalog.embed(sources[i], m.v2, [m.v2]) for i in STABLE},
+        "v1": {i: embed(catalog.settings, sources[i], m.v1, [m.v1]) for i in STABLE},
+        "v2": {i: embed(catalog.settings, sources[i], m.v2, [m.v2]) for i in STABLE},
     }
     # the check has teeth: the two versions rank with clearly different scores
     gaps = [
@@ -340,7 +320,7 @@ def test_upgrade_under_load(catalog: Catalog, images: ImageServer) -> None:
             assert_error(client.get(f"/similar/{item_id}", params={"model_version": "v1"}), 404, "model_not_found")
             written = load.writes.get(item_id)
             if written is not None:  # its stored v2 vector is the one of the last acknowledged photo
-                mine = catalog.embed(written.image, m.v2, [m.v1, m.v2])
+                mine = embed(catalog.settings, written.image, m.v2, [m.v1, m.v2])
                 for hit in answer.json()["results"]:
                     if hit["item_id"] in expected["v2"]:
                         want = cosine(mine, expected["v2"][hit["item_id"]])
