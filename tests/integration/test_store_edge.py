@@ -301,11 +301,10 @@ def test_results_identical_through_builds_and_merges_and_reopen(
     assert len(extra) <= 1 and all(n.startswith("shard-") for n in extra), names  # at most the spare
 
 
-def test_writes_during_a_build_survive_the_swap(open_store: Callable[..., EdgeStore]) -> None:
-    store = open_store(hot_max=50, merge_fanin=10)
-    mirror = Mirror()
-    held = threading.Event()
-    release = threading.Event()
+def hold_builds(store: EdgeStore) -> tuple[threading.Event, threading.Event, list[str]]:
+    """Build jobs stop at their "copied" and "built" steps (`held` set) until `release` is set; `phases`
+    records every step of every job."""
+    held, release = threading.Event(), threading.Event()
     phases: list[str] = []
 
     def hook(phase: str, info: dict[str, Any]) -> None:
@@ -315,6 +314,13 @@ def test_writes_during_a_build_survive_the_swap(open_store: Callable[..., EdgeSt
             assert release.wait(WAIT_S)
 
     store._maintenance_hook = hook
+    return held, release, phases
+
+
+def test_writes_during_a_build_survive_the_swap(open_store: Callable[..., EdgeStore]) -> None:
+    store = open_store(hot_max=50, merge_fanin=10)
+    mirror = Mirror()
+    held, release, phases = hold_builds(store)
     payloads, vectors = make_items(0, 60)
     store.upsert(payloads, vectors)  # 60 >= hot_max: frozen, and its build starts
     mirror.upsert(payloads, vectors)
@@ -532,17 +538,7 @@ def test_version_changes_during_a_build_survive_the_swap(open_store: Callable[..
     """A version added, backfilled and another retired while a build job copies and builds: the swapped-in
     shard has exactly the active vectors, with every vector written meanwhile."""
     store = open_store(hot_max=50, merge_fanin=10)
-    held = threading.Event()
-    release = threading.Event()
-    phases: list[str] = []
-
-    def hook(phase: str, info: dict[str, Any]) -> None:
-        phases.append(phase)
-        if phase in ("copied", "built") and info["kind"] == "build":
-            held.set()
-            assert release.wait(WAIT_S)
-
-    store._maintenance_hook = hook
+    held, release, phases = hold_builds(store)
     payloads, vectors = make_items(0, 60)
     for p in payloads:
         p["write_id"] = f"w-{p['item_id']}"
