@@ -332,13 +332,9 @@ class ItemService:
         }
 
     def _image_keys(self, item_ids: list[str]) -> list[str | None]:
-        """The kept-image keys of the items as they are now (read before a write replaces them)."""
-        keys = []
-        for item_id in item_ids:
-            payload = self.store.get(item_id)
-            key = payload.get("image_key") if payload else None
-            keys.append(key if isinstance(key, str) else None)
-        return keys
+        """The kept-image keys of the items as they are now (read before a write replaces them): one store read."""
+        keys = [(payload or {}).get("image_key") for payload in self.store.get_many(item_ids)]
+        return [key if isinstance(key, str) else None for key in keys]
 
     def _put_images(self, kept: list[tuple[str, bytes]]) -> None:
         try:

@@ -97,6 +97,9 @@ class VectorStore(Protocol):
 
     def get(self, item_id: str) -> dict[str, Any] | None: ...
 
+    def get_many(self, item_ids: list[str]) -> list[dict[str, Any] | None]:
+        """The payloads of several items in one read (None for an unknown one), in the order asked."""
+
     def patch(self, item_id: str, fields: dict[str, Any]) -> dict[str, Any] | None:
         """Set payload fields (value None removes the field); returns the new payload or None if unknown."""
 

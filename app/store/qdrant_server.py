@@ -279,8 +279,14 @@ class ServerStore:
         return records[0] if records else None
 
     def get(self, item_id: str) -> dict[str, Any] | None:
-        record = self._retrieve(item_id)
-        return dict(record.payload or {}) if record else None
+        return self.get_many([item_id])[0]
+
+    def get_many(self, item_ids: list[str]) -> list[dict[str, Any] | None]:
+        pids = [point_id(item_id) for item_id in item_ids]
+        with _unavailable_on_failure():
+            records = self._client.retrieve(self.collection, list(dict.fromkeys(pids)), with_payload=True)
+        found = {str(r.id): r.payload or {} for r in records}
+        return [dict(found[pid]) if pid in found else None for pid in pids]
 
     def patch(self, item_id: str, fields: dict[str, Any]) -> dict[str, Any] | None:
         record = self._retrieve(item_id)

@@ -419,3 +419,20 @@ def test_an_edge_search_that_resolved_its_version_before_a_retire_answers_model_
         assert len(calls) == 2  # the stale lookup, then the check after the engine refused the gone vector
     finally:
         store.close()
+
+
+@pytest.mark.parametrize("factory", [edge_factory, server_factory], ids=["edge", "server"])
+def test_get_many_reads_several_items_in_the_order_asked(
+    factory: Callable[[Path], Callable[[], VectorStore]], tmp_path: Path
+) -> None:
+    store = factory(tmp_path)()
+    try:
+        store.open({"v1": 8})
+        payloads = [{"item_id": f"g{i}", "title": f"t{i}", "image_key": f"k{i}"} for i in range(3)]
+        store.upsert(payloads, {"v1": unit_of(np.random.default_rng(3), 3, 8)})
+        got = store.get_many(["g2", "nowhere", "g0", "g2"])
+        assert got == [store.get("g2"), None, store.get("g0"), store.get("g2")]
+        assert [p["image_key"] if p else None for p in got] == ["k2", None, "k0", "k2"]
+        assert store.get_many([]) == []
+    finally:
+        store.close()
