@@ -145,21 +145,10 @@ async def _similar(args: argparse.Namespace) -> int:
         params["category"] = args.category
     if args.model_version:
         params["model_version"] = args.model_version
-    if args.url:
-        async with httpx.AsyncClient(base_url=args.url, timeout=30) as client:
-            response = await client.get(f"/similar/{args.item_id}", params=params)
-        print(json.dumps(response.json(), indent=2))
-        return 0 if response.status_code == 200 else 1
-    from app.service.runtime import running_service
-
-    async with running_service(load_settings()) as service:
-        try:
-            answer = await service.similar(args.item_id, SimilarQuery.model_validate(params))
-        except LookalikeError as exc:
-            print(json.dumps(ErrorBody(error=ErrorDetail.of(exc)).model_dump(), indent=2))
-            return 1
-    print(json.dumps(answer.model_dump(mode="json"), indent=2))
-    return 0
+    query = SimilarQuery.model_validate(params)
+    return await _call(
+        args, lambda service: service.similar(args.item_id, query), "GET", f"/similar/{args.item_id}", params
+    )
 
 
 # ---- lookalike models backfill | compare ----------------------------------------------------------
@@ -353,19 +342,20 @@ def add_models_backfill_compare(models: Any) -> None:
     cmp.set_defaults(run=_models_compare)
 
 
-# ---- `lookalike models ...`: one small function per subcommand (in-process, or --url a running service) -------
+# ---- in-process, or --url a running service; `lookalike models ...`: one small function per subcommand ---------
 
 
-async def _models_call(
+async def _call(
     args: argparse.Namespace,
     in_process: Callable[[Any], Awaitable[Any]],
     method: str,
     path: str,
     params: dict[str, Any] | None = None,
 ) -> int:
-    """Run one models subcommand in-process (`in_process(service)`) or as `method path` against --url; print JSON."""
+    """Run one command in-process (`in_process(service)`) or as `method path` against --url; print the JSON answer."""
     if args.url:
-        headers = {"Authorization": f"Bearer {args.api_key}"} if args.api_key else {}
+        api_key = getattr(args, "api_key", None)  # reads (`similar`) take no key
+        headers = {"Authorization": f"Bearer {api_key}"} if api_key else {}
         async with httpx.AsyncClient(base_url=args.url, headers=headers, timeout=120) as client:
             response = await client.request(method, path, params=params)
         print(json.dumps(response.json(), indent=2))
@@ -376,23 +366,22 @@ async def _models_call(
         try:
             body = await in_process(service)
         except LookalikeError as exc:
-            print(json.dumps(ErrorBody(error=ErrorDetail.of(exc)).model_dump(), indent=2))
-            return 1
+            return _print_error(exc)
     print(json.dumps(body.model_dump(mode="json"), indent=2))
     return 0
 
 
 async def _models_list(args: argparse.Namespace) -> int:
-    return await _models_call(args, lambda service: service.list_models(), "GET", "/models")
+    return await _call(args, lambda service: service.list_models(), "GET", "/models")
 
 
 async def _models_promote(args: argparse.Namespace) -> int:
     path, params = f"/models/{args.version}/promote", {"force": "true"} if args.force else None
-    return await _models_call(args, lambda service: service.promote(args.version, args.force), "POST", path, params)
+    return await _call(args, lambda service: service.promote(args.version, args.force), "POST", path, params)
 
 
 async def _models_retire(args: argparse.Namespace) -> int:
-    return await _models_call(args, lambda service: service.retire(args.version), "DELETE", f"/models/{args.version}")
+    return await _call(args, lambda service: service.retire(args.version), "DELETE", f"/models/{args.version}")
 
 
 def _models_parser(sub: Any) -> None:
@@ -428,12 +417,12 @@ async def _http(args: argparse.Namespace, path: str, params: dict[str, Any] | No
 @asynccontextmanager
 async def _registry() -> AsyncIterator[tuple[Any, Any]]:
     """(experiment registry, settings) from the collection's store, opened in-process."""
-    from app.experiments.registry import ExperimentRegistry
+    from app.service.experiments import experiment_registry
     from app.service.runtime import running_service
 
     settings = load_settings()
     async with running_service(settings) as service:
-        yield ExperimentRegistry(service.store, settings.collection), settings
+        yield experiment_registry(settings, service.store), settings
 
 
 def _print_error(exc: LookalikeError) -> int:
