@@ -4,7 +4,8 @@
   variable that Settings does not have;
 - docs/api.md's route table lists every route of the OpenAPI schema (and the page routes kept out of
   it), and no route that does not exist;
-- every relative link and #anchor in README.md, CONTRIBUTING.md and docs/*.md resolves.
+- every relative link and #anchor in README.md, CONTRIBUTING.md and docs/*.md resolves;
+- .ci/run runs exactly the README's test commands.
 The error table of docs/api.md is checked against app/core/errors.py in tests/unit/test_errors.py.
 """
 
@@ -161,3 +162,11 @@ def test_the_link_check_sees_a_broken_link(tmp_path: Path) -> None:
         "page.md: other.md#nope (no such heading)",
         "page.md: #nope (no such heading)",
     ]
+
+
+def test_ci_runs_exactly_the_readme_test_commands() -> None:
+    readme = (ROOT / "README.md").read_text(encoding="utf-8")
+    blocks = [block.strip() for block in re.findall(r"^```bash\n(.*?)^```", readme, re.S | re.M)]
+    ci = (ROOT / ".ci" / "run").read_text(encoding="utf-8").splitlines()
+    commands = [line for line in ci if line and not line.startswith(("#", "set ", "cd "))]
+    assert commands == blocks[1:3]  # the README's second (install + test) and third (browser) commands
