@@ -21,7 +21,7 @@ from app.store.base import VectorStore
 from tests.conftest import make_settings, make_store
 
 # HARDENING_SCALE=N multiplies the kill -9 rounds, schemathesis examples and storm size (default 1:
-# the whole set in a few minutes on 2 cores); the README's reliability section records a run with a larger N.
+# the whole set in a few minutes on 2 cores); docs/reliability.md records a run with a larger N.
 SCALE = max(1, int(os.environ.get("HARDENING_SCALE", "1")))
 
 

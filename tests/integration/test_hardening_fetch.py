@@ -481,7 +481,7 @@ def test_misbehaving_image_host(fault_api: TestClient, faults: FaultServer, path
     assert_error(response, status, code)
     assert fault_api.get(f"/items/{item_id}").status_code == 404
     assert fault_api.get("/readyz").status_code == 200
-    print(f"{path}: {status} {code} in {elapsed:.2f} s")  # figures for the README reliability section (-s)
+    print(f"{path}: {status} {code} in {elapsed:.2f} s")  # figures for docs/reliability.md (-s)
 
 
 def test_three_redirects_are_followed(fault_api: TestClient, faults: FaultServer) -> None:

@@ -1,5 +1,5 @@
 """The error model: every LookalikeError subclass has a code, an HTTP status and (for 429/503) a
-Retry-After, and README.md's error table lists exactly these codes with the same statuses."""
+Retry-After, and docs/api.md's error table lists exactly these codes with the same statuses."""
 
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ from pathlib import Path
 import app
 from app.core.errors import LookalikeError, validation_message
 
-README = Path(__file__).resolve().parents[2] / "README.md"
+API_PAGE = Path(__file__).resolve().parents[2] / "docs" / "api.md"
 
 
 def all_error_classes() -> list[type[LookalikeError]]:
@@ -27,15 +27,16 @@ def all_error_classes() -> list[type[LookalikeError]]:
     return found
 
 
-def readme_error_table() -> dict[str, int]:
-    """code -> status from the README table `| status | code, code | when |`."""
-    text = README.read_text(encoding="utf-8")
-    table = text.split("Every error has the body", 1)[1].split("\n\n", 2)[1]
+def documented_error_table() -> dict[str, int]:
+    """code -> status from the table `| status | code, code | when |` under docs/api.md's "## Errors"."""
+    errors = API_PAGE.read_text(encoding="utf-8").split("\n## Errors\n", 1)[1].split("\n## ", 1)[0]
+    rows = [line for line in errors.splitlines() if line.startswith("|")][2:]  # after the header and |---|
+    assert rows, "no error table under docs/api.md's Errors heading"
     codes: dict[str, int] = {}
-    for row in table.splitlines()[2:]:  # after the header and its |---| line
+    for row in rows:
         status, cell = (c.strip() for c in row.strip("|").split("|")[:2])
         for code in cell.split(","):
-            assert code.strip() not in codes, f"{code} appears twice in README's error table"
+            assert code.strip() not in codes, f"{code} appears twice in docs/api.md's error table"
             codes[code.strip()] = int(status)
     return codes
 
@@ -54,9 +55,9 @@ def test_every_error_class_has_a_code_and_an_error_status() -> None:
     assert len(codes) == len(set(codes)), f"two classes share a code: {sorted(codes)}"
 
 
-def test_readme_error_table_lists_every_code_with_its_status() -> None:
+def test_api_page_error_table_lists_every_code_with_its_status() -> None:
     from_classes = {cls.code: cls.status for cls in all_error_classes()}
-    assert readme_error_table() == from_classes
+    assert documented_error_table() == from_classes
 
 
 def test_validation_message_names_fields_as_the_caller_knows_them() -> None:
