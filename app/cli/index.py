@@ -13,7 +13,7 @@ import argparse
 import base64
 import json
 import sys
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
@@ -22,6 +22,7 @@ from tqdm import tqdm
 
 from app.cli.client import CommandError, answer_json, error_line, http_client
 from app.cli.options import add_remote, int_range
+from app.core.jsonl import jsonl_lines
 from app.core.schemas import BATCH_MAX
 from app.core.settings import load_settings
 
@@ -60,13 +61,6 @@ def item_from_line(line: str, base_dir: Path) -> dict[str, Any]:
     return obj
 
 
-def read_lines(path: Path) -> Iterator[tuple[int, str]]:
-    with path.open(encoding="utf-8") as fh:
-        for number, line in enumerate(fh, start=1):
-            if line.strip():
-                yield number, line
-
-
 @asynccontextmanager
 async def in_process_sender() -> AsyncIterator[Sender]:
     from app.service.runtime import running_service
@@ -98,7 +92,7 @@ async def http_sender(url: str, api_key: str | None) -> AsyncIterator[Sender]:
 
 async def index_file(path: Path, send: Sender, batch_size: int) -> tuple[int, int]:
     ok = failed = 0
-    total = sum(1 for _ in read_lines(path))
+    total = sum(1 for _ in jsonl_lines(path))
     progress = tqdm(total=total, unit="item", desc=f"indexing {path.name}", disable=None)  # a bar on a terminal only
 
     def report(number: int, item_id: Any, message: str) -> None:
@@ -120,7 +114,7 @@ async def index_file(path: Path, send: Sender, batch_size: int) -> tuple[int, in
 
     chunk: list[tuple[int, dict[str, Any]]] = []
     try:
-        for number, line in read_lines(path):
+        for number, line in jsonl_lines(path):
             try:
                 chunk.append((number, item_from_line(line, path.parent)))
             except LineError as exc:
