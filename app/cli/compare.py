@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import sys
 from typing import Any
 
 import httpx
@@ -36,7 +37,14 @@ async def run(args: argparse.Namespace) -> int:
                 _service_ranker(service), sample_ids(ids, args.sample, args.seed), args.v1, args.v2, args.k
             )
     print(json.dumps(report.as_dict(), indent=2) if args.json else render(report))
-    return 0 if report.compared else 1
+    if report.compared:
+        return 0
+    print(
+        f"lookalike: no sampled item is ranked by both {args.v1} and {args.v2} "
+        f"(empty catalog, or a version lacks vectors: lookalike models backfill VERSION)",
+        file=sys.stderr,
+    )
+    return 1
 
 
 async def _http_item_ids(client: httpx.AsyncClient) -> list[str]:

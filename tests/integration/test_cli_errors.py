@@ -154,6 +154,10 @@ IN_PROCESS = [
 ]
 
 
+def case_id(argv: list[str]) -> str:
+    return " ".join(a for a in argv if a not in ("{file}", "--url", "{url}")) or "(none)"
+
+
 def fill(argv: list[str], **values: str) -> list[str]:
     return [arg.format(**values) for arg in argv]
 
@@ -166,7 +170,7 @@ def assert_one_line(result: subprocess.CompletedProcess[str], says: str) -> None
     assert lines[0].startswith("lookalike: ") and says in lines[0], lines[0]
 
 
-@pytest.mark.parametrize(("argv", "says"), USAGE, ids=[" ".join(a) or "(none)" for a, _ in USAGE])
+@pytest.mark.parametrize(("argv", "says"), USAGE, ids=[case_id(a) for a, _ in USAGE])
 def test_bad_arguments_get_the_usage_line_and_exit_2(argv: list[str], says: str, jsonl: str) -> None:
     result = run_cli(fill(argv, file=jsonl))
     assert result.returncode == 2, result.stderr
@@ -177,21 +181,21 @@ def test_bad_arguments_get_the_usage_line_and_exit_2(argv: list[str], says: str,
     assert result.stdout == ""
 
 
-@pytest.mark.parametrize("argv", REMOTE, ids=[" ".join(a[:2]) for a in REMOTE])
+@pytest.mark.parametrize("argv", REMOTE, ids=[case_id(a) for a in REMOTE])
 def test_an_unreachable_service_is_one_line(argv: list[str], urls: dict[str, str], jsonl: str) -> None:
     result = run_cli(fill(argv, file=jsonl, url=urls["closed"]))
     assert_one_line(result, f"no answer from {urls['closed']}")
     assert "check --url" in result.stderr
 
 
-@pytest.mark.parametrize("argv", REMOTE, ids=[" ".join(a[:2]) for a in REMOTE])
+@pytest.mark.parametrize("argv", REMOTE, ids=[case_id(a) for a in REMOTE])
 def test_an_answer_that_is_not_json_is_one_line(argv: list[str], urls: dict[str, str], jsonl: str) -> None:
     result = run_cli(fill(argv, file=jsonl, url=urls["html"]))
     assert_one_line(result, "answered 200 with text/html, not ")
     assert "does --url name a lookalike service?" in result.stderr
 
 
-@pytest.mark.parametrize(("argv", "says"), HTTP_ERRORS, ids=[" ".join(a[:3]) for a, _ in HTTP_ERRORS])
+@pytest.mark.parametrize(("argv", "says"), HTTP_ERRORS, ids=[case_id(a) for a, _ in HTTP_ERRORS])
 def test_an_error_answer_is_one_line(argv: list[str], says: str, urls: dict[str, str], jsonl: str) -> None:
     result = run_cli(fill(argv, file=jsonl, url=urls["live"]))
     assert_one_line(result, says)
@@ -199,7 +203,7 @@ def test_an_error_answer_is_one_line(argv: list[str], says: str, urls: dict[str,
         assert "pass the service's key with --api-key" in result.stderr
 
 
-@pytest.mark.parametrize("argv", IN_PROCESS, ids=[" ".join(a[:2]) for a in IN_PROCESS])
+@pytest.mark.parametrize("argv", IN_PROCESS, ids=[case_id(a) for a in IN_PROCESS])
 def test_a_service_that_cannot_start_in_process_is_one_line(argv: list[str], tmp_path: Path, jsonl: str) -> None:
     missing = tmp_path / "missing.onnx"
     env = {"LOOKALIKE_MODEL_PATH": str(missing), "LOOKALIKE_QDRANT_PATH": str(tmp_path / "q")}
