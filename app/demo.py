@@ -139,7 +139,7 @@ def stop(process: subprocess.Popen[bytes]) -> None:
 
 
 def run_demo(items: int, port: int, data: Path) -> int:
-    from app.cli import http_sender, index_file
+    from app.cli.index import http_sender, index_file
 
     data.mkdir(parents=True, exist_ok=True)
     catalog = demo_catalog(data, items)

@@ -41,473 +41,43 @@ Everything is a pure function of --seed (each product and each photo draws from 
 from __future__ import annotations
 
 import argparse
-import io
 import json
-import math
-from collections.abc import Callable, Iterable
-from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-from PIL import Image, ImageDraw, ImageFilter
 from tqdm import tqdm
 
+from models.catalog_products import (
+    CATEGORIES,
+    COLOURS,
+    PATTERNS,
+    Category,
+    Product,
+    affinity,
+    make_products,
+    make_sessions,
+    split_products,
+)
+from models.catalog_render import jpeg_bytes, render_photo
+
+__all__ = [
+    "CATEGORIES",
+    "COLOURS",
+    "GENERATOR_VERSION",
+    "PATTERNS",
+    "Category",
+    "Product",
+    "affinity",
+    "generate",
+    "jpeg_bytes",
+    "main",
+    "make_products",
+    "make_sessions",
+    "render_photo",
+    "split_products",
+]
+
 GENERATOR_VERSION = "catalog-v1"
-
-# name, RGB. Shades are jittered per product, so "navy" covers a small neighbourhood.
-COLOURS: dict[str, tuple[int, int, int]] = {
-    "navy": (30, 42, 96),
-    "red": (196, 32, 42),
-    "green": (34, 122, 62),
-    "mustard": (214, 168, 42),
-    "black": (28, 28, 30),
-    "white": (238, 238, 232),
-    "pink": (238, 150, 182),
-    "grey": (128, 130, 132),
-    "brown": (116, 74, 42),
-    "sky-blue": (118, 178, 228),
-    "orange": (238, 118, 32),
-    "purple": (108, 52, 140),
-}
-PATTERNS: tuple[str, ...] = ("plain", "striped", "polka-dot", "checked", "chevron")
-
-
-@dataclass(frozen=True)
-class Category:
-    name: str  # the listing's category field
-    nouns: tuple[str, str]  # title noun for variant 0 / variant 1
-    base_price: float
-
-
-CATEGORIES: tuple[Category, ...] = (
-    Category("bags", ("tote bag", "mini tote bag"), 3500),
-    Category("tops", ("t-shirt", "long-sleeve t-shirt"), 1800),
-    Category("shoes", ("sneakers", "high-top sneakers"), 5200),
-    Category("mugs", ("mug", "travel mug"), 1200),
-    Category("bottles", ("water bottle", "flask"), 1500),
-    Category("hats", ("cap", "bucket hat"), 2200),
-    Category("dresses", ("mini dress", "maxi dress"), 4800),
-    Category("lamps", ("desk lamp", "floor lamp"), 6400),
-)
-
-
-@dataclass(frozen=True)
-class Product:
-    item_id: str
-    category: int
-    variant: int
-    colour: str
-    rgb: tuple[int, int, int]
-    pattern: str
-    rgb2: tuple[int, int, int]
-    price: int
-    seller_id: str
-    popularity: float
-
-    @property
-    def title(self) -> str:
-        cat = CATEGORIES[self.category]
-        words = [self.colour] if self.pattern == "plain" else [self.colour, self.pattern]
-        return " ".join([*words, cat.nouns[self.variant]])
-
-
-# ---------------------------------------------------------------------------------------------------
-# Silhouettes: each draws a white-on-black mask in a unit box scaled to `s` pixels.
-
-Poly = list[tuple[float, float]]
-
-
-def _poly(draw: ImageDraw.ImageDraw, s: int, pts: Poly) -> None:
-    draw.polygon([(x * s, y * s) for x, y in pts], fill=255)
-
-
-def _ellipse(draw: ImageDraw.ImageDraw, s: int, box: tuple[float, float, float, float], width: float = 0) -> None:
-    xy = [box[0] * s, box[1] * s, box[2] * s, box[3] * s]
-    if width:
-        draw.ellipse(xy, outline=255, width=max(1, int(width * s)))
-    else:
-        draw.ellipse(xy, fill=255)
-
-
-def _rect(draw: ImageDraw.ImageDraw, s: int, box: tuple[float, float, float, float], r: float = 0) -> None:
-    xy = [box[0] * s, box[1] * s, box[2] * s, box[3] * s]
-    draw.rounded_rectangle(xy, radius=r * s, fill=255)
-
-
-def _bag(draw: ImageDraw.ImageDraw, s: int, variant: int) -> None:
-    if variant == 0:
-        _poly(draw, s, [(0.18, 0.40), (0.82, 0.40), (0.90, 0.94), (0.10, 0.94)])
-        draw.arc([0.30 * s, 0.06 * s, 0.70 * s, 0.74 * s], 180, 360, fill=255, width=int(0.05 * s))
-    else:
-        _poly(draw, s, [(0.28, 0.52), (0.72, 0.52), (0.78, 0.92), (0.22, 0.92)])
-        draw.arc([0.38 * s, 0.34 * s, 0.62 * s, 0.70 * s], 180, 360, fill=255, width=int(0.05 * s))
-
-
-def _top(draw: ImageDraw.ImageDraw, s: int, variant: int) -> None:
-    body = [(0.30, 0.14), (0.42, 0.10), (0.50, 0.16), (0.58, 0.10), (0.70, 0.14)]
-    if variant == 0:  # short sleeves
-        _poly(
-            draw,
-            s,
-            [
-                *body,
-                (0.92, 0.32),
-                (0.82, 0.44),
-                (0.72, 0.36),
-                (0.72, 0.92),
-                (0.28, 0.92),
-                (0.28, 0.36),
-                (0.18, 0.44),
-                (0.08, 0.32),
-            ],
-        )
-    else:  # long sleeves reaching down
-        _poly(
-            draw,
-            s,
-            [
-                *body,
-                (0.86, 0.40),
-                (0.96, 0.86),
-                (0.86, 0.88),
-                (0.72, 0.46),
-                (0.72, 0.92),
-                (0.28, 0.92),
-                (0.28, 0.46),
-                (0.14, 0.88),
-                (0.04, 0.86),
-                (0.14, 0.40),
-            ],
-        )
-
-
-def _shoe(draw: ImageDraw.ImageDraw, s: int, variant: int) -> None:
-    top = 0.50 if variant == 0 else 0.18
-    _poly(
-        draw,
-        s,
-        [
-            (0.08, 0.66),
-            (0.12, top + 0.06),
-            (0.36, top),
-            (0.46, top + 0.10),
-            (0.50, 0.52),
-            (0.86, 0.60),
-            (0.94, 0.70),
-            (0.94, 0.80),
-            (0.06, 0.80),
-        ],
-    )
-    _rect(draw, s, (0.04, 0.78, 0.96, 0.88), 0.04)  # sole
-
-
-def _mug(draw: ImageDraw.ImageDraw, s: int, variant: int) -> None:
-    if variant == 0:
-        _rect(draw, s, (0.16, 0.26, 0.70, 0.86), 0.06)
-        _ellipse(draw, s, (0.56, 0.38, 0.90, 0.72), width=0.07)
-    else:  # travel mug: tall, tapered, lid, no handle
-        _poly(draw, s, [(0.32, 0.18), (0.68, 0.18), (0.64, 0.92), (0.36, 0.92)])
-        _rect(draw, s, (0.28, 0.08, 0.72, 0.20), 0.04)
-
-
-def _bottle(draw: ImageDraw.ImageDraw, s: int, variant: int) -> None:
-    if variant == 0:
-        _rect(draw, s, (0.30, 0.30, 0.70, 0.94), 0.12)
-        _poly(draw, s, [(0.34, 0.32), (0.42, 0.16), (0.58, 0.16), (0.66, 0.32)])
-        _rect(draw, s, (0.41, 0.06, 0.59, 0.17), 0.02)
-    else:  # flask: round body, short neck
-        _ellipse(draw, s, (0.16, 0.30, 0.84, 0.96))
-        _rect(draw, s, (0.42, 0.10, 0.58, 0.36), 0.02)
-
-
-def _hat(draw: ImageDraw.ImageDraw, s: int, variant: int) -> None:
-    if variant == 0:  # cap: dome and a brim sticking out to one side
-        draw.chord([0.16 * s, 0.24 * s, 0.76 * s, 0.88 * s], 180, 360, fill=255)
-        _poly(draw, s, [(0.60, 0.52), (0.96, 0.58), (0.94, 0.64), (0.60, 0.60)])
-    else:  # bucket hat: trapezoid crown, wide symmetric brim
-        _poly(draw, s, [(0.30, 0.26), (0.70, 0.26), (0.78, 0.60), (0.22, 0.60)])
-        _poly(draw, s, [(0.22, 0.56), (0.78, 0.56), (0.96, 0.74), (0.04, 0.74)])
-
-
-def _dress(draw: ImageDraw.ImageDraw, s: int, variant: int) -> None:
-    hem = 0.62 if variant == 0 else 0.96
-    flare = 0.16 if variant == 0 else 0.08
-    _poly(
-        draw,
-        s,
-        [
-            (0.38, 0.06),
-            (0.42, 0.06),
-            (0.46, 0.20),
-            (0.54, 0.20),
-            (0.58, 0.06),
-            (0.62, 0.06),
-            (0.64, 0.34),
-            (0.60, 0.42),
-            (0.80 + flare, hem),
-            (0.20 - flare, hem),
-            (0.40, 0.42),
-            (0.36, 0.34),
-        ],
-    )
-
-
-def _lamp(draw: ImageDraw.ImageDraw, s: int, variant: int) -> None:
-    if variant == 0:  # desk lamp: wide base, angled arm, shade
-        _rect(draw, s, (0.20, 0.84, 0.62, 0.92), 0.03)
-        draw.line([(0.40 * s, 0.86 * s), (0.30 * s, 0.50 * s), (0.56 * s, 0.30 * s)], fill=255, width=int(0.05 * s))
-        _poly(draw, s, [(0.50, 0.18), (0.70, 0.14), (0.90, 0.44), (0.58, 0.50)])
-    else:  # floor lamp: tall pole, drum shade
-        _poly(draw, s, [(0.34, 0.04), (0.66, 0.04), (0.74, 0.30), (0.26, 0.30)])
-        _rect(draw, s, (0.47, 0.28, 0.53, 0.92))
-        _ellipse(draw, s, (0.30, 0.88, 0.70, 0.98))
-
-
-SILHOUETTES: tuple[Callable[[ImageDraw.ImageDraw, int, int], None], ...] = (
-    _bag,
-    _top,
-    _shoe,
-    _mug,
-    _bottle,
-    _hat,
-    _dress,
-    _lamp,
-)
-
-
-# ---------------------------------------------------------------------------------------------------
-# Textures and backgrounds.
-
-
-def _texture(
-    s: int, pattern: str, rgb: tuple[int, int, int], rgb2: tuple[int, int, int], rng: np.random.Generator
-) -> Image.Image:
-    img = Image.new("RGB", (s, s), rgb)
-    draw = ImageDraw.Draw(img)
-    period = int(s * rng.uniform(0.09, 0.14))
-    phase = int(rng.integers(0, period))
-    if pattern == "striped":
-        width = max(2, period // 2)
-        horizontal = rng.random() < 0.5
-        for k in range(-period, s + period, period):
-            x = k + phase
-            box = [0, x, s, x + width] if horizontal else [x, 0, x + width, s]
-            draw.rectangle(box, fill=rgb2)
-    elif pattern == "polka-dot":
-        r = max(2, int(period * 0.28))
-        for row, y in enumerate(range(phase, s + period, period)):
-            offset = period // 2 if row % 2 else 0
-            for x in range(phase + offset - period, s + period, period):
-                draw.ellipse([x - r, y - r, x + r, y + r], fill=rgb2)
-    elif pattern == "checked":
-        for i, y in enumerate(range(-period, s + period, period)):
-            for j, x in enumerate(range(-period, s + period, period)):
-                if (i + j) % 2 == 0:
-                    draw.rectangle([x + phase, y + phase, x + phase + period, y + phase + period], fill=rgb2)
-    elif pattern == "chevron":
-        width = max(2, period // 3)
-        half = max(2, period // 2)
-        for y in range(-2 * period, s + 2 * period, period):
-            pts = [(x, y + phase + (half if (x // half) % 2 else 0)) for x in range(0, s + 2 * half, half)]
-            draw.line(pts, fill=rgb2, width=width)
-    return img
-
-
-def _shade(img: Image.Image, rng: np.random.Generator) -> Image.Image:
-    # A soft directional light over the object so that it reads as a 3-D thing in a photo.
-    s = img.size[0]
-    angle = rng.uniform(0, 2 * math.pi)
-    yy, xx = np.mgrid[0:s, 0:s].astype(np.float32) / s - 0.5
-    ramp = 1.0 + rng.uniform(0.10, 0.30) * (xx * math.cos(angle) + yy * math.sin(angle))
-    arr = np.asarray(img, dtype=np.float32) * ramp[..., None]
-    return Image.fromarray(np.clip(arr, 0, 255).astype(np.uint8))
-
-
-def _background(size: int, rng: np.random.Generator) -> Image.Image:
-    def colour() -> tuple[int, int, int]:
-        light = rng.random() < 0.7  # most listing photos are shot on light surfaces
-        lo, hi = (150, 255) if light else (20, 150)
-        return tuple(int(v) for v in rng.integers(lo, hi, 3))  # type: ignore[return-value]
-
-    kind = rng.integers(0, 4)
-    c1 = np.array(colour(), dtype=np.float32)
-    if kind == 0:  # flat
-        arr = np.broadcast_to(c1, (size, size, 3)).copy()
-    elif kind == 1:  # gradient
-        c2 = np.array(colour(), dtype=np.float32)
-        t = np.linspace(0, 1, size, dtype=np.float32)[:, None, None]
-        arr = (c1 * (1 - t) + c2 * t) * np.ones((1, size, 1), np.float32)
-    elif kind == 2:  # wall and floor
-        c2 = np.array(colour(), dtype=np.float32)
-        horizon = int(size * rng.uniform(0.55, 0.8))
-        arr = np.broadcast_to(c1, (size, size, 3)).copy()
-        arr[horizon:] = c2
-    else:  # fabric / carpet noise
-        noise = rng.normal(0, 18, (size // 4, size // 4, 1)).astype(np.float32)
-        arr = c1 + np.kron(noise, np.ones((4, 4, 1), np.float32))
-    arr = arr + rng.normal(0, 3, arr.shape)
-    return Image.fromarray(np.clip(arr, 0, 255).astype(np.uint8))
-
-
-def _jitter_rgb(rgb: tuple[int, int, int], rng: np.random.Generator, amount: float) -> tuple[int, int, int]:
-    arr = np.array(rgb, dtype=np.float32) + rng.normal(0, amount, 3)
-    return tuple(int(v) for v in np.clip(arr, 0, 255))  # type: ignore[return-value]
-
-
-def render_photo(product: Product, rng: np.random.Generator, size: int) -> Image.Image:
-    """One listing photo of `product` (RGB, size x size)."""
-    canvas = _background(size, rng)
-    # The object is drawn at twice its final size and scaled down: cheap anti-aliasing.
-    scale = rng.uniform(0.6, 0.92)
-    obj = max(16, int(size * scale))
-    big = obj * 2
-    mask = Image.new("L", (big, big), 0)
-    SILHOUETTES[product.category](ImageDraw.Draw(mask), big, product.variant)
-    texture = _shade(_texture(big, product.pattern, product.rgb, product.rgb2, rng), rng)
-    if rng.random() < 0.5:  # photos are taken from either side
-        mask = mask.transpose(Image.Transpose.FLIP_LEFT_RIGHT)
-        texture = texture.transpose(Image.Transpose.FLIP_LEFT_RIGHT)
-    angle = float(rng.uniform(-15, 15))
-    mask = mask.rotate(angle, resample=Image.Resampling.BICUBIC).resize((obj, obj), Image.Resampling.LANCZOS)
-    texture = texture.rotate(angle, resample=Image.Resampling.BICUBIC).resize((obj, obj), Image.Resampling.LANCZOS)
-    # Position: mostly centred, sometimes cropped by the frame as in hurried phone photos.
-    span = size - obj
-    cx = int(rng.uniform(-0.08, 1.08) * span) if span > 0 else int(rng.uniform(-0.1, 0.1) * obj)
-    cy = int(rng.uniform(-0.08, 1.08) * span) if span > 0 else int(rng.uniform(-0.1, 0.1) * obj)
-    shadow = mask.filter(ImageFilter.GaussianBlur(obj * 0.04))
-    dark = Image.new("RGB", (obj, obj), (0, 0, 0))
-    canvas.paste(dark, (cx + int(obj * 0.03), cy + int(obj * 0.04)), shadow.point(lambda v: int(v * 0.35)))
-    if rng.random() < 0.25:  # a small unrelated object in the frame
-        draw = ImageDraw.Draw(canvas)
-        r = int(size * rng.uniform(0.05, 0.12))
-        x, y = (int(v) for v in rng.integers(0, size, 2))
-        fill = tuple(int(v) for v in rng.integers(0, 256, 3))
-        if rng.random() < 0.5:
-            draw.ellipse([x - r, y - r, x + r, y + r], fill=fill)
-        else:
-            draw.rectangle([x - r, y - r, x + r, y + r], fill=fill)
-    canvas.paste(texture, (cx, cy), mask)
-    # Lighting: exposure, contrast, white balance; then optional blur and sensor noise.
-    arr = np.asarray(canvas, dtype=np.float32)
-    gain = rng.uniform(0.75, 1.2) * (1 + rng.normal(0, 0.05, 3))
-    contrast = rng.uniform(0.8, 1.15)
-    arr = (arr - 128) * contrast + 128
-    arr = arr * gain
-    arr = arr + rng.normal(0, rng.uniform(0, 6), arr.shape)
-    photo = Image.fromarray(np.clip(arr, 0, 255).astype(np.uint8))
-    if rng.random() < 0.3:
-        photo = photo.filter(ImageFilter.GaussianBlur(rng.uniform(0.3, 1.2)))
-    return photo
-
-
-def jpeg_bytes(img: Image.Image, quality: int) -> bytes:
-    buf = io.BytesIO()
-    img.save(buf, format="JPEG", quality=quality, optimize=False)
-    return buf.getvalue()
-
-
-# ---------------------------------------------------------------------------------------------------
-# Products, split, sessions.
-
-
-def _lab(rgb: tuple[int, int, int]) -> np.ndarray:
-    # Colour distance for tap similarity is computed in CIE Lab, which tracks what people call "close".
-    c = np.array(rgb, dtype=np.float64) / 255
-    c = np.where(c > 0.04045, ((c + 0.055) / 1.055) ** 2.4, c / 12.92)
-    m = np.array([[0.4124, 0.3576, 0.1805], [0.2126, 0.7152, 0.0722], [0.0193, 0.1192, 0.9505]])
-    xyz = m @ c / np.array([0.9505, 1.0, 1.089])
-    f = np.where(xyz > 216 / 24389, np.cbrt(xyz), (24389 / 27 * xyz + 16) / 116)
-    return np.array([116 * f[1] - 16, 500 * (f[0] - f[1]), 200 * (f[1] - f[2])])
-
-
-def _second_colour(rgb: tuple[int, int, int], rng: np.random.Generator) -> tuple[int, int, int]:
-    light = sum(rgb) / 3 > 140
-    options = [(30, 30, 34), (30, 42, 96), (120, 30, 40)] if light else [(240, 240, 236), (236, 210, 120)]
-    return options[int(rng.integers(0, len(options)))]
-
-
-def make_products(n: int, seed: int) -> list[Product]:
-    root = np.random.SeedSequence([seed, 1])
-    n_sellers = max(3, n // 6)
-    # Seller sizes are skewed: a few shops list a lot (Zipf-like weights).
-    weights = 1.0 / np.arange(1, n_sellers + 1) ** 0.8
-    weights /= weights.sum()
-    colour_names = list(COLOURS)
-    products = []
-    for i, child in enumerate(root.spawn(n)):
-        rng = np.random.default_rng(child)
-        cat = int(rng.integers(0, len(CATEGORIES)))
-        colour = colour_names[int(rng.integers(0, len(colour_names)))]
-        rgb = _jitter_rgb(COLOURS[colour], rng, 10)
-        pattern = PATTERNS[int(rng.choice(len(PATTERNS), p=[0.4, 0.15, 0.15, 0.15, 0.15]))]
-        price = CATEGORIES[cat].base_price * math.exp(rng.normal(0, 0.45))
-        products.append(
-            Product(
-                item_id=f"it{i:05d}",
-                category=cat,
-                variant=int(rng.integers(0, 2)),
-                colour=colour,
-                rgb=rgb,
-                pattern=pattern,
-                rgb2=_second_colour(rgb, rng),
-                price=int(round(price, -1)),
-                seller_id=f"s{int(rng.choice(n_sellers, p=weights)):04d}",
-                popularity=float(rng.normal(0, 0.5)),
-            )
-        )
-    return products
-
-
-def split_products(products: list[Product], test_frac: float, seed: int) -> tuple[list[str], list[str]]:
-    """Held-out products: stratified by category so every category has test queries."""
-    rng = np.random.default_rng(np.random.SeedSequence([seed, 2]))
-    test: list[str] = []
-    for cat in range(len(CATEGORIES)):
-        ids = [p.item_id for p in products if p.category == cat]
-        rng.shuffle(ids)
-        test.extend(ids[: round(len(ids) * test_frac)])
-    test_set = set(test)
-    return [p.item_id for p in products if p.item_id not in test_set], sorted(test)
-
-
-def affinity(a: Product, b: Product) -> float:
-    """How much a user viewing `a` wants `b`: attribute similarity (no pixels involved)."""
-    colour = math.exp(-float(np.linalg.norm(_lab(a.rgb) - _lab(b.rgb))) / 25)
-    price = math.exp(-abs(math.log(a.price / b.price)))
-    # Look-alike browsing: colour is the most salient cue, then the kind of thing and its pattern.
-    return (
-        2.0 * colour
-        + 1.2 * (a.category == b.category)
-        + 1.0 * (a.pattern == b.pattern)
-        + 0.3 * (a.category == b.category and a.variant == b.variant)
-        + 0.3 * price
-    )
-
-
-def make_sessions(
-    products: list[Product], pool_ids: Iterable[str], seed: int, tag: int, sessions_per_item: int, shown: int
-) -> list[dict]:
-    """View -> shown -> tapped sessions among `pool_ids` (one split, so held-out logs stay held out)."""
-    by_id = {p.item_id: p for p in products}
-    pool = [by_id[i] for i in pool_ids]
-    out = []
-    root = np.random.SeedSequence([seed, 3, tag])
-    for q, child in zip(pool, root.spawn(len(pool)), strict=True):
-        rng = np.random.default_rng(child)
-        others = [p for p in pool if p.item_id != q.item_id]
-        for s in range(sessions_per_item):
-            # Exposure is uniform over the split, so taps measure attribute affinity alone (an existing
-            # recommender's exposure bias would make "what was shown" part of the ground truth).
-            picks = rng.choice(len(others), min(shown, len(others)), replace=False)
-            shown_ids = [others[int(k)].item_id for k in picks]
-            tapped = []
-            for cid in shown_ids:
-                c = by_id[cid]
-                logit = 2.2 * (affinity(q, c) - 2.6) + c.popularity + rng.normal(0, 0.8)
-                if rng.random() < 1 / (1 + math.exp(-logit)):
-                    tapped.append(cid)
-            out.append({"session_id": f"{q.item_id}-{s}", "viewed": q.item_id, "shown": shown_ids, "tapped": tapped})
-    return out
 
 
 def generate(
@@ -529,6 +99,39 @@ def generate(
     (out / "images").mkdir(exist_ok=True)
     products = make_products(n_items, seed)
     train_ids, test_ids = split_products(products, test_frac, seed)
+    items, photo_rows = _write_photos(out, products, seed, size, photos, progress)
+    sessions = make_sessions(products, train_ids, seed, 0, sessions_per_item, shown) + make_sessions(
+        products, test_ids, seed, 1, sessions_per_item, shown
+    )
+    _write_jsonl(out / "items.jsonl", items)
+    _write_jsonl(out / "photos.jsonl", photo_rows)
+    _write_jsonl(out / "interactions.jsonl", sessions)
+    (out / "split.json").write_text(
+        json.dumps({"by": "product", "train": train_ids, "test": test_ids}, indent=1) + "\n"
+    )
+    manifest = {
+        "generator": GENERATOR_VERSION,
+        "note": "generated stand-in data; not evidence about real marketplaces",
+        "seed": seed,
+        "items": n_items,
+        "photos": len(photo_rows),
+        "image_size": size,
+        "train_items": len(train_ids),
+        "test_items": len(test_ids),
+        "sessions": len(sessions),
+        "taps": sum(len(s["tapped"]) for s in sessions),
+        "categories": [c.name for c in CATEGORIES],
+        "colours": list(COLOURS),
+        "patterns": list(PATTERNS),
+    }
+    (out / "manifest.json").write_text(json.dumps(manifest, indent=1) + "\n")
+    return manifest
+
+
+def _write_photos(
+    out: Path, products: list[Product], seed: int, size: int, photos: tuple[int, int], progress: bool
+) -> tuple[list[dict], list[dict]]:
+    """Every product's photos under out/images; returns (items.jsonl rows, photos.jsonl rows)."""
     photo_root = np.random.SeedSequence([seed, 4])
     items, photo_rows = [], []
     for p, child in tqdm(
@@ -556,32 +159,7 @@ def generate(
                 "attributes": {"colour": p.colour, "pattern": p.pattern, "style": cat.nouns[p.variant]},
             }
         )
-    sessions = make_sessions(products, train_ids, seed, 0, sessions_per_item, shown) + make_sessions(
-        products, test_ids, seed, 1, sessions_per_item, shown
-    )
-    _write_jsonl(out / "items.jsonl", items)
-    _write_jsonl(out / "photos.jsonl", photo_rows)
-    _write_jsonl(out / "interactions.jsonl", sessions)
-    (out / "split.json").write_text(
-        json.dumps({"by": "product", "train": train_ids, "test": test_ids}, indent=1) + "\n"
-    )
-    manifest = {
-        "generator": GENERATOR_VERSION,
-        "note": "generated stand-in data; not evidence about real marketplaces",
-        "seed": seed,
-        "items": n_items,
-        "photos": len(photo_rows),
-        "image_size": size,
-        "train_items": len(train_ids),
-        "test_items": len(test_ids),
-        "sessions": len(sessions),
-        "taps": sum(len(s["tapped"]) for s in sessions),
-        "categories": [c.name for c in CATEGORIES],
-        "colours": list(COLOURS),
-        "patterns": list(PATTERNS),
-    }
-    (out / "manifest.json").write_text(json.dumps(manifest, indent=1) + "\n")
-    return manifest
+    return items, photo_rows
 
 
 def _write_jsonl(path: Path, rows: list[dict]) -> None:

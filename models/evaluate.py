@@ -43,6 +43,7 @@ from pathlib import Path
 import numpy as np
 from tqdm import tqdm
 
+from app.core.jsonl import read_jsonl
 from app.core.settings import Settings
 from app.encode.encoder import OnnxImageEncoder
 from app.ingest.decode import load_pixels
@@ -71,13 +72,8 @@ class EvalData:
     sessions: int
 
 
-def _read_jsonl(path: Path) -> list[dict]:
-    with path.open(encoding="utf-8") as f:
-        return [json.loads(line) for line in f if line.strip()]
-
-
 def load_eval_data(data: Path) -> EvalData:
-    items = _read_jsonl(data / "items.jsonl")
+    items = read_jsonl(data / "items.jsonl")
     image = {it["item_id"]: (data / it["image"]) for it in items}  # absolute paths stay absolute under /
     split_file = data / "split.json"
     if split_file.exists():
@@ -88,7 +84,7 @@ def load_eval_data(data: Path) -> EvalData:
     pos = {iid: i for i, iid in enumerate(test_ids)}
     rel = np.zeros((len(test_ids), len(test_ids)), np.float64)
     sessions = 0
-    for s in _read_jsonl(data / "interactions.jsonl"):
+    for s in read_jsonl(data / "interactions.jsonl"):
         q = pos.get(s["viewed"])
         if q is None:
             continue
@@ -172,38 +168,7 @@ def evaluate(
     progress: bool = True,
 ) -> dict[str, dict]:
     data = load_eval_data(data_dir)
-    test_paths = [data.image[i] for i in data.test_ids]
-    systems: dict[str, tuple[np.ndarray, dict]] = {}
-    for name in models:
-        emb, enc = onnx_embeddings(Path(name), test_paths, device, threads, progress)
-        systems[name] = (
-            emb,
-            {
-                "model_version": enc.model_version,
-                "dim": enc.dim,
-                "precision": enc.precision,
-                "image_size": enc.image_size,
-            },
-        )
-    for spec in baselines:
-        if spec == "colorhist":
-            emb = _embed(test_paths, HIST_SIZE, colour_histogram, "colour histograms", progress)
-            systems[spec] = (emb, {"dim": emb.shape[1]})
-            continue
-        match = PCA_RE.match(spec)
-        if not match:
-            raise SystemExit(f"unknown baseline {spec!r}; use colorhist or pcaN:MODEL.onnx (e.g. pca128:m.onnx)")
-        dim, model = int(match.group(1)), Path(match.group(2))
-        if not data.train_ids:
-            raise SystemExit(f"{spec}: the PCA is fitted on train-split photos and {data_dir} has no split.json")
-        emb, enc = onnx_embeddings(model, test_paths, device, threads, progress)
-        train, _ = onnx_embeddings(model, [data.image[i] for i in data.train_ids], device, threads, progress)
-        mean, comps = fit_pca(train, dim)
-        systems[spec] = (
-            pca_project(emb, mean, comps),
-            {"model_version": enc.model_version, "dim": comps.shape[0], "pca_fitted_on": len(data.train_ids)},
-        )
-
+    systems = _embed_systems(data, data_dir, models, baselines, device, threads, progress)
     idx = bootstrap_indices(len(data.queries), n_boot, seed)
     per_query = {name: score(emb, data) for name, (emb, _) in systems.items()}
     reference = per_query[models[0]] if models else next(iter(per_query.values()))
@@ -225,6 +190,43 @@ def evaluate(
             **systems[name][1],
         }
     return result
+
+
+def _embed_systems(
+    data: EvalData,
+    data_dir: Path,
+    models: list[str],
+    baselines: list[str],
+    device: str,
+    threads: int,
+    progress: bool,
+) -> dict[str, tuple[np.ndarray, dict]]:
+    """name -> (test-photo embeddings, what to report about the system), models first, then baselines."""
+    test_paths = [data.image[i] for i in data.test_ids]
+    systems: dict[str, tuple[np.ndarray, dict]] = {}
+    for name in models:
+        emb, enc = onnx_embeddings(Path(name), test_paths, device, threads, progress)
+        about = {"model_version": enc.model_version, "dim": enc.dim, "precision": enc.precision}
+        systems[name] = (emb, about | {"image_size": enc.image_size})
+    for spec in baselines:
+        if spec == "colorhist":
+            emb = _embed(test_paths, HIST_SIZE, colour_histogram, "colour histograms", progress)
+            systems[spec] = (emb, {"dim": emb.shape[1]})
+            continue
+        match = PCA_RE.match(spec)
+        if not match:
+            raise SystemExit(f"unknown baseline {spec!r}; use colorhist or pcaN:MODEL.onnx (e.g. pca128:m.onnx)")
+        dim, model = int(match.group(1)), Path(match.group(2))
+        if not data.train_ids:
+            raise SystemExit(f"{spec}: the PCA is fitted on train-split photos and {data_dir} has no split.json")
+        emb, enc = onnx_embeddings(model, test_paths, device, threads, progress)
+        train, _ = onnx_embeddings(model, [data.image[i] for i in data.train_ids], device, threads, progress)
+        mean, comps = fit_pca(train, dim)
+        systems[spec] = (
+            pca_project(emb, mean, comps),
+            {"model_version": enc.model_version, "dim": comps.shape[0], "pca_fitted_on": len(data.train_ids)},
+        )
+    return systems
 
 
 def format_table(result: dict[str, dict], first: str) -> str:

@@ -8,7 +8,7 @@ Three variants, each a pure function of its arguments:
 * `photo_like_images`: a fixed set in the sizes and modes listings come in (landscape, portrait, odd sizes,
   up- and down-scaling, transparency, a palette image), for checking preprocessing against a reference.
 
-Not to be confused with `models.catalog.render_photo`, which draws recognisable products for training data.
+Not to be confused with `models.catalog_render.render_photo`, which draws recognisable products for training data.
 Only numpy and Pillow are needed, so importing this module is cheap.
 """
 

@@ -65,3 +65,32 @@ def test_index_over_http(tmp_path: Path, env: dict[str, str], capsys: pytest.Cap
         assert httpx.get(server.url + "/items/cat-5").json()["price"] == 5
         assert main(["similar", "cat-5", "--url", server.url, "--k", "2"]) == 0
         assert len(json.loads(capsys.readouterr().out)["results"]) == 2
+
+
+def test_images_orphans_lists_and_deletes_the_files_no_item_names(
+    tmp_path: Path, env: dict[str, str], capsys: pytest.CaptureFixture[str]
+) -> None:
+    from app.store.images import ImageStore, image_key
+
+    catalog = write_catalog(tmp_path)
+    assert main(["index", str(catalog)]) == 3  # 6 items kept from their bytes
+    capsys.readouterr()
+    images = ImageStore(Path(env["LOOKALIKE_QDRANT_PATH"]).parent / "images")
+    kept = sorted(images.keys())
+    assert len(kept) == 6
+    # what a crash between the image put and the store write leaves behind
+    ghost = image_key("cat-ghost", "0123456789abcdef")
+    images.put(ghost, photo(99))
+
+    assert main(["images", "orphans"]) == 0
+    listed = json.loads(capsys.readouterr().out)
+    assert (listed["orphans"], listed["deleted"]) == ([ghost], False)
+    assert images.get(ghost) is not None  # listing deletes nothing
+
+    assert main(["images", "orphans", "--delete"]) == 0
+    assert json.loads(capsys.readouterr().out)["orphans"] == [ghost]
+    assert images.get(ghost) is None
+    assert sorted(images.keys()) == kept  # the items' own images stay
+
+    assert main(["images", "orphans"]) == 0
+    assert json.loads(capsys.readouterr().out)["orphans"] == []

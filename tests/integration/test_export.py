@@ -293,7 +293,7 @@ def test_failed_parity_gate_exits_non_zero_and_writes_nothing(
     capsys: pytest.CaptureFixture[str],
 ) -> None:
     # The real export is covered above; here a copy stands in for it and the parity result is forced.
-    monkeypatch.setattr(export, "_export_onnx", lambda wrapper, path, size: shutil.copy(tiny_model_path, path))
+    monkeypatch.setattr(export, "export_onnx", lambda wrapper, path, size: shutil.copy(tiny_model_path, path))
     if failure == "nan":  # e.g. an fp16 overflow: NaN compares false both ways and must not slip through
         monkeypatch.setattr(export, "parity_min_cosine", lambda *args, **kwargs: float("nan"))
     else:
@@ -318,7 +318,7 @@ def test_a_graph_that_breaks_the_model_contract_is_not_written(
         model.graph.output[0].name = "vector"
         onnx.save_model(model, str(path))
 
-    monkeypatch.setattr(export, "_export_onnx", export_renamed)
+    monkeypatch.setattr(export, "export_onnx", export_renamed)
     out_dir = tmp_path / "out"
 
     assert main(["--config", "tiny", "--out", str(out_dir / "model.onnx")]) != 0

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 from PIL import Image
 
-from app.cli import item_from_line
+from app.cli.index import item_from_line
 from app.core.schemas import ItemIn
 from models import catalog
 
