@@ -18,7 +18,7 @@ from pathlib import Path
 import duckdb
 import numpy as np
 
-from app.core.errors import LookalikeError, ValidationFailed
+from app.core.errors import LookalikeError, ValidationError
 from app.experiments.event_log import COLUMNS, create_events_view, write_rows
 from app.experiments.tokens import AttributionTokens
 
@@ -42,7 +42,7 @@ def _reader(path: Path) -> str:
         return f"read_json({quoted}, format='auto')"
     if suffix == ".parquet":
         return f"read_parquet({quoted})"
-    raise ValidationFailed(f"{path}: unknown log format {suffix!r} (use .csv, .jsonl, .json or .parquet)")
+    raise ValidationError(f"{path}: unknown log format {suffix!r} (use .csv, .jsonl, .json or .parquet)")
 
 
 def import_events(path: str | Path, root: str | Path, tokens: AttributionTokens) -> ImportResult:
@@ -52,10 +52,10 @@ def import_events(path: str | Path, root: str | Path, tokens: AttributionTokens)
         try:
             con.execute(f"CREATE TEMP TABLE raw AS SELECT * FROM {_reader(path)}")
         except duckdb.Error as err:
-            raise ValidationFailed(f"{path}: cannot read: {err}") from None
+            raise ValidationError(f"{path}: cannot read: {err}") from None
         present = {row[0] for row in con.execute("DESCRIBE raw").fetchall()}
         if not {"type", "item_id"} <= present or not present & {"attribution_token", "request_id"}:
-            raise ValidationFailed(f"{path}: needs columns type, item_id and attribution_token or request_id")
+            raise ValidationError(f"{path}: needs columns type, item_id and attribution_token or request_id")
 
         def col(name: str, cast: str = "VARCHAR") -> str:
             return f"TRY_CAST({name} AS {cast})" if name in present else f"NULL::{cast}"
