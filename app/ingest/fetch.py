@@ -191,7 +191,9 @@ class ImageFetcher:
                 raise TimeoutError from None
             except httpx.HTTPError as exc:
                 raise ImageFetchFailed(f"the image download failed: {type(exc).__name__}: {exc}") from None
-        raise ImageFetchFailed(f"the image URL redirected more than {self.max_redirects} times")
+        raise ImageFetchFailed(
+            f"the image URL redirected more often than LOOKALIKE_FETCH_MAX_REDIRECTS allows ({self.max_redirects})"
+        )
 
     async def _read_capped(self, response: httpx.Response) -> bytes:
         encoding = response.headers.get("content-encoding", "identity").strip().lower()
