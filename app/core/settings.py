@@ -44,7 +44,8 @@ class Settings(BaseSettings):
         gt=0,
         le=120,
         description="How long a request waits for any vector-store call, the embedded store's too (both run in "
-        "app/store/guard.py); past it, 503 store_unavailable. In server mode also the Qdrant client's timeout.",
+        "app/store/guard.py); past it, 503 store_unavailable. In server mode also the Qdrant client's timeout "
+        "(whole seconds, at least 1).",
     )
     qdrant_path: Path = Path("data/qdrant")
     # kept bytes of uploaded/base64 items (GET /items/{id}/image, backfills); None = <QDRANT_PATH parent>/images

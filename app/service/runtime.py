@@ -37,8 +37,6 @@ Models = ModelSet | OnnxImageEncoder | Sequence[OnnxImageEncoder]
 class Services:
     """What the routes reach, all started."""
 
-    settings: Settings
-    body_budget: Budget  # admission of request bodies (app/http/middleware.py)
     items: ItemService
     experiments: ExperimentService
     backfills: Backfills
@@ -49,7 +47,8 @@ class Runtime:
 
     def __init__(self, settings: Settings, models: Models | None = None, store: VectorStore | None = None) -> None:
         self.settings = settings
-        # Made before the start: the HTTP app's body-size middleware holds it from the app's first call on.
+        # Admission of request bodies (app/http/middleware.py). Made before the start: the HTTP app's middleware
+        # holds it from the app's first call on.
         self.body_budget = Budget("body_bytes", settings.admission_body_bytes)
         self._models = models
         self._store = store
@@ -62,7 +61,7 @@ class Runtime:
             experiments = await start_experiments(self.settings, items)
             backfills = Backfills(items)
             try:
-                yield Services(self.settings, self.body_budget, items, experiments, backfills)
+                yield Services(items, experiments, backfills)
             finally:
                 await backfills.stop()
                 await asyncio.to_thread(experiments.close)
