@@ -25,7 +25,7 @@ import os
 import re
 import threading
 import time
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Literal, TypeVar
@@ -260,7 +260,3 @@ def write_rows(root: str | Path, source: str, select_sql: str, con: duckdb.DuckD
     target = directory / f"{_hour(time.time())}-{time.time_ns()}.parquet"
     _copy_to_parquet(con, select_sql, target)
     return target
-
-
-def rows_to_events(rows: Iterable[Mapping]) -> list[Event]:
-    return [Event(**{k: v for k, v in row.items() if k != "replica"}) for row in rows]
