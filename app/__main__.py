@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import importlib.util
 import logging
 import signal
@@ -79,37 +80,39 @@ def ensure_model(settings: Settings) -> None:
         )
 
 
+async def serve(settings: Settings) -> None:
+    """Start the runtime, then serve HTTP on it; stop serving, then close the runtime.
+
+    The runtime starts before uvicorn does, so a bad model, two files of one version, a mismatched collection or
+    a bad experiments file raises here and stops start-up with one clear line, not a lifespan traceback.
+    """
+    from app.http.app import app_for
+    from app.service.runtime import Runtime
+
+    runtime = Runtime(settings)
+    async with runtime.running() as services:
+        config = uvicorn.Config(
+            app_for(runtime, services),
+            host=settings.host,
+            port=settings.port,
+            log_level=settings.log_level,
+            # the first step of Settings.shutdown_budget_s(): in-flight requests get this long after SIGTERM
+            timeout_graceful_shutdown=settings.shutdown_http_drain_s,  # type: ignore[arg-type]
+            access_log=settings.log_level == "debug",  # per-request lines cost CPU; /metrics counts them
+        )
+        # uvicorn re-raises SIGTERM/SIGINT after its graceful shutdown; with a no-op handler in place, serve()
+        # returns and the runtime closes in order: the store is flushed and closed (exit 0, not 143).
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            signal.signal(sig, lambda *_: None)
+        await uvicorn.Server(config).serve()
+
+
 def main() -> int:
     try:
         settings = load_settings()
         logging.basicConfig(level=settings.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s %(message)s")
         ensure_model(settings)
-        from app.http.app import create_app
-        from app.service.experiments import apply_experiments_file
-        from app.service.runtime import load_models, make_store
-
-        # Load the models and open the store before serving, so a bad model, two files of one version or a
-        # mismatched collection stops start-up with one clear line instead of a lifespan traceback.
-        models = load_models(settings)
-        store = make_store(settings)
-        try:
-            store.open(models.dims())
-            apply_experiments_file(settings, store)  # a bad file or a refused change: one line, exit 2
-            # uvicorn re-raises SIGTERM/SIGINT after its graceful shutdown; with a no-op handler in
-            # place, run() returns and the store below is flushed and closed (exit 0, not 143).
-            for sig in (signal.SIGTERM, signal.SIGINT):
-                signal.signal(sig, lambda *_: None)
-            uvicorn.run(
-                create_app(settings, models, store),
-                host=settings.host,
-                port=settings.port,
-                log_level=settings.log_level,
-                # the first step of Settings.shutdown_budget_s(): in-flight requests get this long after SIGTERM
-                timeout_graceful_shutdown=settings.shutdown_http_drain_s,  # type: ignore[arg-type]
-                access_log=settings.log_level == "debug",  # per-request lines cost CPU; /metrics counts them
-            )
-        finally:
-            store.close()
+        asyncio.run(serve(settings))
     except (SettingsError, ModelMissing, EncoderError, CollectionMismatch, LookalikeError) as exc:
         print(f"lookalike: {exc}", file=sys.stderr)
         return 2

@@ -65,7 +65,7 @@ def item_id(i: int) -> str:
 
 
 def payload(i: int, rng: np.random.Generator, model_version: str) -> dict[str, Any]:
-    """What the service stores for an item (app/service/items.py), so GET /items/{id} answers for it too."""
+    """What the service stores for an item (app/service/writes.py), so GET /items/{id} answers for it too."""
     return {
         "item_id": item_id(i),
         "title": f"listing {i}",

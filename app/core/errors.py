@@ -1,7 +1,8 @@
 """Domain errors: each class carries its error code, HTTP status and Retry-After.
 
-Everything below the API raises `LookalikeError` subclasses; app/http/answers.py turns any of them into
-a `{"error": {"code", "message"}}` answer from these class attributes. Nothing else picks status codes.
+Everything below the API raises `LookalikeError` subclasses, each named after its code (`item_not_found`:
+ItemNotFound, `internal`: InternalError); app/http/answers.py turns any of them into a `{"error": {"code",
+"message"}}` answer from these class attributes. Nothing else picks status codes.
 README.md's error table lists every class (tests/unit/test_errors.py checks it).
 """
 
@@ -39,7 +40,9 @@ class ItemNotFound(LookalikeError):
         super().__init__(f"no item with item_id {item_id!r}")
 
 
-class RouteNotFound(LookalikeError):
+class NotFound(LookalikeError):
+    """No such route, or no such static file of the page."""
+
     code = "not_found"
     status = 404
 
@@ -82,7 +85,7 @@ class UnsupportedImageType(LookalikeError):
     status = 415
 
 
-class ValidationFailed(LookalikeError):
+class ValidationError(LookalikeError):
     code = "validation_error"
     status = 422
 
@@ -160,11 +163,15 @@ class ModelNotFound(LookalikeError):
     status = 404
 
 
-class VersionMissing(LookalikeError):
-    """The item has no vector of the requested model version yet (its backfill has not reached it)."""
+class ModelNotReady(LookalikeError):
+    """Items lack a vector of the model version (its backfill has not reached them): promote or a read of it."""
 
     code = "model_not_ready"
     status = 409
+
+
+# The former name, still imported by the store modules (app/store/qdrant_edge/store.py, qdrant_server.py).
+VersionMissing = ModelNotReady
 
 
 class ImageNotFound(LookalikeError):

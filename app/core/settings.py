@@ -30,7 +30,7 @@ class Settings(BaseSettings):
 
     # Model
     # One or more model files, comma-separated: the first serves a new collection, the others are
-    # candidates (app/encode/models.py); every active version embeds each write.
+    # candidates (app/encode/model_set.py); every active version embeds each write.
     model_path: Annotated[list[Path], NoDecode] = [Path("models/siglip.onnx")]
     model_source: str = "google/siglip-base-patch16-224"  # exported to model_path when that one file is missing
     device: Literal["auto", "cuda", "cpu"] = "auto"
@@ -39,7 +39,14 @@ class Settings(BaseSettings):
     # Store
     qdrant_url: str | None = None  # set = server mode, else embedded Qdrant Edge
     qdrant_api_key: SecretStr | None = None
-    qdrant_timeout_s: float = Field(5.0, gt=0, le=120)
+    qdrant_timeout_s: float = Field(
+        5.0,
+        gt=0,
+        le=120,
+        description="How long a request waits for any vector-store call, the embedded store's too (both run in "
+        "app/store/guard.py); past it, 503 store_unavailable. In server mode also the Qdrant client's timeout "
+        "(whole seconds, at least 1).",
+    )
     qdrant_path: Path = Path("data/qdrant")
     # kept bytes of uploaded/base64 items (GET /items/{id}/image, backfills); None = <QDRANT_PATH parent>/images
     image_store_path: Path | None = None
@@ -65,7 +72,7 @@ class Settings(BaseSettings):
     batch_max_hold_ms: float = Field(1000.0, ge=0, le=60_000)
     queue_max: int = Field(256, ge=1, le=100_000)
     request_timeout_s: float = Field(30.0, gt=0, le=600)
-    # Admission (app/ingest/admission.py): what writes may hold at once before the encoder; past it, 429.
+    # Admission (app/service/admission.py): what writes may hold at once before the encoder; past it, 429.
     # None ("auto") = QUEUE_MAX + the batch size + DECODE_SLOTS: what the queue, one running batch and
     # the decoders hold, so admission refuses before the queue does and the pipeline stays full.
     admission_images: int | None = Field(None, ge=1, le=100_000)
@@ -80,6 +87,9 @@ class Settings(BaseSettings):
     fetch_max_connections: int = Field(100, ge=1, le=10_000)  # the download pool (app/ingest/fetch.py)
     fetch_max_keepalive: int = Field(20, ge=0, le=10_000)
     fetch_keepalive_expiry_s: float = Field(5.0, ge=0, le=600)
+    fetch_max_redirects: int = Field(
+        3, ge=0, le=20, description="Redirects an image URL may take; each hop's address is checked again."
+    )
     decode_draft: bool = True  # JPEG DCT-scaled decode (BENCHMARKS.md "Decode"); false = HF-exact
     request_max_bytes: int = Field(64 * 1024 * 1024, ge=1024, le=1024 * 1024 * 1024)
 

@@ -11,10 +11,11 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
+import pydantic
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 
-from app.core.errors import ValidationFailed, validation_message
+from app.core.errors import ValidationError, validation_message
 
 NAME_PATTERN = r"^[A-Za-z0-9_.-]{1,64}$"
 Name = Annotated[str, Field(pattern=NAME_PATTERN)]
@@ -85,17 +86,17 @@ def same_design(a: ExperimentSpec, b: ExperimentSpec) -> bool:
 
 
 def parse_spec(body: Any) -> ExperimentSpec:
-    """Validate a PUT body; a bad one raises ValidationFailed (422 validation_error) naming the fields."""
+    """Validate a PUT body; a bad one raises ValidationError (422 validation_error) naming the fields."""
     try:
         return ExperimentSpec.model_validate(body)
-    except ValidationError as err:
-        raise ValidationFailed(validation_message(err.errors())) from None
+    except pydantic.ValidationError as err:
+        raise ValidationError(validation_message(err.errors())) from None
 
 
 def parse_name(name: str) -> str:
-    """An experiment name from a URL path; ValidationFailed (422) unless it matches NAME_PATTERN."""
+    """An experiment name from a URL path; ValidationError (422) unless it matches NAME_PATTERN."""
     if not isinstance(name, str) or not re.fullmatch(NAME_PATTERN, name):
-        raise ValidationFailed(f"name: an experiment name is 1-64 characters of A-Z a-z 0-9 _ . -, got {name!r}")
+        raise ValidationError(f"name: an experiment name is 1-64 characters of A-Z a-z 0-9 _ . -, got {name!r}")
     return name
 
 
@@ -110,28 +111,28 @@ def load_experiments_file(path: str | Path) -> list[tuple[str, ExperimentSpec]]:
               - {name: treatment, model_version: v2, weight: 50}
             shadow: false
 
-    Any problem (unreadable, not YAML, bad entry, duplicate name) raises ValidationFailed naming the file and entry.
+    Any problem (unreadable, not YAML, bad entry, duplicate name) raises ValidationError naming the file and entry.
     """
     path = Path(path)
     try:
         doc = yaml.safe_load(path.read_text(encoding="utf-8"))
     except (OSError, UnicodeDecodeError, yaml.YAMLError) as err:
-        raise ValidationFailed(f"{path}: cannot read the experiments file: {err}") from None
+        raise ValidationError(f"{path}: cannot read the experiments file: {err}") from None
     entries = doc.get("experiments") if isinstance(doc, dict) else None
     if not isinstance(entries, list):
-        raise ValidationFailed(f"{path}: expected a mapping with an 'experiments' list")
+        raise ValidationError(f"{path}: expected a mapping with an 'experiments' list")
     found: list[tuple[str, ExperimentSpec]] = []
     for i, entry in enumerate(entries):
         if not isinstance(entry, dict) or not isinstance(entry.get("name"), str):
-            raise ValidationFailed(f"{path}: experiments[{i}] needs a 'name'")
+            raise ValidationError(f"{path}: experiments[{i}] needs a 'name'")
         body = {k: v for k, v in entry.items() if k != "name"}
         name = entry["name"]
         try:
             Experiment.model_validate({**body, "name": name, "started_at": datetime.now(UTC)})
             spec = ExperimentSpec.model_validate(body)
-        except ValidationError as err:
-            raise ValidationFailed(f"{path}: experiments[{i}] ({name}): {validation_message(err.errors())}") from None
+        except pydantic.ValidationError as err:
+            raise ValidationError(f"{path}: experiments[{i}] ({name}): {validation_message(err.errors())}") from None
         if any(name == n for n, _ in found):
-            raise ValidationFailed(f"{path}: experiment {name!r} appears twice")
+            raise ValidationError(f"{path}: experiment {name!r} appears twice")
         found.append((name, spec))
     return found

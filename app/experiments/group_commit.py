@@ -3,7 +3,8 @@
 `GroupCommitLog.append` only queues the rows; one background thread appends whatever has queued to the durable
 `EventLog` every `interval_s` (one write + one fsync for all of them). The price: a served row queued in the
 last few milliseconds before a kill -9 is lost (its answer's later events still count: the report keys answers
-by request id, and events carry everything the token says). POST /events never goes through here: its
+by request id, and events carry everything the token says), and so are the rows of a write that fails (a full
+disk): they are off the queue by then and nothing writes them again. POST /events never goes through here: its
 acknowledgements are written and fsynced before the answer.
 """
 
@@ -55,8 +56,8 @@ class GroupCommitLog:
         while not self._closed.wait(self._interval_s):
             try:
                 self.flush()
-            except Exception:  # a full disk must not kill the writer: retry at the next tick
-                log.exception("could not write served rows to the event log")
+            except Exception:  # a full disk must not kill the writer; the rows of the failed batch are lost
+                log.exception("could not write served rows to the event log; those rows are dropped")
 
     def close(self) -> None:
         self._closed.set()

@@ -18,7 +18,7 @@ from pathlib import Path
 import duckdb
 import numpy as np
 
-from app.core.errors import LookalikeError, ValidationFailed
+from app.core.errors import LookalikeError, ValidationError
 from app.experiments.event_log import COLUMNS, create_events_view, write_rows
 from app.experiments.tokens import AttributionTokens
 
@@ -42,43 +42,14 @@ def _reader(path: Path) -> str:
         return f"read_json({quoted}, format='auto')"
     if suffix == ".parquet":
         return f"read_parquet({quoted})"
-    raise ValidationFailed(f"{path}: unknown log format {suffix!r} (use .csv, .jsonl, .json or .parquet)")
+    raise ValidationError(f"{path}: unknown log format {suffix!r} (use .csv, .jsonl, .json or .parquet)")
 
 
 def import_events(path: str | Path, root: str | Path, tokens: AttributionTokens) -> ImportResult:
     path = Path(path)
     con = duckdb.connect()
     try:
-        try:
-            con.execute(f"CREATE TEMP TABLE raw AS SELECT * FROM {_reader(path)}")
-        except duckdb.Error as err:
-            raise ValidationFailed(f"{path}: cannot read: {err}") from None
-        present = {row[0] for row in con.execute("DESCRIBE raw").fetchall()}
-        if not {"type", "item_id"} <= present or not present & {"attribution_token", "request_id"}:
-            raise ValidationFailed(f"{path}: needs columns type, item_id and attribution_token or request_id")
-
-        def col(name: str, cast: str = "VARCHAR") -> str:
-            return f"TRY_CAST({name} AS {cast})" if name in present else f"NULL::{cast}"
-
-        ts = col("ts", "DOUBLE")
-        if "ts" in present:
-            ts = f"coalesce({ts}, epoch(TRY_CAST(ts AS TIMESTAMPTZ)))"
-        con.execute(
-            f"""CREATE TEMP TABLE rows AS SELECT row_number() OVER () AS idx, lower({col("type")}) AS type,
-            {col("item_id")} AS item_id, {col("position", "INTEGER")} AS position, {ts} AS ts,
-            {col("attribution_token")} AS token, {col("request_id")} AS request_id FROM raw"""
-        )
-        result = ImportResult(rows=con.execute("SELECT count(*) FROM rows").fetchone()[0])
-        bad = con.execute(
-            "SELECT count(*) FROM rows WHERE type NOT IN ('impression', 'click', 'purchase') OR type IS NULL "
-            "OR item_id IS NULL OR (token IS NULL AND request_id IS NULL)"
-        ).fetchone()[0]
-        result.rejected.update({"validation_error": bad} if bad else {})
-        con.execute(
-            "DELETE FROM rows WHERE type NOT IN ('impression', 'click', 'purchase') OR type IS NULL "
-            "OR item_id IS NULL OR (token IS NULL AND request_id IS NULL)"
-        )
-
+        result = _load_rows(con, path)
         _verify_tokens(con, tokens, result)
         create_events_view(con, root)
         names = ", ".join(COLUMNS)
@@ -113,6 +84,39 @@ def import_events(path: str | Path, root: str | Path, tokens: AttributionTokens)
         return result
     finally:
         con.close()
+
+
+def _load_rows(con: duckdb.DuckDBPyConnection, path: Path) -> ImportResult:
+    """The file's rows, normalised, in temp table `rows`; those without a type, an item or a token/request id
+    are counted as rejected and dropped."""
+    try:
+        con.execute(f"CREATE TEMP TABLE raw AS SELECT * FROM {_reader(path)}")
+    except duckdb.Error as err:
+        raise ValidationError(f"{path}: cannot read: {err}") from None
+    present = {row[0] for row in con.execute("DESCRIBE raw").fetchall()}
+    if not {"type", "item_id"} <= present or not present & {"attribution_token", "request_id"}:
+        raise ValidationError(f"{path}: needs columns type, item_id and attribution_token or request_id")
+
+    def col(name: str, cast: str = "VARCHAR") -> str:
+        return f"TRY_CAST({name} AS {cast})" if name in present else f"NULL::{cast}"
+
+    ts = col("ts", "DOUBLE")
+    if "ts" in present:
+        ts = f"coalesce({ts}, epoch(TRY_CAST(ts AS TIMESTAMPTZ)))"
+    con.execute(
+        f"""CREATE TEMP TABLE rows AS SELECT row_number() OVER () AS idx, lower({col("type")}) AS type,
+        {col("item_id")} AS item_id, {col("position", "INTEGER")} AS position, {ts} AS ts,
+        {col("attribution_token")} AS token, {col("request_id")} AS request_id FROM raw"""
+    )
+    result = ImportResult(rows=con.execute("SELECT count(*) FROM rows").fetchone()[0])
+    unusable = (
+        "type NOT IN ('impression', 'click', 'purchase') OR type IS NULL "
+        "OR item_id IS NULL OR (token IS NULL AND request_id IS NULL)"
+    )
+    bad = con.execute(f"SELECT count(*) FROM rows WHERE {unusable}").fetchone()[0]
+    result.rejected.update({"validation_error": bad} if bad else {})
+    con.execute(f"DELETE FROM rows WHERE {unusable}")
+    return result
 
 
 def _verify_tokens(con: duckdb.DuckDBPyConnection, tokens: AttributionTokens, result: ImportResult) -> None:

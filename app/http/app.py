@@ -1,10 +1,14 @@
-"""create_app(): the FastAPI application; its lifespan runs the service (app/service/runtime.py)."""
+"""The FastAPI application: routes mapped onto the runtime (app/service/runtime.py), which builds everything.
+
+create_app(): the lifespan starts the runtime and stops it (tests, `uvicorn app.http.app:...`);
+app_for(runtime, started): the app on a runtime its caller has started (`python -m app`).
+"""
 
 from __future__ import annotations
 
+import contextlib
 import logging
-from collections.abc import AsyncIterator, Sequence
-from contextlib import asynccontextmanager
+from collections.abc import AsyncIterator
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
@@ -16,55 +20,45 @@ from app.core.errors import (
     InternalError,
     LookalikeError,
     MethodNotAllowed,
-    RouteNotFound,
-    ValidationFailed,
+    NotFound,
+    ValidationError,
     validation_message,
 )
 from app.core.settings import Settings, load_settings
-from app.encode.encoder import OnnxImageEncoder
-from app.encode.models import ModelSet
 from app.http.answers import error_answer
 from app.http.backfill import router as backfill_router
 from app.http.experiments import router as experiments_router
 from app.http.middleware import BodySizeLimit, RequestMetrics
 from app.http.routes import router
-from app.ingest.admission import Budget
-from app.service.backfill import Backfills
-from app.service.experiments import running_experiments
-from app.service.runtime import running_service
-from app.store.base import VectorStore
+from app.service.runtime import Models, Runtime, Services, VectorStore
 
 log = logging.getLogger("lookalike")
 
 
 def create_app(
-    settings: Settings | None = None,
-    encoder: ModelSet | OnnxImageEncoder | Sequence[OnnxImageEncoder] | None = None,
-    store: VectorStore | None = None,
+    settings: Settings | None = None, encoder: Models | None = None, store: VectorStore | None = None
 ) -> FastAPI:
-    """Build the app. Models and store are created in the lifespan unless given (tests pass their own)."""
-    settings = settings or load_settings()
+    """The app; its lifespan starts the runtime. Models and store come from Settings unless given (tests)."""
+    return app_for(Runtime(settings or load_settings(), encoder, store))
 
-    @asynccontextmanager
+
+def app_for(runtime: Runtime, started: Services | None = None) -> FastAPI:
+    """Routes onto `runtime`: the lifespan starts it, unless the caller passes it `started` already."""
+
+    @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        async with running_service(settings, encoder, store) as service, running_experiments(settings, service) as exp:
-            app.state.service = service
-            app.state.experiments = exp
-            app.state.backfills = Backfills(service)
+        async with contextlib.AsyncExitStack() as stack:
+            app.state.services = started or await stack.enter_async_context(runtime.running())
             app.state.accepting = True
             try:
                 yield
             finally:
                 # Not ready first; uvicorn has stopped accepting and waits for in-flight requests.
                 app.state.accepting = False
-                # Backfills stop before the encoders drain: their images in flight are dropped (a rerun resumes).
-                await app.state.backfills.stop()
 
+    settings = runtime.settings
     app = FastAPI(
-        title="lookalike",
-        version="0.1.0",
-        summary="Visually similar marketplace listings",
-        lifespan=lifespan,
+        title="lookalike", version="0.1.0", summary="Visually similar marketplace listings", lifespan=lifespan
     )
     app.state.settings = settings
     app.state.accepting = False
@@ -72,14 +66,13 @@ def create_app(
     app.include_router(backfill_router)
     app.include_router(experiments_router)
     _install_error_handlers(app)
-    body_budget = Budget("body_bytes", settings.admission_body_bytes)  # admission of request bodies
-    app.add_middleware(BodySizeLimit, max_bytes=settings.request_max_bytes, budget=body_budget)
+    app.add_middleware(BodySizeLimit, max_bytes=settings.request_max_bytes, budget=runtime.body_budget)
     app.add_middleware(RequestMetrics)
     return app
 
 
 # The HTTPExceptions Starlette and FastAPI raise themselves: a malformed body, an unknown route or method.
-HTTP_ERRORS: dict[int, type[LookalikeError]] = {400: BadRequest, 404: RouteNotFound, 405: MethodNotAllowed}
+HTTP_ERRORS: dict[int, type[LookalikeError]] = {400: BadRequest, 404: NotFound, 405: MethodNotAllowed}
 
 
 def _install_error_handlers(app: FastAPI) -> None:
@@ -92,7 +85,7 @@ def _install_error_handlers(app: FastAPI) -> None:
         errors = exc.errors()
         if any(e.get("type") == "json_invalid" for e in errors):
             return error_answer(BadRequest("the body is not valid JSON"))
-        return error_answer(ValidationFailed(validation_message(errors) or "invalid request"))
+        return error_answer(ValidationError(validation_message(errors) or "invalid request"))
 
     @app.exception_handler(Exception)
     async def internal_error(request: Request, exc: Exception) -> JSONResponse:

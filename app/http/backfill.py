@@ -4,19 +4,15 @@ from __future__ import annotations
 
 from typing import Annotated
 
-from fastapi import APIRouter, Query, Request
+from fastapi import APIRouter, Query
 from fastapi.responses import JSONResponse
 
 from app.core.schemas import BackfillOut
 from app.http.answers import answer
-from app.http.routes import ERRORS, Service, WriteAuth
-from app.service.backfill import Backfills, Partition
+from app.http.routes import ERRORS, BackfillRuns, WriteAuth
+from app.service.backfill import Partition
 
 router = APIRouter()
-
-
-def _backfills(request: Request) -> Backfills:
-    return request.app.state.backfills
 
 
 @router.post(
@@ -28,15 +24,14 @@ def _backfills(request: Request) -> Backfills:
 )
 async def start_backfill(
     version: str,
-    request: Request,
-    service: Service,
+    backfills: BackfillRuns,
     partition: Annotated[str | None, Query(max_length=32, description="I/N: this share of the catalog")] = None,
 ) -> JSONResponse:
     """Embed with `version` every item that lacks its vector, in the background; while one runs, its status."""
-    status = await _backfills(request).start(version, Partition.parse(partition))
+    status = await backfills.start(version, Partition.parse(partition))
     return answer(BackfillOut.model_validate(status.as_dict()), 202)
 
 
 @router.get("/models/{version}/backfill", response_model=BackfillOut, responses=ERRORS)
-async def backfill_status(version: str, request: Request, service: Service) -> JSONResponse:
-    return answer(BackfillOut.model_validate((await _backfills(request).status(version)).as_dict()))
+async def backfill_status(version: str, backfills: BackfillRuns) -> JSONResponse:
+    return answer(BackfillOut.model_validate((await backfills.status(version)).as_dict()))

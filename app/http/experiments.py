@@ -8,23 +8,17 @@ from __future__ import annotations
 
 from typing import Annotated, Literal
 
-from fastapi import APIRouter, Depends, Path, Query
+from fastapi import APIRouter, Path, Query
 from fastapi.responses import HTMLResponse, JSONResponse, PlainTextResponse, Response
 
 from app.core.schemas import ErrorBody, EventsIn, EventsOut
 from app.experiments.definitions import NAME_PATTERN, Experiment, ExperimentSpec
 from app.http.answers import answer
-from app.http.routes import ERRORS, WriteAuth, get_experiments
-from app.service.experiments import ExperimentService
+from app.http.routes import ERRORS, Experiments, WriteAuth
 
 router = APIRouter(tags=["experiments"])
-Experiments = Annotated[ExperimentService, Depends(get_experiments)]
 NamePath = Annotated[str, Path(pattern=NAME_PATTERN)]
 CONFLICT = {409: {"model": ErrorBody, "description": "experiment_conflict"}}
-
-
-def _experiment(experiment: Experiment, status: int = 200) -> JSONResponse:
-    return JSONResponse(experiment.model_dump(mode="json"), status_code=status)
 
 
 @router.put(
@@ -38,12 +32,12 @@ async def put_experiment(name: NamePath, spec: ExperimentSpec, experiments: Expe
     """Create and start an experiment (201), or repeat its design (200). 409 when another one runs, when the
     design would change, or when a variant's model version is unknown or not fully covered."""
     experiment, created = await experiments.put(name, spec)
-    return _experiment(experiment, 201 if created else 200)
+    return answer(experiment, 201 if created else 200)
 
 
 @router.post("/experiments/{name}/stop", response_model=Experiment, responses=ERRORS, dependencies=[WriteAuth])
 async def stop_experiment(name: NamePath, experiments: Experiments) -> JSONResponse:
-    return _experiment(await experiments.stop(name))
+    return answer(await experiments.stop(name))
 
 
 @router.get("/experiments", response_model=dict[str, list[Experiment]])
@@ -54,7 +48,7 @@ async def list_experiments(experiments: Experiments) -> JSONResponse:
 
 @router.get("/experiments/{name}", response_model=Experiment, responses=ERRORS)
 async def get_experiment(name: NamePath, experiments: Experiments) -> JSONResponse:
-    return _experiment(await experiments.get(name))
+    return answer(await experiments.get(name))
 
 
 REPORT_TYPES = {"application/json": {}, "text/plain": {}, "text/html": {}}

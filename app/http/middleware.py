@@ -14,7 +14,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from app.core import metrics
 from app.core.errors import PayloadTooLarge
 from app.http.answers import error_answer
-from app.ingest.admission import Budget, overloaded
+from app.service.admission import Budget, overloaded
 
 REQUEST_ID_HEADER = b"x-request-id"
 

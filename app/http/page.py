@@ -11,7 +11,7 @@ from pathlib import Path
 
 from fastapi import APIRouter, Response
 
-from app.core.errors import RouteNotFound
+from app.core.errors import NotFound
 
 STATIC_DIR = Path(__file__).with_name("static")
 MEDIA_TYPES = {
@@ -58,5 +58,5 @@ async def page() -> Response:
 @router.get("/static/{name}")
 async def static_file(name: str) -> Response:
     if name not in FILES:
-        raise RouteNotFound(f"no static file {name!r}")
+        raise NotFound(f"no static file {name!r}")
     return _answer(name)

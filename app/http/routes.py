@@ -7,16 +7,17 @@ from __future__ import annotations
 
 import hmac
 import json
-from typing import Annotated, Any
+from typing import Annotated, Any, TypeVar
 
+import pydantic
 from fastapi import APIRouter, Depends, Path, Query, Request, Response
 from fastapi.responses import JSONResponse, PlainTextResponse, RedirectResponse
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
-from pydantic import BaseModel, ValidationError
+from pydantic import BaseModel
 from python_multipart.multipart import parse_options_header
 from starlette.datastructures import UploadFile
 
-from app.core.errors import BadRequest, NotReady, Unauthorized, ValidationFailed, validation_message
+from app.core.errors import BadRequest, NotReady, Unauthorized, ValidationError, validation_message
 from app.core.schemas import (
     ITEM_ID_PATTERN,
     META_FIELDS,
@@ -44,32 +45,41 @@ from app.core.schemas import (
 )
 from app.http.answers import answer, write_answer
 from app.http.page import router as page_router
+from app.service.backfill import Backfills
 from app.service.experiments import ExperimentService
 from app.service.items import ItemService, KeptImage
+from app.service.runtime import Services
 
 router = APIRouter()
+M = TypeVar("M", bound=BaseModel)
 ItemIdPath = Annotated[str, Path(pattern=ITEM_ID_PATTERN, min_length=1, max_length=128)]
 ERRORS: dict[int | str, dict[str, Any]] = {
     code: {"model": ErrorBody} for code in (400, 401, 404, 409, 413, 415, 422, 424, 429, 503, 504)
 }
 
 
-def get_service(request: Request) -> ItemService:
-    service: ItemService | None = getattr(request.app.state, "service", None)
-    if service is None or not request.app.state.accepting:
+def get_services(request: Request) -> Services:
+    services: Services | None = getattr(request.app.state, "services", None)
+    if services is None or not request.app.state.accepting:
         raise NotReady("the service is starting or stopping")
-    return service
+    return services
 
 
-Service = Annotated[ItemService, Depends(get_service)]
+def get_service(request: Request) -> ItemService:
+    return get_services(request).items
 
 
 def get_experiments(request: Request) -> ExperimentService:
-    get_service(request)
-    return request.app.state.experiments
+    return get_services(request).experiments
 
 
+def get_backfills(request: Request) -> Backfills:
+    return get_services(request).backfills
+
+
+Service = Annotated[ItemService, Depends(get_service)]
 Experiments = Annotated[ExperimentService, Depends(get_experiments)]
+BackfillRuns = Annotated[Backfills, Depends(get_backfills)]
 
 
 def require_write_key(request: Request) -> None:
@@ -119,42 +129,46 @@ ITEM_BODY_DOC = {
     dependencies=[WriteAuth],
 )
 async def post_item(request: Request, service: Service) -> JSONResponse:
-    if request.headers.get("content-type", "").startswith("multipart/form-data"):
-        return write_answer(await _post_multipart(request, service))
-    try:
-        item = ItemIn.model_validate(await _parse_json(request))
-    except ValidationError as exc:
-        raise ValidationFailed(validation_message(exc.errors())) from None
+    if _is_multipart(request):
+        fields, data = await _read_multipart(request, len(META_FIELDS) + 1, "multipart uploads")
+        if "attributes" in fields:
+            try:
+                fields["attributes"] = _loads(fields["attributes"], "attributes")
+            except BadRequest:
+                raise ValidationError("attributes must be a JSON object") from None
+        meta = _validated(ItemMetaIn, fields)
+        return write_answer(await service.index_upload(meta.item_id, meta.metadata(), data))
+    item = _validated(ItemIn, await _parse_json(request))
     return write_answer(await service.index_item(item))
 
 
-async def _check_multipart_complete(request: Request) -> None:
+def _is_multipart(request: Request) -> bool:
+    return request.headers.get("content-type", "").startswith("multipart/form-data")
+
+
+async def _read_multipart(request: Request, max_fields: int, what: str) -> tuple[dict[str, Any], bytes]:
+    """The text fields and the bytes of the one file field `image` of a multipart body (POST /items, /similar).
+
+    A malformed multipart body makes Starlette raise HTTPException(400) -> bad_request.
+    """
     # The parser accepts a body cut before its closing boundary; a cut upload is malformed, not an item.
     _, options = parse_options_header(request.headers.get("content-type", ""))
     boundary = options.get(b"boundary")
     if boundary and b"\r\n--" + boundary + b"--" not in await request.body():
         raise BadRequest("the multipart body is incomplete (no closing boundary)")
-
-
-async def _post_multipart(request: Request, service: ItemService) -> ItemWriteOut:
-    # A malformed multipart body makes Starlette raise HTTPException(400) -> bad_request.
-    await _check_multipart_complete(request)
-    async with request.form(max_files=1, max_fields=len(META_FIELDS) + 2) as form:
+    async with request.form(max_files=1, max_fields=max_fields + 1) as form:
         image = form.get("image")
         if not isinstance(image, UploadFile):
-            raise ValidationFailed("multipart uploads need a file field `image`")
+            raise ValidationError(f"{what} need a file field `image`")
         fields: dict[str, Any] = {k: v for k, v in form.items() if k != "image" and isinstance(v, str)}
-        if "attributes" in fields:
-            try:
-                fields["attributes"] = _loads(fields["attributes"], "attributes")
-            except BadRequest:
-                raise ValidationFailed("attributes must be a JSON object") from None
-        try:
-            meta = ItemMetaIn.model_validate(fields)
-        except ValidationError as exc:
-            raise ValidationFailed(validation_message(exc.errors())) from None
-        data = await image.read()
-    return await service.index_upload(meta.item_id, meta.metadata(), data)
+        return fields, await image.read()
+
+
+def _validated(model: type[M], data: Any) -> M:
+    try:
+        return model.model_validate(data)
+    except pydantic.ValidationError as exc:
+        raise ValidationError(validation_message(exc.errors())) from None
 
 
 @router.post("/items/batch", response_model=BatchOut, responses=ERRORS, dependencies=[WriteAuth])
@@ -225,23 +239,10 @@ SIMILAR_IMAGE_DOC = {
 )
 async def similar_to_image(request: Request, service: Service) -> JSONResponse:
     """Look-alikes of a photo (search by photo). The photo is embedded like a POST /items image, never stored."""
-    if request.headers.get("content-type", "").startswith("multipart/form-data"):
-        await _check_multipart_complete(request)
-        async with request.form(max_files=1, max_fields=len(SimilarImageFields.model_fields) + 1) as form:
-            image = form.get("image")
-            if not isinstance(image, UploadFile):
-                raise ValidationFailed("multipart search needs a file field `image`")
-            fields = {k: v for k, v in form.items() if k != "image" and isinstance(v, str)}
-            try:
-                query = SimilarImageFields.model_validate(fields)
-            except ValidationError as exc:
-                raise ValidationFailed(validation_message(exc.errors())) from None
-            data: bytes | str = await image.read()
-        return answer(await service.similar_to_image(data, query))
-    try:
-        body = SimilarImageIn.model_validate(await _parse_json(request))
-    except ValidationError as exc:
-        raise ValidationFailed(validation_message(exc.errors())) from None
+    if _is_multipart(request):
+        fields, data = await _read_multipart(request, len(SimilarImageFields.model_fields), "multipart searches")
+        return answer(await service.similar_to_image(data, _validated(SimilarImageFields, fields)))
+    body = _validated(SimilarImageIn, await _parse_json(request))
     source = body.image_url if body.image_url is not None else service.decode_base64_image(body.image_base64 or "")
     return answer(await service.similar_to_image(source, body.fields()))
 

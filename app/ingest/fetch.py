@@ -1,7 +1,7 @@
 """ImageFetcher: download an image URL with timeouts, a byte cap and an address guard (app/ingest/url_guard.py).
 
 - Only http/https URLs of an acceptable shape (url_guard.check_url), checked again at every redirect
-  hop, at most MAX_REDIRECTS hops.
+  hop, at most FETCH_MAX_REDIRECTS hops.
 - The connection itself goes through `CheckedBackend`: it resolves the host once, refuses the URL
   if any address is not public (unless FETCH_ALLOW_PRIVATE), and connects to one of those checked
   addresses. There is no second DNS lookup that a rebinding name server could answer differently.
@@ -25,7 +25,6 @@ from app.core import metrics
 from app.core.errors import ImageFetchFailed, ImageFetchTimeout, ImageTooLarge, LookalikeError, UrlNotAllowed
 from app.ingest.url_guard import IPAddress, address_allowed, check_url, parse_ip
 
-MAX_REDIRECTS = 3
 USER_AGENT = "lookalike-image-fetcher/0.1"
 
 Resolver = Callable[[str, int], Awaitable[list[str]]]
@@ -136,11 +135,15 @@ class ImageFetcher:
         max_connections: int = 100,
         max_keepalive: int = 20,
         keepalive_expiry_s: float = 5.0,
+        max_redirects: int = 3,
     ) -> None:
         self.timeout_s = timeout_s
         self.max_bytes = max_bytes
+        self.max_redirects = max_redirects
         backend = CheckedBackend(resolver, None if allow_private else policy)
-        step = min(timeout_s, 5.0)  # per connect / per read; the whole download is bounded by timeout_s
+        # Per connect / per read: these only make a silent host fail before FETCH_TIMEOUT_S, which bounds the
+        # whole download and is the limit to tune, so they are not settings.
+        step = min(timeout_s, 5.0)
         self._client = httpx.AsyncClient(
             transport=_checked_transport(
                 backend,
@@ -174,7 +177,7 @@ class ImageFetcher:
         return data
 
     async def _follow(self, url: str) -> bytes:
-        for _ in range(MAX_REDIRECTS + 1):
+        for _ in range(self.max_redirects + 1):
             target = check_url(url)
             try:
                 async with self._client.stream("GET", target) as response:
@@ -188,7 +191,9 @@ class ImageFetcher:
                 raise TimeoutError from None
             except httpx.HTTPError as exc:
                 raise ImageFetchFailed(f"the image download failed: {type(exc).__name__}: {exc}") from None
-        raise ImageFetchFailed(f"the image URL redirected more than {MAX_REDIRECTS} times")
+        raise ImageFetchFailed(
+            f"the image URL redirected more often than LOOKALIKE_FETCH_MAX_REDIRECTS allows ({self.max_redirects})"
+        )
 
     async def _read_capped(self, response: httpx.Response) -> bytes:
         encoding = response.headers.get("content-encoding", "identity").strip().lower()

@@ -16,6 +16,7 @@ import httpx
 from app.core.errors import UrlNotAllowed
 
 IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
+# Not a setting: an image URL past this is not one a marketplace hands out (common browser and CDN limit).
 MAX_URL_LENGTH = 2048
 SCHEMES = ("http", "https")
 

@@ -41,14 +41,15 @@ from app.core.errors import (
     ModelNotFound,
     NotReady,
     Overloaded,
-    ValidationFailed,
+    ValidationError,
 )
 from app.service.items import ItemService
 
 log = logging.getLogger("lookalike")
 
-FAILED_IDS_MAX = 100  # ids of failed items kept in the status
-PAGE_SIZE = 256
+# Not settings: none of these bounds memory, load or what a client sees beyond the status' sample of ids.
+FAILED_IDS_MAX = 100  # ids of failed items kept in the status (the counts cover them all)
+PAGE_SIZE = 256  # items read per store page; the encoder, not this, sets the pace
 BUSY_POLL_S = 0.05  # how often a paused runner looks at the live traffic again
 RETRY_MAX = 50  # an image refused by a full encoder queue is tried again this many times (BUSY_POLL_S apart)
 
@@ -64,7 +65,7 @@ class Partition:
 
     def __post_init__(self) -> None:
         if self.count < 1 or not 0 <= self.index < self.count:
-            raise ValidationFailed(f"partition must be I/N with 0 <= I < N, got {self.index}/{self.count}")
+            raise ValidationError(f"partition must be I/N with 0 <= I < N, got {self.index}/{self.count}")
 
     @classmethod
     def parse(cls, text: str | None) -> Partition:
@@ -72,7 +73,7 @@ class Partition:
             return cls()
         index, sep, count = text.partition("/")
         if not sep or not index.strip().isdigit() or not count.strip().isdigit():
-            raise ValidationFailed(f"partition must be I/N (e.g. 0/3), got {text!r}")
+            raise ValidationError(f"partition must be I/N (e.g. 0/3), got {text!r}")
         return cls(int(index), int(count))
 
     def holds(self, item_id: str) -> bool:
@@ -320,7 +321,7 @@ def service_backfill(
     def busy() -> bool:
         # The backfill's own images sit in VERSION's queue (and in the serving one's when VERSION serves): only
         # admission permits, which the backfill never takes, tell live work apart from it there.
-        admission = service.images
+        admission = service.image_permits
         live_queue = serving is not batcher and serving.depth >= serving.max_batch_size
         return admission.in_use * 2 >= admission.capacity or live_queue
 

@@ -18,8 +18,7 @@ import os
 import secrets
 import tempfile
 import time
-from collections.abc import AsyncIterator, Iterable
-from contextlib import asynccontextmanager
+from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
@@ -209,24 +208,11 @@ def experiment_registry(settings: Settings, store: VectorStore) -> ExperimentReg
 
 
 def apply_experiments_file(settings: Settings, store: VectorStore) -> None:
-    """LOOKALIKE_EXPERIMENTS_FILE -> the registry; a bad file or a refused change raises its LookalikeError
-    (`python -m app` runs this before serving, so it stops start-up with one line)."""
+    """LOOKALIKE_EXPERIMENTS_FILE -> the registry; a bad file or a refused change raises its LookalikeError.
+
+    Applied once per start, by the runtime (app/service/runtime.py); `python -m app` starts the runtime before it
+    serves, so a bad file stops start-up with one line. Applying the same design again changes nothing."""
     if settings.experiments_file is None:
         return
     applied = experiment_registry(settings, store).apply(load_experiments_file(settings.experiments_file))
     log.info("experiments file %s: %s", settings.experiments_file, ", ".join(e.name for e in applied) or "none")
-
-
-@asynccontextmanager
-async def running_experiments(settings: Settings, items: ItemService) -> AsyncIterator[ExperimentService]:
-    """The experiment service on top of the item service; applies LOOKALIKE_EXPERIMENTS_FILE at start-up."""
-    await asyncio.to_thread(apply_experiments_file, settings, items.store)  # idempotent: same design, no change
-    registry = experiment_registry(settings, items.store)
-    tokens = AttributionTokens(events_secret(settings), max_age_s=settings.events_max_age_s)
-    root = settings.events_root()
-    event_log = await asyncio.to_thread(EventLog, root, settings.replica)  # rolls segments a kill left behind
-    service = ExperimentService(items, registry, tokens, event_log, root)
-    try:
-        yield service
-    finally:
-        await asyncio.to_thread(service.close)

@@ -107,7 +107,7 @@ class VectorStore(Protocol):
 
     def similar(self, item_id: str, k: int, filters: SimilarFilters, version: str | None = None) -> list[Hit] | None:
         """Top-k by cosine with `version`'s vectors (None: serving), never the item itself; None if item_id is
-        unknown; VersionMissing if the item has no vector of that version; ModelNotFound if unknown/retired."""
+        unknown; ModelNotReady if the item has no vector of that version; ModelNotFound if unknown/retired."""
 
     def similar_to_vector(
         self, vector: np.ndarray, k: int, filters: SimilarFilters, version: str | None = None

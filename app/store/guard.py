@@ -32,10 +32,6 @@ class StoreGuard:
         self._trial_running = False
         self._last_error = ""
 
-    @property
-    def is_open(self) -> bool:
-        return self._open_until is not None
-
     def _admit(self) -> bool:
         """May a call go to the store now? Returns whether it is the half-open trial."""
         if self._open_until is None:

@@ -100,7 +100,7 @@ def retire_raced(still_active: Callable[[], object]) -> Iterator[None]:
     this one has not re-read yet) fails inside the engine, its vector name being gone. Answer as if the
     retire had come first: `still_active()` raises ModelNotFound (404) when the version is retired now;
     when it is not, the original error stands. (A query item whose vector is gone already reads as
-    VersionMissing: the same check tells "retired" from "not backfilled yet".)"""
+    ModelNotReady: the same check tells "retired" from "not backfilled yet".)"""
     try:
         yield
     except ModelNotFound:

@@ -207,7 +207,7 @@ def test_kept_bytes_deleted_or_replaced_while_the_backfill_reads_them_are_skippe
     with catalog.app(m.v1) as client:
         write_items(client, host, n_url=0, n_b64=3)
     with catalog.app(m.v1, m.v2) as client:
-        service = client.app.state.service  # type: ignore[attr-defined]
+        service = client.app.state.services.items  # type: ignore[attr-defined]
         kept_get = service.image_store.get
         first_read = threading.Lock()
         interfered: list[int] = []

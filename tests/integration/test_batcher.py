@@ -38,9 +38,9 @@ def test_a_batch_request_is_encoded_in_one_run_even_without_a_wait(
 ) -> None:
     # POST /items/batch admits all its images at once; their decodes (made slow here) finish one
     # after another, long after BATCH_MAX_WAIT_MS=0, and still all of them go in one encoder run.
-    import app.service.items
+    import app.service.embedding
 
-    real_load = app.service.items.load_pixels_for
+    real_load = app.service.embedding.load_pixels_for
     lock = threading.Lock()
     calls = [0]
 
@@ -51,7 +51,7 @@ def test_a_batch_request_is_encoded_in_one_run_even_without_a_wait(
         time.sleep(0.02 * n)
         return real_load(*args, **kwargs)
 
-    monkeypatch.setattr(app.service.items, "load_pixels_for", slow_load)
+    monkeypatch.setattr(app.service.embedding, "load_pixels_for", slow_load)
     recorder = RecordingEncode(tiny_encoder.embed)
     monkeypatch.setattr(tiny_encoder, "embed", recorder)
     with client_factory(batch_max_wait_ms=0) as client:
@@ -62,4 +62,4 @@ def test_a_batch_request_is_encoded_in_one_run_even_without_a_wait(
         assert response.status_code == 200
         assert [r["status"] for r in response.json()["results"]] == [201] * 6 + [422]
         assert recorder.sizes == [6]
-        assert client.app.state.service.batcher.announced == 0  # type: ignore[attr-defined]
+        assert client.app.state.services.items.batcher.announced == 0  # type: ignore[attr-defined]

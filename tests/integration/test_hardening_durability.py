@@ -58,7 +58,7 @@ def test_retrying_the_same_post_leaves_one_item(client: TestClient) -> None:
     statuses = [client.post("/items", json=body).status_code for _ in range(4)]
     assert statuses == [201, 200, 200, 200]
     assert client.post("/items", json={"item_id": "other", "image_base64": b64(photo(2))}).status_code == 201
-    store = client.app.state.service.store  # type: ignore[attr-defined]
+    store = client.app.state.services.items.store  # type: ignore[attr-defined]
     assert store.count() == 2
     assert [r["item_id"] for r in client.get("/similar/other", params={"k": 100}).json()["results"]] == ["retry-1"]
 
@@ -73,7 +73,7 @@ def test_concurrent_retries_of_one_item_leave_one_item(
         with ThreadPoolExecutor(8) as pool:
             statuses = list(pool.map(lambda _: client.post("/items", json=body).status_code, range(8)))
         assert set(statuses) <= {200, 201} and 201 in statuses
-        store = client.app.state.service.store  # type: ignore[attr-defined]
+        store = client.app.state.services.items.store  # type: ignore[attr-defined]
         assert store.count() == 1
         batch = {"items": [body, {"item_id": "race-2", "image_base64": b64(photo(4))}]}
         assert [r["status"] for r in client.post("/items/batch", json=batch).json()["results"]] == [200, 201]

@@ -489,6 +489,18 @@ def test_three_redirects_are_followed(fault_api: TestClient, faults: FaultServer
     assert response.status_code == 201, response.text
 
 
+def test_fetch_max_redirects_sets_how_many_hops_are_followed(
+    tmp_path: Path, tiny_model_path: Path, tiny_encoder: OnnxImageEncoder, faults: FaultServer
+) -> None:
+    with open_app(tmp_path, tiny_model_path, tiny_encoder, fetch_max_redirects=1) as client:
+        one_hop = client.post("/items", json={"item_id": "hops-1", "image_url": faults.url + "/hop0"})
+        assert one_hop.status_code == 201, one_hop.text
+        two_hops = client.post("/items", json={"item_id": "hops-2", "image_url": faults.url + "/hop1"})
+        assert_error(two_hops, 424, "image_fetch_failed")
+        assert "LOOKALIKE_FETCH_MAX_REDIRECTS allows (1)" in two_hops.json()["error"]["message"]
+        assert client.get("/items/hops-2").status_code == 404
+
+
 def test_fetch_errors_are_typed_errors_never_bare_exceptions() -> None:
     """Every fault above is a LookalikeError from the fetcher itself (so a 4xx/504, never a 500)."""
 

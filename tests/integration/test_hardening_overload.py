@@ -57,7 +57,7 @@ def test_full_queue_sheds_at_once_and_readiness_follows(
     held = HeldEncoder(tiny_encoder)
     settings = {"queue_max": 2, "batch_max_size": 1, "request_timeout_s": 60}
     with open_app(tmp_path, tiny_model_path, held, **settings) as client, ThreadPoolExecutor(4) as pool:  # type: ignore[arg-type]
-        batcher = client.app.state.service.batcher  # type: ignore[attr-defined]
+        batcher = client.app.state.services.items.batcher  # type: ignore[attr-defined]
         assert client.get("/readyz").status_code == 200
         assert post(client, "seed").status_code == 201  # an item to read while writes are shed
         held.gate.clear()
@@ -97,7 +97,7 @@ def test_expired_work_never_reaches_the_encoder(
         open_app(tmp_path, tiny_model_path, held, queue_max=4, batch_max_size=1, request_timeout_s=0.5) as client,  # type: ignore[arg-type]
         ThreadPoolExecutor(2) as pool,
     ):
-        batcher = client.app.state.service.batcher  # type: ignore[attr-defined]
+        batcher = client.app.state.services.items.batcher  # type: ignore[attr-defined]
         held.gate.clear()
         held.entered = 0
         running, queued = pool.submit(post, client, "late-1"), None
@@ -156,13 +156,13 @@ def test_image_permits_refuse_at_once_and_a_batch_is_admitted_item_by_item(
     held = HeldEncoder(tiny_encoder)
     settings = {"admission_images": 3, "queue_max": 100, "batch_max_size": 1, "request_timeout_s": 60}
     with open_app(tmp_path, tiny_model_path, held, **settings) as client, ThreadPoolExecutor(4) as pool:  # type: ignore[arg-type]
-        service = client.app.state.service  # type: ignore[attr-defined]
-        assert service.images.capacity == 3
+        service = client.app.state.services.items  # type: ignore[attr-defined]
+        assert service.image_permits.capacity == 3
         held.gate.clear()
         held.entered = 0
         waiting = [pool.submit(post, client, f"in-{i}") for i in range(2)]
         wait_until(lambda: held.entered == 1 and service.batcher.depth == 1, what="two images in the write path")
-        assert service.images.in_use == 2
+        assert service.image_permits.in_use == 2
         metrics_text = client.get("/metrics").text
         assert 'lookalike_admission_in_use{resource="images"} 2.0' in metrics_text
 
@@ -177,7 +177,7 @@ def test_image_permits_refuse_at_once_and_a_batch_is_admitted_item_by_item(
         results = batch.result(timeout=60).json()["results"]
         assert [r["status"] for r in results] == [201, 429, 429]
         assert {r["error"]["code"] for r in results[1:]} == {"overloaded"}
-        assert service.images.in_use == 0
+        assert service.image_permits.in_use == 0
         assert client.get("/items/b-0").status_code == 200
         assert all(client.get(f"/items/{i}").status_code == 404 for i in ("b-1", "b-2", "refused"))
         assert post(client, "after").status_code == 201  # permits came back

@@ -116,3 +116,52 @@ def test_a_bad_experiments_file_stops_start_up_with_one_line(tmp_path: Path, tin
     assert "Traceback" not in result.stderr
     [line] = [x for x in result.stderr.splitlines() if x.startswith("lookalike: ")]
     assert "nowhere-v1" in line  # names the version it refused
+
+
+def test_a_collection_of_another_model_stops_start_up_with_one_line(tmp_path: Path, tiny_model_path: Path) -> None:
+    from app.store.qdrant_edge import EdgeStore
+
+    store = EdgeStore(tmp_path / "q", "items")  # what run_app's LOOKALIKE_QDRANT_PATH names
+    store.open({"other-v1": 8})  # a collection made by another model, which no file here provides
+    store.close()
+    result = run_app(tmp_path, LOOKALIKE_MODEL_PATH=str(tiny_model_path))
+    assert result.returncode == 2
+    assert "Traceback" not in result.stderr
+    [line] = [x for x in result.stderr.splitlines() if x.startswith("lookalike: ")]
+    assert "'other-v1'" in line
+
+
+def test_the_experiments_file_is_applied_once_and_served(tmp_path: Path, tiny_model_path: Path) -> None:
+    import httpx
+
+    from app.core.model_contract import read_model_file
+
+    version = read_model_file(tiny_model_path).model_version
+    path = tmp_path / "experiments.yaml"
+    path.write_text(  # an empty collection: every version covers all of its (no) items
+        "experiments:\n  - name: from-file\n    unit: user\n    variants:\n"
+        f"      - {{name: control, model_version: {version}, weight: 1}}\n"
+        f"      - {{name: treatment, model_version: {version}, weight: 1}}\n"
+    )
+    port = free_port()
+    env = {k: v for k, v in os.environ.items() if not k.startswith("LOOKALIKE_")}
+    env.update(
+        LOOKALIKE_PORT=str(port),
+        LOOKALIKE_MODEL_PATH=str(tiny_model_path),
+        LOOKALIKE_QDRANT_PATH=str(tmp_path / "q"),
+        LOOKALIKE_EXPERIMENTS_FILE=str(path),
+        LOOKALIKE_DEVICE="cpu",
+    )
+    log = tmp_path / "stderr.log"
+    with log.open("w") as stderr:
+        process = subprocess.Popen([sys.executable, "-m", "app"], cwd=ROOT, env=env, stderr=stderr, text=True)
+        try:
+            wait_ready(f"http://127.0.0.1:{port}", process, timeout_s=120)
+            experiments = httpx.get(f"http://127.0.0.1:{port}/experiments", timeout=10).json()["experiments"]
+        finally:
+            process.send_signal(signal.SIGTERM)
+            process.wait(timeout=60)
+    output = log.read_text()
+    assert process.returncode == 0, output
+    assert [(e["name"], e["state"]) for e in experiments] == [("from-file", "running")]
+    assert len([x for x in output.splitlines() if f"experiments file {path}: from-file" in x]) == 1, output

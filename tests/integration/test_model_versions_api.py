@@ -12,7 +12,7 @@ import pytest
 from fastapi.testclient import TestClient
 
 from app.encode.encoder import EncoderError
-from app.encode.models import ModelSet
+from app.encode.model_set import ModelSet
 from tests.conftest import Catalog, TwoModels
 from tests.factories import ImageServer, photo
 from tests.hardening import assert_error, b64
@@ -63,7 +63,7 @@ def test_upgrade_promote_roll_back_retire(catalog: Catalog, images: ImageServer)
         }
 
         # the service embeds one image with several versions from one decode (what a backfill uses)
-        service = client.app.state.service  # type: ignore[attr-defined]
+        service = client.app.state.services.items  # type: ignore[attr-defined]
         vectors = client.portal.call(service.embed_versions, photo(2), ["v1", "v2"])  # type: ignore[union-attr]
         assert {v: a.shape for v, a in vectors.items()} == {"v1": (m.v1.dim,), "v2": (m.v2.dim,)}
 

@@ -81,7 +81,7 @@ def test_base64_search_answers_like_get_similar_of_the_same_image(client: TestCl
 
 def test_multipart_and_url_searches_answer_like_base64(client: TestClient, images: ImageServer) -> None:
     fill(client)
-    before = client.app.state.service.store.count()  # type: ignore[attr-defined]
+    before = client.app.state.services.items.store.count()  # type: ignore[attr-defined]
     filters = {"category": "shoes", "include_sold": True, "exclude_same_seller": True, "max_price": 80}
     expected = get_similar(client, 4, filters)
     form = {k: str(v).lower() if isinstance(v, bool) else str(v) for k, v in photo_filters(filters).items()}
@@ -94,7 +94,7 @@ def test_multipart_and_url_searches_answer_like_base64(client: TestClient, image
     same(by_photo(from_url, 4), expected)
     assert images.hits == ["/q.jpg"]
     # nothing was stored: same count, and the search photos are no items
-    assert client.app.state.service.store.count() == before == 13  # type: ignore[attr-defined]
+    assert client.app.state.services.items.store.count() == before == 13  # type: ignore[attr-defined]
     listed = client.get("/items", params={"limit": 200}).json()["items"]
     assert sorted(i["item_id"] for i in listed) == sorted(["q", *(f"it-{i}" for i in range(12))])
 
@@ -118,7 +118,7 @@ def test_the_photo_itself_ranks_first_and_model_version_is_checked(client: TestC
 def test_every_error_code(client_factory: ClientFactory, images: ImageServer) -> None:
     with client_factory(fetch_max_bytes=60_000) as client:
         fill(client)
-        before = client.app.state.service.store.count()  # type: ignore[attr-defined]
+        before = client.app.state.services.items.store.count()  # type: ignore[attr-defined]
         ok = b64(photo(1))
         cases: list[tuple[Any, int, str]] = [
             (client.post("/similar", json={"k": 3}), 422, "validation_error"),  # no image
@@ -186,7 +186,7 @@ def test_every_error_code(client_factory: ClientFactory, images: ImageServer) ->
             assert response.status_code == status, (i, response.text)
             assert_error(response, status, code)
         assert images.hits == ["/missing.jpg"]  # the localhost names were refused before any connection
-        assert client.app.state.service.store.count() == before  # type: ignore[attr-defined]
+        assert client.app.state.services.items.store.count() == before  # type: ignore[attr-defined]
 
 
 class HeldEncoder:
@@ -214,7 +214,7 @@ def test_full_encoder_queue_answers_429(tmp_path: Path, tiny_model_path: Path, t
     body = {"image_base64": b64(photo(7)), "k": 3}
     settings = {"queue_max": 1, "batch_max_size": 1, "request_timeout_s": 60}
     with open_app(tmp_path, tiny_model_path, held, **settings) as client, ThreadPoolExecutor(2) as pool:  # type: ignore[arg-type]
-        batcher = client.app.state.service.batcher  # type: ignore[attr-defined]
+        batcher = client.app.state.services.items.batcher  # type: ignore[attr-defined]
         held.gate.clear()
         # one at a time: the second would be shed if it arrived while the first still waited in the queue
         waiting = [pool.submit(client.post, "/similar", json=body)]

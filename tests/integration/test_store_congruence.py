@@ -12,7 +12,7 @@ import pytest
 from qdrant_client import QdrantClient
 from qdrant_client import models as qm
 
-from app.core.errors import ModelNotFound, VersionMissing
+from app.core.errors import ModelNotFound, ModelNotReady
 from app.store.base import CollectionMismatch, ModelVersion, SimilarFilters, VectorStore, point_id
 from app.store.qdrant_edge import EdgeStore
 from app.store.qdrant_server import ServerStore
@@ -239,7 +239,7 @@ def run_versions(make: Callable[[], VectorStore]) -> list[Any]:
         assert opened[-1] == ModelVersion("vc", "candidate", 4)
         assert store.get_meta("experiments") == {"running": ["e1"]} and store.get_meta("other") is None
         assert store.coverage("vc") == (0, 20)
-        with pytest.raises(VersionMissing):
+        with pytest.raises(ModelNotReady):
             store.similar("item-1", 5, ANY, "vc")
         missing, cursor, pages = [], None, 0
         while True:

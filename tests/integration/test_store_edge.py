@@ -22,7 +22,7 @@ from typing import Any
 import numpy as np
 import pytest
 
-from app.core.errors import StoreUnavailable, VersionMissing
+from app.core.errors import ModelNotReady, StoreUnavailable
 from app.store.base import CollectionMismatch, SimilarFilters
 from app.store.qdrant_edge import EdgeStore
 
@@ -574,7 +574,7 @@ def test_version_changes_during_a_build_survive_the_swap(open_store: Callable[..
         hits = store.similar(item_id, 5, SimilarFilters(include_sold=True), "m-3")
         scores = {i: float(v @ expected[item_id]) for i, v in expected.items() if i != item_id}
         assert hits is not None and [h.item_id for h in hits] == sorted(scores, key=lambda i: (-scores[i], i))[:5]
-    with pytest.raises(VersionMissing):
+    with pytest.raises(ModelNotReady):
         store.similar("item-45", 5, SimilarFilters(), "m-3")
     missing, _ = store.missing("m-3", 100, None)
     assert sorted(p["item_id"] for p in missing) == sorted(set(m3) - set(expected) - {"item-12"})

@@ -1,4 +1,4 @@
-"""Admission budgets (app/ingest/admission.py): taken without waiting, all or nothing, given back exactly."""
+"""Admission budgets (app/service/admission.py): taken without waiting, all or nothing, given back exactly."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ import pytest
 from prometheus_client import REGISTRY
 
 from app.core.errors import Overloaded
-from app.ingest.admission import Budget
+from app.service.admission import Budget
 
 
 def in_use_gauge(resource: str) -> float | None:

@@ -14,7 +14,7 @@ from typing import Any
 import numpy as np
 import pytest
 
-from app.core.errors import ImageFetchFailed, StoreUnavailable, ValidationFailed
+from app.core.errors import ImageFetchFailed, StoreUnavailable, ValidationError
 from app.service.backfill import Backfill, ItemChanged, Partition, partition_of
 
 
@@ -71,7 +71,7 @@ def test_partition_parse_and_validation() -> None:
     assert Partition.parse("2/5") == Partition(2, 5)
     assert str(Partition.parse(" 1/3")) == "1/3"
     for bad in ("3/3", "-1/3", "1/0", "1", "a/b", "1/3/4"):
-        with pytest.raises(ValidationFailed):
+        with pytest.raises(ValidationError):
             Partition.parse(bad)
 
 

@@ -73,3 +73,10 @@ def test_validation_message_names_fields_as_the_caller_knows_them() -> None:
     )
     settings_errors = [{"loc": ("port",), "msg": "too big"}, {"loc": (), "msg": "bad"}]
     assert validation_message(settings_errors, whole="settings", name=str.upper) == "PORT: too big; settings: bad"
+
+
+def test_each_error_class_is_named_after_its_code() -> None:
+    # `item_not_found` is ItemNotFound; a trailing "Error" is allowed (`internal`: InternalError).
+    for cls in all_error_classes():
+        camel = "".join(part.capitalize() for part in cls.code.split("_"))
+        assert cls.__name__ in (camel, camel + "Error"), f"{cls.__name__} answers with the code {cls.code!r}"

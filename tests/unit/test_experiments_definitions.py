@@ -7,7 +7,7 @@ from datetime import UTC, datetime
 
 import pytest
 
-from app.core.errors import ValidationFailed
+from app.core.errors import ValidationError
 from app.experiments.assignment import assign, bucket, served_variant
 from app.experiments.definitions import Experiment, ExperimentSpec, load_experiments_file, parse_spec, same_design
 
@@ -51,7 +51,7 @@ def test_a_valid_body_parses_with_the_first_variant_as_control() -> None:
     ],
 )
 def test_bad_bodies_are_refused_with_the_field_named(change: dict, field: str) -> None:
-    with pytest.raises(ValidationFailed) as err:
+    with pytest.raises(ValidationError) as err:
         parse_spec(BODY | change)
     assert err.value.code == "validation_error"
     assert field in err.value.message
@@ -133,7 +133,7 @@ def test_experiments_file_is_loaded(tmp_path) -> None:
 def test_a_bad_experiments_file_names_the_problem(tmp_path, text: str, message: str) -> None:
     path = tmp_path / "experiments.yaml"
     path.write_text(text)
-    with pytest.raises(ValidationFailed) as err:
+    with pytest.raises(ValidationError) as err:
         load_experiments_file(path)
     assert message in err.value.message and str(path) in err.value.message
 
@@ -142,5 +142,5 @@ def test_a_duplicate_name_in_the_file_is_refused(tmp_path) -> None:
     entry = "  - {name: e, unit: user, variants: [{name: c, model_version: v1, weight: 1}, {name: t, model_version: v2, weight: 1}]}\n"  # noqa: E501
     path = tmp_path / "experiments.yaml"
     path.write_text("experiments:\n" + entry + entry)
-    with pytest.raises(ValidationFailed, match="twice"):
+    with pytest.raises(ValidationError, match="twice"):
         load_experiments_file(path)

@@ -9,7 +9,7 @@ from pathlib import Path
 import duckdb
 import pytest
 
-from app.core.errors import ValidationFailed
+from app.core.errors import ValidationError
 from app.experiments.event_log import Event, EventLog, create_events_view, read_events
 from app.experiments.importer import import_events
 from app.experiments.tokens import AttributionTokens, new_request_id
@@ -167,7 +167,7 @@ def test_import_reads_csv_and_parquet(logged) -> None:
 def test_import_refuses_unusable_files(tmp_path: Path, name: str, content: str, message: str) -> None:
     path = tmp_path / name
     path.write_text(content)
-    with pytest.raises(ValidationFailed, match=message):
+    with pytest.raises(ValidationError, match=message):
         import_events(path, tmp_path / "log", AttributionTokens("an-events-secret-0123456789"))
     assert not (tmp_path / "log").exists() or not list((tmp_path / "log").rglob("*.parquet"))
 

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from app.core.errors import ValidationFailed
+from app.core.errors import ValidationError
 from app.experiments.definitions import Experiment, parse_spec
 from app.experiments.event_log import EventLog
 from app.experiments.events import EventRecorder
@@ -87,12 +87,12 @@ def test_expired_tokens_are_refused(recorder: EventRecorder, clock: Clock) -> No
 
 
 def test_batch_size_is_bounded(recorder: EventRecorder) -> None:
-    with pytest.raises(ValidationFailed):
+    with pytest.raises(ValidationError):
         recorder.record([])
     token = serve(recorder)
     event = {"type": "impression", "attribution_token": token, "item_id": "a", "position": 1}
     assert len(recorder.record([event] * 1000)) == 1000
-    with pytest.raises(ValidationFailed):
+    with pytest.raises(ValidationError):
         recorder.record([event] * 1001)
 
 

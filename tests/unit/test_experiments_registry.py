@@ -7,7 +7,7 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from app.core.errors import ExperimentConflict, ExperimentNotFound, ValidationFailed
+from app.core.errors import ExperimentConflict, ExperimentNotFound, ValidationError
 from app.experiments.definitions import parse_spec
 from app.experiments.registry import ExperimentRegistry, FileMetaStore
 
@@ -139,7 +139,7 @@ def test_the_experiments_file_is_applied_idempotently(registry: ExperimentRegist
 
 def test_a_bad_name_is_a_validation_error(registry: ExperimentRegistry) -> None:
     for name in ("", "a b", "x" * 65, "../etc"):
-        with pytest.raises(ValidationFailed) as err:
+        with pytest.raises(ValidationError) as err:
             registry.put(name, parse_spec(BODY))
         assert err.value.status == 422
     assert registry.experiments() == []

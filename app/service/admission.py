@@ -6,7 +6,7 @@ all in memory first. So every write takes permits at the edge, without waiting, 
 
 - `body_bytes` (app/http/middleware.py): the bytes of a request body, taken before the body is read
   (Content-Length) or chunk by chunk as it streams, given back when the request is answered.
-- `images` (app/service/items.py): one permit per image, taken before its download or decode and given
+- `images` (app/service/embedding.py): one permit per image, taken before its download or decode and given
   back when its vector comes back from the encoder (or it fails). A batch takes one permit per item,
   in order, and the items for which none is free get their own 429 in the batch's results (the batch's
   other results are per item too), so a batch is admitted item by item, never waiting.

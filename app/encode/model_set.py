@@ -56,10 +56,6 @@ class ModelSet:
     def load(cls, paths: Sequence[Path], device: Literal["auto", "cuda", "cpu"], threads: int) -> ModelSet:
         return cls([OnnxImageEncoder(path, device, threads) for path in paths], paths)
 
-    @property
-    def versions(self) -> list[str]:
-        return list(self.encoders)
-
     def dims(self) -> dict[str, int]:
         """{model_version: dim} in file order: what the store's `open` takes."""
         return {version: encoder.dim for version, encoder in self.encoders.items()}
