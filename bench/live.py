@@ -78,11 +78,19 @@ def stop_process(process: subprocess.Popen[Any], grace_s: float = 30) -> None:
 
 
 def run_process(
-    command: Sequence[str], *, timeout: float, input: str | bytes | None = None, check: bool = False, **popen: Any
+    command: Sequence[str],
+    *,
+    timeout: float = 600,
+    input: str | bytes | None = None,
+    check: bool = False,
+    capture_output: bool = False,
+    **popen: Any,
 ) -> subprocess.CompletedProcess[Any]:
     """`subprocess.run` in a new session: a timeout, an error or Ctrl-C stops everything it started."""
     if input is not None:
         popen["stdin"] = subprocess.PIPE
+    if capture_output:
+        popen["stdout"] = popen["stderr"] = subprocess.PIPE
     process = start_process(command, **popen)
     try:
         stdout, stderr = process.communicate(input, timeout=timeout)
@@ -97,6 +105,14 @@ def run_process(
 def leftover_processes() -> list[str]:
     """The processes started through `start_process` (and theirs) that still run."""
     return [line for sid in sorted(_SESSIONS) for line in session_processes(sid)]
+
+
+def kill_leftovers() -> list[str]:
+    """SIGKILL to every leftover process; returns what was still running."""
+    left = leftover_processes()
+    for sid in sorted(_SESSIONS):
+        kill_session(sid)
+    return left
 
 
 def free_port() -> int:

@@ -98,8 +98,11 @@ class Children:
     def start(
         self, command: list[str], *, env: dict[str, str] | None = None, stdout: IO[Any] | int | None = None
     ) -> subprocess.Popen[Any]:
+        """Start `command` in a process group of its own; its stdout goes to stderr unless given (the demo's
+        own stdout carries only the scores and the page's address)."""
+        out = stdout if stdout is not None else sys.stderr.fileno()
         with self._interrupts.held():
-            process = subprocess.Popen(command, env=env, stdout=stdout, process_group=0)
+            process = subprocess.Popen(command, env=env, stdout=out, process_group=0)
             self._live.append(process)
         return process
 
@@ -118,8 +121,7 @@ class Children:
     def tool(self, module: str, *args: str, output: Path | None = None) -> None:
         """Run `python -m module args` (a models/ tool, the `train` extra) to its end; its stdout to `output`."""
         with output.open("wb") if output else nullcontext() as out:
-            # stdout to `output`, else to stderr: the demo's own stdout carries only the scores and the page
-            process = self.start([sys.executable, "-m", module, *args], stdout=out or sys.stderr.fileno())
+            process = self.start([sys.executable, "-m", module, *args], stdout=out)
             try:
                 code = process.wait()
             finally:
