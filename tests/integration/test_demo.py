@@ -18,10 +18,13 @@ from pathlib import Path
 import httpx
 import pytest
 
+from app.demo import FINETUNE_STEPS
 from tests.live import ROOT, free_port, session_processes, start_process, stop_process
 
 QUICK_ITEMS = 8
-STORY_ITEMS, STORY_STEPS = 100, 60  # small, and still a clear nDCG@5 gain on the held-out listings
+# The demo's own defaults: on fewer items or steps the gain over the untrained model is within the noise of
+# the few held-out queries (100 items, 60 steps: nDCG@5 0.171 vs 0.137 on 25 queries).
+STORY_ITEMS, STORY_STEPS = 200, FINETUNE_STEPS
 
 
 @dataclass
