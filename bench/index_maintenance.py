@@ -38,6 +38,7 @@ from tqdm import tqdm
 
 from app.store.base import SimilarFilters, point_id
 from app.store.qdrant_edge import EdgeStore
+from bench.live import start_process, stop_process
 
 CATEGORIES = 20
 
@@ -299,7 +300,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     store_log = logging.getLogger("lookalike.store.edge")
     store_log.addHandler(holds)
     store_log.setLevel(logging.DEBUG)
-    control = subprocess.Popen([sys.executable, "-c", CONTROL_TICKER], stdout=subprocess.PIPE, text=True)
+    control = start_process([sys.executable, "-c", CONTROL_TICKER], stdout=subprocess.PIPE, text=True)
 
     def reader() -> None:
         rnd = random.Random(1)
@@ -358,6 +359,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         rec.stop.set()
         control.terminate()
         control_out, _ = control.communicate()
+        stop_process(control)
         for t in threads:
             t.join(timeout=5)
         stats = subject.stats()

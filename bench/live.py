@@ -2,6 +2,10 @@
 
 Bounded waits everywhere. The server's stdout and stderr go to a log file (a pipe nobody reads would fill
 and stall the server); a server that dies before it is ready raises with the tail of that log.
+
+Every process the tests and benchmarks start goes through `start_process` / `run_process`: it leads a
+new session, so `stop_process` can stop all it started (its own process groups too, as `lookalike demo`
+makes), and `leftover_processes` can tell, at the end of a test run, whether any of it still runs.
 """
 
 from __future__ import annotations
@@ -13,16 +17,102 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Iterator
-from contextlib import contextmanager
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager, suppress
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import httpx
 
 from bench.common import cache_dir
 
 ROOT = Path(__file__).resolve().parents[1]
+
+
+_SESSIONS: set[int] = set()  # the session ids (= leader pids) of the processes started here
+
+
+def start_process(command: Sequence[str], **popen: Any) -> subprocess.Popen[Any]:
+    """`subprocess.Popen` as the leader of a new session, remembered for `leftover_processes`."""
+    process = subprocess.Popen(command, start_new_session=True, **popen)
+    _SESSIONS.add(process.pid)
+    return process
+
+
+def session_processes(sid: int) -> list[str]:
+    """'pid command' of each live (not zombie) process in session `sid`, from /proc (Linux)."""
+    found = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            fields = (entry / "stat").read_text(encoding="utf-8").rsplit(")", 1)[1].split()
+            if fields[0] != "Z" and int(fields[3]) == sid:  # state, ppid, pgrp, session
+                command = (entry / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
+                found.append(f"{entry.name} {command.strip()[:200]}")
+        except (OSError, IndexError, ValueError):  # it ended while we looked
+            continue
+    return found
+
+
+def kill_session(sid: int) -> None:
+    """SIGKILL to every process still in session `sid` (whatever process group it moved to)."""
+    for line in session_processes(sid):
+        with suppress(ProcessLookupError, PermissionError):
+            os.kill(int(line.split()[0]), signal.SIGKILL)
+
+
+def stop_process(process: subprocess.Popen[Any], grace_s: float = 30) -> None:
+    """SIGTERM to the process's group, SIGKILL after `grace_s`; then SIGKILL to what is left in its session."""
+    if process.poll() is None:
+        with suppress(ProcessLookupError, PermissionError):
+            os.killpg(process.pid, signal.SIGTERM)
+        try:
+            process.wait(timeout=grace_s)
+        except subprocess.TimeoutExpired:
+            with suppress(ProcessLookupError, PermissionError):
+                os.killpg(process.pid, signal.SIGKILL)
+            process.wait(timeout=30)
+    kill_session(process.pid)
+
+
+def run_process(
+    command: Sequence[str],
+    *,
+    timeout: float = 600,
+    input: str | bytes | None = None,
+    check: bool = False,
+    capture_output: bool = False,
+    **popen: Any,
+) -> subprocess.CompletedProcess[Any]:
+    """`subprocess.run` in a new session: a timeout, an error or Ctrl-C stops everything it started."""
+    if input is not None:
+        popen["stdin"] = subprocess.PIPE
+    if capture_output:
+        popen["stdout"] = popen["stderr"] = subprocess.PIPE
+    process = start_process(command, **popen)
+    try:
+        stdout, stderr = process.communicate(input, timeout=timeout)
+    finally:
+        stop_process(process, grace_s=5)
+    result = subprocess.CompletedProcess(process.args, process.returncode, stdout, stderr)
+    if check:
+        result.check_returncode()
+    return result
+
+
+def leftover_processes() -> list[str]:
+    """The processes started through `start_process` (and theirs) that still run."""
+    return [line for sid in sorted(_SESSIONS) for line in session_processes(sid)]
+
+
+def kill_leftovers() -> list[str]:
+    """SIGKILL to every leftover process; returns what was still running."""
+    left = leftover_processes()
+    for sid in sorted(_SESSIONS):
+        kill_session(sid)
+    return left
 
 
 def free_port() -> int:
@@ -119,7 +209,7 @@ def live_server(
     with tempfile.TemporaryDirectory(prefix="lookalike-live-") as scratch:
         path = log_path or Path(scratch) / "server.log"
         with open(path, "wb") as out:
-            process = subprocess.Popen(
+            process = start_process(
                 command or [sys.executable, "-m", "app"], cwd=ROOT, env=full_env, stdout=out, stderr=subprocess.STDOUT
             )
         url = f"http://127.0.0.1:{port}"
@@ -127,13 +217,7 @@ def live_server(
             wait_ready(url, process, timeout_s, path)
             yield LiveServer(url, "127.0.0.1", port, process, path)
         finally:
-            if process.poll() is None:
-                process.send_signal(signal.SIGTERM)
-                try:
-                    process.wait(timeout=stop_timeout_s)
-                except subprocess.TimeoutExpired:
-                    process.kill()
-                    process.wait(timeout=10)
+            stop_process(process, grace_s=stop_timeout_s)
 
 
 @contextmanager

@@ -21,6 +21,17 @@ from tests.factories import ImageServer, image_server
 STORE_KINDS = ("edge", "server")
 
 
+@pytest.fixture(scope="session", autouse=True)
+def no_process_left_behind() -> Iterator[None]:
+    """Fails the run when a process a test started (tests.live.start_process) still runs at the end."""
+    yield
+    from tests.live import kill_leftovers
+
+    left = kill_leftovers()  # a leak fails the run; it does not keep running after it
+    if left:
+        pytest.fail("processes started by the tests are still running:\n" + "\n".join(left), pytrace=False)
+
+
 @pytest.fixture(scope="session")
 def tiny_model_path(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """The tiny SigLIP model, made once per session by the real export path (parity gate included)."""

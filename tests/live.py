@@ -1,5 +1,31 @@
-"""The live-server helpers the tests use, shared with the benchmarks (bench/live.py)."""
+"""The live-server and process helpers the tests use, shared with the benchmarks (bench/live.py)."""
 
-from bench.live import ROOT, LiveServer, free_port, live_server, wait_ready
+from bench.live import (
+    ROOT,
+    LiveServer,
+    free_port,
+    kill_leftovers,
+    kill_session,
+    leftover_processes,
+    live_server,
+    run_process,
+    session_processes,
+    start_process,
+    stop_process,
+    wait_ready,
+)
 
-__all__ = ["ROOT", "LiveServer", "free_port", "live_server", "wait_ready"]
+__all__ = [
+    "ROOT",
+    "LiveServer",
+    "free_port",
+    "kill_leftovers",
+    "kill_session",
+    "leftover_processes",
+    "live_server",
+    "run_process",
+    "session_processes",
+    "start_process",
+    "stop_process",
+    "wait_ready",
+]

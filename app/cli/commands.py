@@ -32,7 +32,11 @@ def parser() -> argparse.ArgumentParser:
     demo = sub.add_parser("demo", help="generated catalog + photo server + service, indexed: see the web page")
     demo.add_argument("--items", type=int_range(8), default=200, help="catalog size (at least 8)")
     demo.add_argument("--port", type=int_range(1, 65535), default=8000, help="the service's port on 127.0.0.1")
-    demo.add_argument("--data", default="data/demo", help="where the catalog (and a tiny model) are cached")
+    demo.add_argument("--data", default="data/demo", help="where the catalog and the models are cached")
+    demo.add_argument("--quick", action="store_true", help="no fine-tune: the configured (or a random) model only")
+    demo.add_argument(
+        "--steps", type=int_range(1), default=150, help="fine-tuning steps (on --items 200, about a minute)"
+    )
     return p
 
 
@@ -40,7 +44,7 @@ def _demo(args: argparse.Namespace) -> int:
     from app.demo import run_demo
 
     try:
-        return run_demo(args.items, args.port, Path(args.data))
+        return run_demo(args.items, args.port, Path(args.data), quick=args.quick, steps=args.steps)
     except (SettingsError, RuntimeError, ImportError) as exc:
         print(f"lookalike demo: {exc}", file=sys.stderr)
         return 2

@@ -27,6 +27,7 @@ from app.service.backfill import partition_of
 from tests.conftest import Catalog, make_store
 from tests.factories import photo
 from tests.hardening import assert_error, b64, wait_until
+from tests.live import run_process, start_process, stop_process
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -265,18 +266,17 @@ def test_kill_9_mid_backfill_then_rerun_completes(catalog: Catalog, host: HeldIm
     command = [sys.executable, "-m", "app.cli", "models", "backfill", "v2"]
     held = "/u6.jpg"
     host.hold(held)
-    process = subprocess.Popen(command, cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    process = start_process(command, cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:
         assert host.asked[held].wait(120), "the backfill never reached u6"
         process.send_signal(signal.SIGKILL)
         process.wait(timeout=30)
     finally:
-        if process.poll() is None:
-            process.kill()
+        stop_process(process)
     assert process.returncode == -signal.SIGKILL
     host.release[held].set()
 
-    rerun = subprocess.run(command, cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
+    rerun = run_process(command, cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
     assert rerun.returncode == 0, rerun.stderr
     assert "backfill of v2 (partition 0/1) done" in rerun.stderr
     embedded = int(rerun.stderr.split("done: ")[1].split(" embedded")[0])

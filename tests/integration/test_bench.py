@@ -10,12 +10,13 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import subprocess
 import sys
 from pathlib import Path
 from typing import Any
 
 import pytest
+
+from tests.live import run_process
 
 ROOT = Path(__file__).resolve().parents[2]
 NUMBER = (int, float)
@@ -33,7 +34,7 @@ def bench_env(tiny_model_path: Path, tmp_path_factory: pytest.TempPathFactory) -
 
 
 def run_quick(module: str, env: dict[str, str], *args: str) -> dict[str, Any]:
-    result = subprocess.run(
+    result = run_process(
         [sys.executable, "-m", f"bench.{module}", "--quick", "--json", *args],
         cwd=ROOT,
         env=env,

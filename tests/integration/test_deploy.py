@@ -29,7 +29,7 @@ import yaml
 from packaging.requirements import Requirement
 
 from app.core.settings import Settings, SettingsError, load_settings
-from tests.live import free_port
+from tests.live import free_port, run_process, start_process, stop_process
 
 ROOT = Path(__file__).resolve().parents[2]
 DOCKERFILE = ROOT / "Dockerfile"
@@ -99,7 +99,7 @@ def tool(name: str) -> str:
 
 
 def run_tool(*argv: str, timeout: float = 120) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([tool(argv[0]), *argv[1:]], capture_output=True, text=True, timeout=timeout, cwd=ROOT)
+    return run_process([tool(argv[0]), *argv[1:]], capture_output=True, text=True, timeout=timeout, cwd=ROOT)
 
 
 def load_yaml(path: Path) -> Any:
@@ -896,7 +896,7 @@ def test_image_command_serves_until_sigterm(dockerfile: Dockerfile, tiny_model_p
     workdir = tmp_path / "work"
     workdir.mkdir()
     with log_path.open("wb") as log:
-        process = subprocess.Popen(
+        process = start_process(
             [sys.executable, *command[1:]], cwd=workdir, env=env, stdout=log, stderr=subprocess.STDOUT
         )
     try:
@@ -914,7 +914,7 @@ def test_image_command_serves_until_sigterm(dockerfile: Dockerfile, tiny_model_p
             time.sleep(0.25)
         assert ready, f"/readyz never answered 200 (exit code {process.poll()}):\n{log_path.read_text()[-4000:]}"
 
-        probe = subprocess.run([sys.executable, *healthcheck[1:]], env=env, capture_output=True, text=True, timeout=30)
+        probe = run_process([sys.executable, *healthcheck[1:]], env=env, capture_output=True, text=True, timeout=30)
         assert probe.returncode == 0, f"the image's HEALTHCHECK fails against a ready app: {probe.stderr}"
         scraped = httpx.get(base + metrics_path, timeout=5)
         assert scraped.status_code == 200
@@ -929,4 +929,5 @@ def test_image_command_serves_until_sigterm(dockerfile: Dockerfile, tiny_model_p
         if process.poll() is None:
             process.kill()
             process.wait(timeout=10)
+        stop_process(process)
     assert code == 0, f"exit code {code} after SIGTERM:\n{log_path.read_text()[-4000:]}"

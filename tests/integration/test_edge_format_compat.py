@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import json
 import os
-import subprocess
 import sys
 import textwrap
 from pathlib import Path
@@ -21,6 +20,7 @@ import pytest
 
 from app.store.base import SimilarFilters
 from app.store.qdrant_edge import EdgeStore
+from tests.live import run_process
 
 REPO = Path(__file__).resolve().parents[2]
 OLD_COMMIT = "b357bcd"
@@ -102,8 +102,8 @@ def old_app(tmp_path: Path) -> Path:
     """The app/ package of the earlier commit, extracted from git."""
     tree = tmp_path / "old"
     tree.mkdir()
-    archive = subprocess.run(["git", "-C", str(REPO), "archive", OLD_COMMIT, "app"], capture_output=True, check=True)
-    subprocess.run(["tar", "-x", "-C", str(tree)], input=archive.stdout, check=True)
+    archive = run_process(["git", "-C", str(REPO), "archive", OLD_COMMIT, "app"], capture_output=True, check=True)
+    run_process(["tar", "-x", "-C", str(tree)], input=archive.stdout, check=True)
     assert (tree / "app" / "store" / "qdrant_edge" / "state.py").exists()  # the five-class version
     return tree
 
@@ -111,7 +111,7 @@ def old_app(tmp_path: Path) -> Path:
 def test_folder_written_by_the_earlier_store_opens_unchanged(tmp_path: Path, old_app: Path) -> None:
     root, out = tmp_path / "qdrant", tmp_path / "old.json"
     env = {**os.environ, "PYTHONPATH": str(old_app)}
-    done = subprocess.run(
+    done = run_process(
         [sys.executable, "-c", OLD_WRITER, str(root), str(out), str(DIM)],
         cwd=old_app,
         env=env,

@@ -18,6 +18,7 @@ from pathlib import Path
 import duckdb
 
 from app.experiments.event_log import EventLog, create_events_view
+from tests.live import start_process, stop_process
 
 ROOT = Path(__file__).resolve().parents[2]
 WRITER = """
@@ -38,7 +39,7 @@ for batch in range(100_000):
 
 def run_and_kill(root: Path, run: int, kill_after: int) -> list[str]:
     """Start a writer, kill -9 it after `kill_after` acknowledgements; returns the acknowledged batch ids."""
-    proc = subprocess.Popen(
+    proc = start_process(
         [sys.executable, "-c", WRITER, str(root), str(run)],
         cwd=ROOT,
         stdout=subprocess.PIPE,
@@ -57,8 +58,7 @@ def run_and_kill(root: Path, run: int, kill_after: int) -> list[str]:
         proc.wait(timeout=10)
         acked += [line.split()[1] for line in proc.stdout.read().splitlines() if line.startswith("ack ")]
     finally:
-        if proc.poll() is None:
-            proc.kill()
+        stop_process(proc)
     assert proc.returncode == -signal.SIGKILL
     return acked
 

@@ -8,7 +8,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from tests.live import free_port, wait_ready
+from tests.live import free_port, run_process, start_process, stop_process, wait_ready
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -16,9 +16,7 @@ ROOT = Path(__file__).resolve().parents[2]
 def run_app(tmp_path: Path, **env: str) -> subprocess.CompletedProcess[str]:
     clean = {k: v for k, v in os.environ.items() if not k.startswith("LOOKALIKE_")}
     clean.update({"HF_HUB_OFFLINE": "1", "LOOKALIKE_QDRANT_PATH": str(tmp_path / "q"), **env})
-    return subprocess.run(
-        [sys.executable, "-m", "app"], cwd=ROOT, env=clean, capture_output=True, text=True, timeout=300
-    )
+    return run_process([sys.executable, "-m", "app"], cwd=ROOT, env=clean, capture_output=True, text=True, timeout=300)
 
 
 def test_missing_model_without_hub_stops_with_instructions(tmp_path: Path) -> None:
@@ -51,9 +49,7 @@ def test_without_the_export_tools_start_up_says_how_to_get_a_model(tmp_path: Pat
     clean = {k: v for k, v in os.environ.items() if not k.startswith("LOOKALIKE_")}
     clean.update({"LOOKALIKE_MODEL_PATH": str(model), "LOOKALIKE_QDRANT_PATH": str(tmp_path / "q")})
     code = "import sys; sys.modules['torch'] = None; from app.__main__ import main; sys.exit(main())"
-    result = subprocess.run(
-        [sys.executable, "-c", code], cwd=ROOT, env=clean, capture_output=True, text=True, timeout=120
-    )
+    result = run_process([sys.executable, "-c", code], cwd=ROOT, env=clean, capture_output=True, text=True, timeout=120)
     assert result.returncode == 2
     assert "the export tools are not installed here: no torch" in result.stderr
     assert "pip install -e '.[train]'" in result.stderr
@@ -87,7 +83,7 @@ def test_missing_model_is_exported_from_model_source_then_served(tmp_path: Path)
     )
     log = tmp_path / "stderr.log"
     with log.open("w") as stderr:
-        process = subprocess.Popen([sys.executable, "-m", "app"], cwd=ROOT, env=env, stderr=stderr, text=True)
+        process = start_process([sys.executable, "-m", "app"], cwd=ROOT, env=env, stderr=stderr, text=True)
         try:
             wait_ready(f"http://127.0.0.1:{port}", process, timeout_s=240)
             served = True
@@ -95,7 +91,10 @@ def test_missing_model_is_exported_from_model_source_then_served(tmp_path: Path)
             served = False
         finally:
             process.send_signal(signal.SIGTERM)
-            process.wait(timeout=60)
+            try:
+                process.wait(timeout=60)
+            finally:
+                stop_process(process)
     output = log.read_text()
 
     assert served and process.returncode == 0, output

@@ -4,7 +4,6 @@ them, GET /models, promote (409 until covered, force, roll back), retire, kept i
 from __future__ import annotations
 
 import os
-import subprocess
 import sys
 from pathlib import Path
 
@@ -16,6 +15,7 @@ from app.encode.model_set import ModelSet
 from tests.conftest import Catalog, TwoModels
 from tests.factories import ImageServer, photo
 from tests.hardening import assert_error, b64
+from tests.live import run_process
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -224,7 +224,7 @@ def test_two_files_of_one_version_are_refused(two_models: TwoModels, tmp_path: P
             "LOOKALIKE_DEVICE": "cpu",
         }
     )
-    result = subprocess.run(
+    result = run_process(
         [sys.executable, "-m", "app"], cwd=ROOT, env=clean, capture_output=True, text=True, timeout=300
     )
     assert result.returncode == 2
@@ -238,7 +238,7 @@ def test_several_files_are_never_exported(tmp_path: Path, two_models: TwoModels)
     clean.update(
         {"LOOKALIKE_MODEL_PATH": f"{two_models.v1_path},{missing}", "LOOKALIKE_QDRANT_PATH": str(tmp_path / "q")}
     )
-    result = subprocess.run(
+    result = run_process(
         [sys.executable, "-m", "app"], cwd=ROOT, env=clean, capture_output=True, text=True, timeout=300
     )
     assert result.returncode == 2

@@ -25,6 +25,7 @@ import pytest
 from app.core.errors import ModelNotReady, StoreUnavailable
 from app.store.base import CollectionMismatch, SimilarFilters
 from app.store.qdrant_edge import EdgeStore
+from tests.live import start_process
 
 DIM = 16
 REPO = Path(__file__).resolve().parents[2]
@@ -440,7 +441,7 @@ HOLDER = textwrap.dedent(
 
 def _python(code: str, *args: str) -> subprocess.Popen[str]:
     env = {**os.environ, "PYTHONPATH": str(REPO)}
-    return subprocess.Popen([sys.executable, "-c", code, *args], stdout=subprocess.PIPE, text=True, env=env, cwd=REPO)
+    return start_process([sys.executable, "-c", code, *args], stdout=subprocess.PIPE, text=True, env=env, cwd=REPO)
 
 
 def test_kill9_loses_no_acknowledged_write(tmp_path: Path) -> None:

@@ -8,10 +8,11 @@ pip fetches nothing; the copy keeps build/ and *.egg-info out of the working tre
 from __future__ import annotations
 
 import shutil
-import subprocess
 import sys
 import zipfile
 from pathlib import Path
+
+from tests.live import run_process
 
 ROOT = Path(__file__).resolve().parents[2]
 SKIP = shutil.ignore_patterns(
@@ -24,7 +25,7 @@ def test_wheel_holds_app_and_models_but_not_bench_or_tests(tmp_path: Path) -> No
     shutil.copytree(ROOT, source, ignore=SKIP)
     out = tmp_path / "wheels"
     command = [sys.executable, "-m", "pip", "wheel", ".", "--no-deps", "--no-build-isolation", "--no-index"]
-    result = subprocess.run(
+    result = run_process(
         [*command, "-w", str(out)], cwd=source, capture_output=True, text=True, timeout=600, check=False
     )
     assert result.returncode == 0, result.stdout + result.stderr

@@ -2,18 +2,18 @@
 
 from __future__ import annotations
 
-import subprocess
 import sys
 from pathlib import Path
 
 import app
 from app.store.qdrant_edge.jobs import BUILDER_MODULE, builder_env
+from tests.live import run_process
 
 
 def test_child_resolves_app_like_the_parent_from_any_directory(tmp_path: Path) -> None:
     # From an unrelated directory, with this process's import path: the same app/ as here (a git
     # worktree under test, not whatever checkout the venv's editable install points at).
-    done = subprocess.run(
+    done = run_process(
         [sys.executable, "-c", f"import {BUILDER_MODULE} as b, app; print(app.__file__); print(b.__file__)"],
         cwd=tmp_path,
         env=builder_env(),

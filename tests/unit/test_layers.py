@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import shutil
-import subprocess
 import sys
 from pathlib import Path
+
+from tests.live import run_process
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -15,7 +16,7 @@ def test_import_contracts_are_kept() -> None:
     local = Path(sys.executable).with_name("lint-imports")
     lint_imports = str(local) if local.is_file() else shutil.which("lint-imports")
     assert lint_imports, "lint-imports is not installed (pip install -e '.[dev]')"
-    result = subprocess.run(
+    result = run_process(
         [lint_imports, "--no-cache", "--no-logo"], cwd=ROOT, capture_output=True, text=True, timeout=120
     )
     assert result.returncode == 0, result.stdout + result.stderr
@@ -32,6 +33,6 @@ def test_the_service_import_graph_has_no_training_side() -> None:
         "    importlib.import_module(name)\n"
         "print(sorted({m.split('.')[0] for m in sys.modules} & {'models', 'torch', 'transformers', 'onnx'}))\n"
     )
-    result = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=120)
+    result = run_process([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=120)
     assert result.returncode == 0, result.stderr
     assert result.stdout.strip() == "[]"

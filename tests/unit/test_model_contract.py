@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import subprocess
 import sys
 from pathlib import Path
 
@@ -20,6 +19,7 @@ from app.core.model_contract import (
     resample_name,
 )
 from app.encode.encoder import EncoderError, OnnxImageEncoder
+from tests.live import run_process
 
 ROOT = Path(__file__).resolve().parents[2]
 SIZE = 4
@@ -184,6 +184,6 @@ def test_the_contract_module_imports_no_runtime_or_training_library() -> None:
         "import sys, app.core.model_contract; "
         "print(sorted(m for m in ('onnxruntime', 'onnx', 'torch', 'transformers') if m in sys.modules))"
     )
-    result = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=60)
+    result = run_process([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=60)
     assert result.returncode == 0, result.stderr
     assert result.stdout.strip() == "[]"
