@@ -10,6 +10,7 @@ import sys
 
 import uvicorn
 
+from app.core import exposure
 from app.core.errors import LookalikeError
 from app.core.settings import Settings, SettingsError, load_settings
 from app.encode.encoder import EncoderError
@@ -83,6 +84,7 @@ def main() -> int:
     try:
         settings = load_settings()
         logging.basicConfig(level=settings.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s %(message)s")
+        exposure.check(settings)  # a public address and no LOOKALIKE_API_KEY: one line, exit 2
         ensure_model(settings)
         from app.http.app import create_app
         from app.service.experiments import apply_experiments_file

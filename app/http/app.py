@@ -6,7 +6,7 @@ import logging
 from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
 
-from fastapi import FastAPI, Request
+from fastapi import Depends, FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
@@ -28,6 +28,7 @@ from app.http.backfill import router as backfill_router
 from app.http.experiments import router as experiments_router
 from app.http.middleware import BodySizeLimit, RequestMetrics
 from app.http.routes import router
+from app.http.strict import reject_unknown_query
 from app.ingest.admission import Budget
 from app.service.backfill import Backfills
 from app.service.experiments import running_experiments
@@ -65,6 +66,7 @@ def create_app(
         version="0.1.0",
         summary="Visually similar marketplace listings",
         lifespan=lifespan,
+        dependencies=[Depends(reject_unknown_query)],  # every API route refuses unknown query parameters
     )
     app.state.settings = settings
     app.state.accepting = False

@@ -9,7 +9,7 @@ from fastapi.responses import JSONResponse
 
 from app.core.schemas import BackfillOut
 from app.http.answers import answer
-from app.http.routes import ERRORS, Service, WriteAuth
+from app.http.routes import ERRORS, AdminAuth, ModelVersionPath, Service
 from app.service.backfill import Backfills, Partition
 
 router = APIRouter()
@@ -24,10 +24,10 @@ def _backfills(request: Request) -> Backfills:
     status_code=202,
     response_model=BackfillOut,
     responses=ERRORS,
-    dependencies=[WriteAuth],
+    dependencies=[AdminAuth],
 )
 async def start_backfill(
-    version: str,
+    version: ModelVersionPath,
     request: Request,
     service: Service,
     partition: Annotated[str | None, Query(max_length=32, description="I/N: this share of the catalog")] = None,
@@ -38,5 +38,5 @@ async def start_backfill(
 
 
 @router.get("/models/{version}/backfill", response_model=BackfillOut, responses=ERRORS)
-async def backfill_status(version: str, request: Request, service: Service) -> JSONResponse:
+async def backfill_status(version: ModelVersionPath, request: Request, service: Service) -> JSONResponse:
     return answer(BackfillOut.model_validate((await _backfills(request).status(version)).as_dict()))

@@ -17,6 +17,9 @@ from app.http.answers import error_answer
 from app.ingest.admission import Budget, overloaded
 
 REQUEST_ID_HEADER = b"x-request-id"
+# Metric labels never take a value a client chose (each new value is a series kept for ever): any other
+# method is counted as OTHER, and a path that matches no route as the one route label "unmatched".
+METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"})
 
 
 class RequestMetrics:
@@ -48,8 +51,8 @@ class RequestMetrics:
             await self.app(scope, receive, send_wrapper)
         finally:
             route = scope.get("route")
-            label = getattr(route, "path", "unmatched")
-            method = scope["method"]
+            label = getattr(route, "path", "unmatched")  # the route's template, never the path sent
+            method = scope["method"] if scope["method"] in METHODS else "OTHER"
             metrics.http_requests.labels(route=label, method=method, status=str(status)).inc()
             metrics.http_duration.labels(route=label, method=method).observe(time.perf_counter() - started)
 
