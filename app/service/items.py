@@ -62,7 +62,7 @@ from app.encode.models import ModelSet
 from app.ingest.admission import Budget
 from app.ingest.decode import load_pixels_for, sniff_format
 from app.ingest.fetch import ImageFetcher
-from app.store.base import Hit, ModelVersion, SimilarFilters, VectorStore
+from app.store.base import Hit, ModelVersion, SimilarFilters, VectorStore, VersionsChanged
 from app.store.guard import StoreGuard
 from app.store.images import ImageStore, image_key
 
@@ -299,7 +299,7 @@ class ItemService:
         vectors = {v: np.stack([e.vectors[v] for e in embedded]) for v in embedded[0].vectors}
         try:
             created = await self.store_call("upsert", self.store.upsert, payloads, vectors)
-        except ValueError:  # the active versions changed since this write read them (another replica retired one)
+        except VersionsChanged:  # the active versions changed since this write read them (another replica retired one)
             active = (await self.versions(fresh=True)).active
             if not set(active) <= set(vectors):
                 raise NotReady(
