@@ -26,6 +26,7 @@ from app.core.errors import (
 from app.core.schemas import BatchResult, ItemIn, ItemOut, ItemPatch, ItemWriteOut
 from app.service.embedding import Embedded, Embedder, Pending
 from app.service.store_access import StoreAccess
+from app.store.base import VersionsChanged
 from app.store.images import ImageStore, image_key
 
 
@@ -129,7 +130,7 @@ class ItemWrites:
         store = self._access.store
         try:
             return await self._access.call("upsert", store.upsert, payloads, vectors)
-        except ValueError:  # the active versions changed since this write read them (another replica retired one)
+        except VersionsChanged:  # the active versions changed since this write read them (another replica retired one)
             active = (await self._access.versions(fresh=True)).active
             if not set(active) <= set(vectors):
                 raise NotReady(
