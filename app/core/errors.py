@@ -3,7 +3,7 @@
 Everything below the API raises `LookalikeError` subclasses, each named after its code (`item_not_found`:
 ItemNotFound, `internal`: InternalError); app/http/answers.py turns any of them into a `{"error": {"code",
 "message"}}` answer from these class attributes. Nothing else picks status codes.
-README.md's error table lists every class (tests/unit/test_errors.py checks it).
+docs/api.md's error table lists every code (tests/unit/test_errors.py checks it).
 """
 
 from __future__ import annotations

@@ -202,7 +202,7 @@ def load_settings(**overrides: object) -> Settings:
         for name in unknown:
             close = difflib.get_close_matches(name, known, n=1)
             hints.append(f"{name}" + (f" (did you mean {close[0]}?)" if close else ""))
-        raise SettingsError("unknown setting(s): " + ", ".join(hints) + ". See the README's configuration table.")
+        raise SettingsError("unknown setting(s): " + ", ".join(hints) + ". See docs/configuration.md.")
     try:
         return Settings(**overrides)  # type: ignore[arg-type]
     except ValidationError as exc:
