@@ -11,8 +11,10 @@ with the project's own tools in child processes, cached under .bench-cache/sever
 2. the untrained tiny SigLIP (`python -m models.finetune --init tiny --max-steps 0`, the fine-tune's starting
    point) and the fine-tuned one (`--max-steps --steps` on the catalog's photo/title pairs), each exported
    with `python -m models.export`, as the demo does;
-3. `models.evaluate_listings` on the test-split listings: listing-level nDCG@5 / P@1 of the best photo pair
-   (boilerplate photos left out) against the cover only; the top-5 same-product and same-seller shares of
+3. `models.evaluate_listings` on the test-split listings: listing-level nDCG@5 / P@1 of all photos
+   (boilerplate photos left out) against the cover only, for every listing aggregate of
+   models.listing_aggregates (best pair, Chamfer, top-2 mean, mean vector, cover-weighted) with paired
+   bootstrap intervals; the top-5 same-product and same-seller shares of
    the size-chart shops' listings with and without the boilerplate rule; the cosine distributions that
    calibrate the rule (size-chart copies vs views of one product vs different products).
 """

@@ -51,6 +51,7 @@ from app.core.jsonl import read_jsonl
 from app.core.settings import Settings
 from app.encode.encoder import OnnxImageEncoder
 from app.ingest.decode import load_pixels
+from models.listing_aggregates import AGGREGATES, DEFAULT_AGGREGATE
 from models.metrics import (
     METRICS,
     bootstrap_ci,
@@ -282,6 +283,12 @@ def main(argv: list[str] | None = None) -> int:
         default=BOILERPLATE_MIN_LISTINGS,
         help="with --listings: a photo with near-copies on this many other listings is boilerplate",
     )
+    p.add_argument(
+        "--aggregate",
+        choices=list(AGGREGATES),
+        default=DEFAULT_AGGREGATE,
+        help="with --listings: how photo cosines make all_photos' listing score (see models/listing_aggregates.py)",
+    )
     args = p.parse_args(argv)
     names = args.model + args.baseline
     if not names:
@@ -320,6 +327,7 @@ def _main_listings(p: argparse.ArgumentParser, args: argparse.Namespace) -> int:
         args.model,
         min_cosine=args.boilerplate_min_cosine,
         min_listings=args.boilerplate_min_listings,
+        aggregate=args.aggregate,
         device=args.device,
         threads=args.threads,
         n_boot=args.bootstrap,

@@ -8,6 +8,7 @@ from pathlib import Path
 import pytest
 
 from models import catalog, evaluate
+from models.listing_aggregates import AGGREGATES, DEFAULT_AGGREGATE
 
 
 @pytest.fixture(scope="module")
@@ -96,11 +97,12 @@ def test_listings_all_photos_vs_cover_and_the_boilerplate_rule(
 ) -> None:
     model = str(tiny_model_path)
     # A cosine only the same picture reaches: the charts (same bytes or re-encoded copies) and nothing else.
-    result = _listings_json(
-        capsys, "--data", str(listing_catalog), "--model", model, "--boilerplate-min-cosine", "0.999"
-    )
+    # The best pair, where one shared chart decides a whole listing score, shows the rule's effect plainly.
+    args = ("--data", str(listing_catalog), "--model", model, "--boilerplate-min-cosine", "0.999")
+    result = _listings_json(capsys, *args, "--aggregate", "best_pair")
     r = result[model]
-    assert list(result) == [model] and r["queries"] > 0
+    assert list(result) == [model] and r["queries"] > 0 and r["aggregate"] == "best_pair"
+    assert r["aggregates"]["best_pair"] == r["all_photos"] and set(r["aggregates"]) == set(AGGREGATES)
     for system in ("cover_only", "all_photos", "all_photos_without_rule"):
         for m in ("ndcg@5", "precision@1", "recall@10"):
             lo, hi = r[system]["ci95"][m]
@@ -116,6 +118,8 @@ def test_listings_all_photos_vs_cover_and_the_boilerplate_rule(
     copies = r["cosines"]["size_chart_copies"]
     assert copies["pairs"] > 0 and copies["p100"] == pytest.approx(1.0, abs=1e-5)  # identical bytes, cosine 1
     assert r["cosines"]["different_products"]["p0"] < copies["p0"]
+    default = _listings_json(capsys, *args)[model]
+    assert default["aggregate"] == DEFAULT_AGGREGATE and default["all_photos"] == r["aggregates"][DEFAULT_AGGREGATE]
 
 
 def test_listings_rule_needs_more_listings_than_a_shop_has(

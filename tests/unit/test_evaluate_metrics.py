@@ -90,17 +90,6 @@ TOY_EMB = np.stack([_A, _CHART, _B, _CHART, _A2])
 TOY_OWNER = np.array([0, 0, 1, 1, 2])
 
 
-def test_best_pair_is_the_max_over_usable_photo_pairs() -> None:
-    everything = evaluate_listings.best_pair_scores(TOY_EMB, TOY_OWNER, np.ones(5, bool))
-    assert everything[0, 1] == pytest.approx(1.0)  # the shared chart makes listings 0 and 1 identical
-    assert everything[0, 2] == pytest.approx(0.8) and everything[1, 2] == pytest.approx(0.6)
-    no_charts = evaluate_listings.best_pair_scores(TOY_EMB, TOY_OWNER, np.array([True, False, True, False, True]))
-    assert no_charts[0, 1] == pytest.approx(0.0) and no_charts[0, 2] == pytest.approx(0.8)
-    # A listing whose only photo is left out still ranks, on that photo.
-    only_chart = evaluate_listings.best_pair_scores(TOY_EMB[2:4], np.array([0, 1]), np.array([False, False]))
-    assert only_chart[0, 1] == pytest.approx(0.0) and only_chart[1, 1] == pytest.approx(1.0)
-
-
 def test_boilerplate_needs_near_copies_on_enough_other_listings() -> None:
     # The chart is on 2 listings: each copy has a near-copy on 1 other listing.
     marked = evaluate_listings.boilerplate_photos(TOY_EMB, TOY_OWNER, min_cosine=0.99, min_listings=1)
