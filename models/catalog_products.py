@@ -87,12 +87,16 @@ def _second_colour(rgb: tuple[int, int, int], rng: np.random.Generator) -> tuple
     return options[int(rng.integers(0, len(options)))]
 
 
+def seller_weights(n_listings: int) -> np.ndarray:
+    """Probability of each seller s0000, s0001, ... for `n_listings` listings: a few shops list a lot (Zipf-like)."""
+    n_sellers = max(3, n_listings // 6)
+    weights = 1.0 / np.arange(1, n_sellers + 1) ** 0.8
+    return weights / weights.sum()
+
+
 def make_products(n: int, seed: int) -> list[Product]:
     root = np.random.SeedSequence([seed, 1])
-    n_sellers = max(3, n // 6)
-    # Seller sizes are skewed: a few shops list a lot (Zipf-like weights).
-    weights = 1.0 / np.arange(1, n_sellers + 1) ** 0.8
-    weights /= weights.sum()
+    weights = seller_weights(n)
     colour_names = list(COLOURS)
     products = []
     for i, child in enumerate(root.spawn(n)):
@@ -112,7 +116,7 @@ def make_products(n: int, seed: int) -> list[Product]:
                 pattern=pattern,
                 rgb2=_second_colour(rgb, rng),
                 price=int(round(price, -1)),
-                seller_id=f"s{int(rng.choice(n_sellers, p=weights)):04d}",
+                seller_id=f"s{int(rng.choice(len(weights), p=weights)):04d}",
                 popularity=float(rng.normal(0, 0.5)),
             )
         )

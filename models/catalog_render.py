@@ -6,6 +6,7 @@ from __future__ import annotations
 import io
 import math
 from collections.abc import Callable
+from dataclasses import dataclass
 
 import numpy as np
 from PIL import Image, ImageDraw, ImageFilter
@@ -250,28 +251,36 @@ def _background(size: int, rng: np.random.Generator) -> Image.Image:
     return Image.fromarray(np.clip(arr, 0, 255).astype(np.uint8))
 
 
-def render_photo(product: Product, rng: np.random.Generator, size: int) -> Image.Image:
-    """One listing photo of `product` (RGB, size x size)."""
+@dataclass(frozen=True)
+class View:
+    """How one photo frames the product: the catalog's default view and the other views of a multi-photo listing."""
+
+    scale: tuple[float, float] = (0.6, 0.92)  # object side / photo side; above 1 the frame crops it
+    max_angle: float = 15.0  # in-plane rotation, degrees either way
+    squash: tuple[float, float] | None = None  # width kept when seen from the side (an "other angle" shot)
+    gain: tuple[float, float] = (0.75, 1.2)  # exposure
+    centred: bool = False  # a close-up is framed on the object's middle, not its corner
+
+
+FRONT = View()
+VIEWS: dict[str, View] = {
+    "front": FRONT,
+    "angle": View(scale=(0.55, 0.85), max_angle=35.0, squash=(0.5, 0.8)),
+    "detail": View(scale=(1.5, 2.3), centred=True),
+    "dim": View(gain=(0.4, 0.6)),
+}
+
+
+def render_photo(product: Product, rng: np.random.Generator, size: int, view: View = FRONT) -> Image.Image:
+    """One listing photo of `product` (RGB, size x size), framed as `view` says."""
     canvas = _background(size, rng)
     # The object is drawn at twice its final size and scaled down: cheap anti-aliasing.
-    scale = rng.uniform(0.6, 0.92)
+    scale = rng.uniform(*view.scale)
     obj = max(16, int(size * scale))
-    big = obj * 2
-    mask = Image.new("L", (big, big), 0)
-    SILHOUETTES[product.category](ImageDraw.Draw(mask), big, product.variant)
-    texture = _shade(_texture(big, product.pattern, product.rgb, product.rgb2, rng), rng)
-    if rng.random() < 0.5:  # photos are taken from either side
-        mask = mask.transpose(Image.Transpose.FLIP_LEFT_RIGHT)
-        texture = texture.transpose(Image.Transpose.FLIP_LEFT_RIGHT)
-    angle = float(rng.uniform(-15, 15))
-    mask = mask.rotate(angle, resample=Image.Resampling.BICUBIC).resize((obj, obj), Image.Resampling.LANCZOS)
-    texture = texture.rotate(angle, resample=Image.Resampling.BICUBIC).resize((obj, obj), Image.Resampling.LANCZOS)
-    # Position: mostly centred, sometimes cropped by the frame as in hurried phone photos.
-    span = size - obj
-    cx = int(rng.uniform(-0.08, 1.08) * span) if span > 0 else int(rng.uniform(-0.1, 0.1) * obj)
-    cy = int(rng.uniform(-0.08, 1.08) * span) if span > 0 else int(rng.uniform(-0.1, 0.1) * obj)
+    mask, texture = _object(product, rng, obj, view)
+    cx, cy = _position(size, obj, rng, view)
     shadow = mask.filter(ImageFilter.GaussianBlur(obj * 0.04))
-    dark = Image.new("RGB", (obj, obj), (0, 0, 0))
+    dark = Image.new("RGB", mask.size, (0, 0, 0))
     canvas.paste(dark, (cx + int(obj * 0.03), cy + int(obj * 0.04)), shadow.point(lambda v: int(v * 0.35)))
     if rng.random() < 0.25:  # a small unrelated object in the frame
         draw = ImageDraw.Draw(canvas)
@@ -283,9 +292,39 @@ def render_photo(product: Product, rng: np.random.Generator, size: int) -> Image
         else:
             draw.rectangle([x - r, y - r, x + r, y + r], fill=fill)
     canvas.paste(texture, (cx, cy), mask)
-    # Lighting: exposure, contrast, white balance; then optional blur and sensor noise.
+    return _lighting(canvas, rng, view)
+
+
+def _object(product: Product, rng: np.random.Generator, obj: int, view: View) -> tuple[Image.Image, Image.Image]:
+    """The product's mask and textured, lit, flipped, rotated image at `obj` pixels (narrower when squashed)."""
+    big = obj * 2
+    mask = Image.new("L", (big, big), 0)
+    SILHOUETTES[product.category](ImageDraw.Draw(mask), big, product.variant)
+    texture = _shade(_texture(big, product.pattern, product.rgb, product.rgb2, rng), rng)
+    if rng.random() < 0.5:  # photos are taken from either side
+        mask = mask.transpose(Image.Transpose.FLIP_LEFT_RIGHT)
+        texture = texture.transpose(Image.Transpose.FLIP_LEFT_RIGHT)
+    angle = float(rng.uniform(-view.max_angle, view.max_angle))
+    width = obj if view.squash is None else max(8, int(obj * rng.uniform(*view.squash)))
+    mask = mask.rotate(angle, resample=Image.Resampling.BICUBIC).resize((width, obj), Image.Resampling.LANCZOS)
+    texture = texture.rotate(angle, resample=Image.Resampling.BICUBIC).resize((width, obj), Image.Resampling.LANCZOS)
+    return mask, texture
+
+
+def _position(size: int, obj: int, rng: np.random.Generator, view: View) -> tuple[int, int]:
+    """Top-left corner: mostly centred, sometimes cropped by the frame as in hurried phone photos."""
+    if view.centred:  # a close-up: the object's middle, a little off
+        return tuple(int((size - obj) / 2 + rng.uniform(-0.12, 0.12) * obj) for _ in range(2))  # type: ignore[return-value]
+    span = size - obj
+    cx = int(rng.uniform(-0.08, 1.08) * span) if span > 0 else int(rng.uniform(-0.1, 0.1) * obj)
+    cy = int(rng.uniform(-0.08, 1.08) * span) if span > 0 else int(rng.uniform(-0.1, 0.1) * obj)
+    return cx, cy
+
+
+def _lighting(canvas: Image.Image, rng: np.random.Generator, view: View) -> Image.Image:
+    """Exposure, contrast, white balance; then optional blur and sensor noise."""
     arr = np.asarray(canvas, dtype=np.float32)
-    gain = rng.uniform(0.75, 1.2) * (1 + rng.normal(0, 0.05, 3))
+    gain = rng.uniform(*view.gain) * (1 + rng.normal(0, 0.05, 3))
     contrast = rng.uniform(0.8, 1.15)
     arr = (arr - 128) * contrast + 128
     arr = arr * gain

@@ -23,6 +23,10 @@ metadata). Baselines:
   non-fine-tuned model's embeddings compressed to 128-d). When MODEL's dimension is <= N the PCA is a
   centred rotation, which still changes cosine rankings through the centring.
 
+`--listings`: multi-photo listings (a catalog from `python -m models.catalog --photos`), listing-level
+nDCG@5 / P@1 of all photos (best pair, boilerplate photos left out) against the cover only, with same-product
+relevance, and the boilerplate measure; see models/evaluate_listings.py.
+
 `--json` prints one object keyed by each --model path as given and each baseline spec as given, each
 value holding ndcg@5, precision@1, recall@10, their ci95, relative_to_first (+ ci), queries, candidates.
 
@@ -47,6 +51,7 @@ from app.core.jsonl import read_jsonl
 from app.core.settings import Settings
 from app.encode.encoder import OnnxImageEncoder
 from app.ingest.decode import load_pixels
+from models.listing_aggregates import AGGREGATES, DEFAULT_AGGREGATE
 from models.metrics import (
     METRICS,
     bootstrap_ci,
@@ -60,6 +65,8 @@ HIST_BINS = 8
 HIST_SIZE = 64
 EMBED_BATCH = 32
 PCA_RE = re.compile(r"^pca(\d+):(.+)$")
+BOILERPLATE_MIN_COSINE = 0.997  # --listings: size-chart copies >= 0.9972 on the tiny models (several_photos_quality)
+BOILERPLATE_MIN_LISTINGS = 5  # the service's LOOKALIKE_BOILERPLATE_MIN_LISTINGS default
 
 
 @dataclass
@@ -259,12 +266,37 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--bootstrap", type=int, default=1000, help="bootstrap resamples")
     p.add_argument("--seed", type=int, default=0, help="bootstrap seed")
     p.add_argument("--no-progress", action="store_true")
+    p.add_argument(
+        "--listings",
+        action="store_true",
+        help="multi-photo listings (catalog --photos): all photos vs cover only, same-product relevance, boilerplate",
+    )
+    p.add_argument(
+        "--boilerplate-min-cosine",
+        type=float,
+        default=BOILERPLATE_MIN_COSINE,
+        help="with --listings: a near-copy of a photo lies at this cosine or above",
+    )
+    p.add_argument(
+        "--boilerplate-min-listings",
+        type=int,
+        default=BOILERPLATE_MIN_LISTINGS,
+        help="with --listings: a photo with near-copies on this many other listings is boilerplate",
+    )
+    p.add_argument(
+        "--aggregate",
+        choices=list(AGGREGATES),
+        default=DEFAULT_AGGREGATE,
+        help="with --listings: how photo cosines make all_photos' listing score (see models/listing_aggregates.py)",
+    )
     args = p.parse_args(argv)
     names = args.model + args.baseline
     if not names:
         p.error("give at least one --model or --baseline")
     if len(set(names)) != len(names):
         p.error("each --model / --baseline may be given once (they key the output)")
+    if args.listings:
+        return _main_listings(p, args)
     result = evaluate(
         args.data,
         args.model,
@@ -279,6 +311,30 @@ def main(argv: list[str] | None = None) -> int:
         print(json.dumps(result, indent=1))
     else:
         print(format_table(result, names[0]))
+    return 0
+
+
+def _main_listings(p: argparse.ArgumentParser, args: argparse.Namespace) -> int:
+    # Imported here: models.evaluate_listings builds on this module's embedding code.
+    from models.evaluate_listings import evaluate_listings, format_listing_table
+
+    if args.baseline:
+        p.error("--listings compares the photos of --model models; it takes no --baseline")
+    if args.boilerplate_min_listings < 1:
+        p.error("--boilerplate-min-listings must be at least 1")
+    result = evaluate_listings(
+        args.data,
+        args.model,
+        min_cosine=args.boilerplate_min_cosine,
+        min_listings=args.boilerplate_min_listings,
+        aggregate=args.aggregate,
+        device=args.device,
+        threads=args.threads,
+        n_boot=args.bootstrap,
+        seed=args.seed,
+        progress=not args.no_progress,
+    )
+    print(json.dumps(result, indent=1) if args.json else format_listing_table(result))
     return 0
 
 

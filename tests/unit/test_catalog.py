@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 import json
 from dataclasses import replace
 from pathlib import Path
@@ -105,3 +106,79 @@ def test_taps_follow_attribute_similarity() -> None:
 def test_stand_in_is_documented() -> None:
     doc = catalog.__doc__ or ""
     assert "STAND-IN" in doc and "never" in doc
+
+
+LISTINGS = 40
+
+
+@pytest.fixture(scope="module")
+def listing_catalogs(tmp_path_factory: pytest.TempPathFactory) -> list[Path]:
+    out = []
+    for _ in range(2):
+        path = tmp_path_factory.mktemp("listings")
+        args = ["--out", str(path), "--items", str(LISTINGS), "--seed", "5", "--image-size", "64", "--no-progress"]
+        catalog.main([*args, "--photos", "1-4", "--listings-per-product", "2-3", "--size-chart-sellers", "2"])
+        out.append(path)
+    return out
+
+
+def test_listing_catalog_is_deterministic(listing_catalogs: list[Path]) -> None:
+    a, b = (_files(p) for p in listing_catalogs)
+    assert a.keys() == b.keys() and [k for k in a if a[k] != b[k]] == []
+    assert "listings.jsonl" in a
+
+
+def test_listings_carry_every_photo_cover_first(listing_catalogs: list[Path]) -> None:
+    root = listing_catalogs[0]
+    items, truth = _jsonl(root / "items.jsonl"), _jsonl(root / "listings.jsonl")
+    assert len(items) == LISTINGS and [t["item_id"] for t in truth] == [it["item_id"] for it in items]
+    product_photos = {(r["item_id"], r["path"]) for r in _jsonl(root / "photos.jsonl")}
+    for it, t in zip(items, truth, strict=True):
+        assert it["image"] == it["images"][0] and len(it["images"]) == len(t["views"])
+        assert it["seller_id"] == t["seller_id"]
+        product_views = [v for v in t["views"] if v != "size_chart"]
+        assert 1 <= len(product_views) <= 4 and set(product_views) <= {"front", "angle", "detail", "dim"}
+        for path, view in zip(it["images"], t["views"], strict=True):
+            assert (root / path).is_file()
+            assert ((it["item_id"], path) in product_photos) == (view != "size_chart")  # charts are no training pair
+
+
+def test_products_are_listed_several_times_and_split_whole(listing_catalogs: list[Path]) -> None:
+    root = listing_catalogs[0]
+    truth = _jsonl(root / "listings.jsonl")
+    split = json.loads((root / "split.json").read_text())
+    side = {i: "test" for i in split["test"]} | {i: "train" for i in split["train"]}
+    by_product: dict[str, list[dict]] = {}
+    for t in truth:
+        by_product.setdefault(t["product_id"], []).append(t)
+    assert max(len(v) for v in by_product.values()) >= 2
+    titles = {it["item_id"]: it["title"] for it in _jsonl(root / "items.jsonl")}
+    for rows in by_product.values():
+        assert len({side[r["item_id"]] for r in rows}) == 1
+        assert len({titles[r["item_id"]] for r in rows}) == 1
+
+
+def test_size_chart_sellers_put_one_chart_on_every_listing(listing_catalogs: list[Path]) -> None:
+    root = listing_catalogs[0]
+    charts: dict[str, list[bytes]] = {}
+    for t, it in zip(_jsonl(root / "listings.jsonl"), _jsonl(root / "items.jsonl"), strict=True):
+        has_chart = t["views"][-1] == "size_chart"
+        assert has_chart == (t["seller_id"] in {"s0000", "s0001"}) and t["views"].count("size_chart") == int(has_chart)
+        if has_chart:
+            charts.setdefault(t["seller_id"], []).append((root / it["images"][-1]).read_bytes())
+    assert set(charts) == {"s0000", "s0001"}
+    for copies in charts.values():
+        assert len(copies) >= 3
+        # Mostly the very same bytes; the rest are re-encoded or resized copies of the same picture.
+        most = max(copies.count(c) for c in copies)
+        assert most >= 2
+        with Image.open(io.BytesIO(copies[0])) as first:
+            assert first.format == "JPEG"
+
+
+def test_photos_flag_rejects_bad_ranges(tmp_path: Path) -> None:
+    for bad in ("0-3", "4-2", "x"):
+        with pytest.raises(SystemExit):
+            catalog.main(["--out", str(tmp_path), "--photos", bad])
+    with pytest.raises(SystemExit):
+        catalog.main(["--out", str(tmp_path), "--size-chart-sellers", "2"])  # needs --photos

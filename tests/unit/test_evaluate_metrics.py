@@ -7,7 +7,7 @@ import math
 import numpy as np
 import pytest
 
-from models import evaluate, metrics
+from models import evaluate, evaluate_listings, metrics
 
 # Toy ranking: 12 candidates, scores fall with the index, so the ranking is the candidate order.
 # Relevance (tap counts) 2 at rank 2, 1 at rank 4, 1 at rank 11.
@@ -80,3 +80,35 @@ def test_pca_projection_keeps_requested_dims() -> None:
     assert y.shape == (40, 8) and np.allclose(np.linalg.norm(y, axis=1), 1.0, atol=1e-5)
     _, all_comps = evaluate.fit_pca(x, 128)  # more than the dimension: a centred rotation
     assert all_comps.shape == (16, 16)
+
+
+# Listing-level aggregation on hand-made unit vectors: three listings, photos grouped by listing.
+# Listing 0: photos a, chart; listing 1: photo b, chart; listing 2: photo a' (close to a).
+_A, _B, _CHART = np.array([1.0, 0.0, 0.0]), np.array([0.0, 1.0, 0.0]), np.array([0.0, 0.0, 1.0])
+_A2 = np.array([0.8, 0.6, 0.0])
+TOY_EMB = np.stack([_A, _CHART, _B, _CHART, _A2])
+TOY_OWNER = np.array([0, 0, 1, 1, 2])
+
+
+def test_boilerplate_needs_near_copies_on_enough_other_listings() -> None:
+    # The chart is on 2 listings: each copy has a near-copy on 1 other listing.
+    marked = evaluate_listings.boilerplate_photos(TOY_EMB, TOY_OWNER, min_cosine=0.99, min_listings=1)
+    assert marked.tolist() == [False, True, False, True, False]
+    assert not evaluate_listings.boilerplate_photos(TOY_EMB, TOY_OWNER, 0.99, min_listings=2).any()
+    # A lower cosine takes a and a' for copies too (on 1 other listing each).
+    assert evaluate_listings.boilerplate_photos(TOY_EMB, TOY_OWNER, 0.75, 1).tolist() == [True, True, False, True, True]
+    # Two copies inside one listing are not two listings.
+    same_listing = evaluate_listings.boilerplate_photos(TOY_EMB[:2], np.array([0, 0]), 0.0, 1)
+    assert not same_listing.any()
+
+
+def test_rank_metrics_and_top5_shares_use_products_and_sellers() -> None:
+    scores = np.array([[0, 3, 2, 1], [3, 0, 1, 2], [2, 1, 0, 3], [1, 2, 3, 0]], dtype=np.float64)
+    product = np.array([0, 1, 0, 2])  # listings 1 and 3 have no other listing of their product: no query
+    per_query = evaluate_listings.rank_metrics(scores, product)
+    # Both queries rank their one relevant listing second: nDCG@5 1/log2(3), P@1 0, R@10 1.
+    assert np.allclose(per_query, [[1 / math.log2(3), 0.0, 1.0]] * 2)
+    seller = np.array([7, 7, 7, 9])
+    shares = evaluate_listings.top5_shares(scores, product, seller, np.array([0, 2]))
+    # Each query's 3 look-alikes: its product's other listing, listing 1 (seller 7, another product), listing 3.
+    assert shares == {"same_product": pytest.approx(1 / 3), "same_seller_other_product": pytest.approx(1 / 3)}
