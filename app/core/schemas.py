@@ -15,6 +15,7 @@ from pydantic import (
     StrictInt,
     StrictStr,
     field_validator,
+    model_serializer,
 )
 from pydantic import model_validator as _model_validator
 
@@ -70,19 +71,46 @@ class _Meta(BaseModel):
     _attrs = field_validator("attributes")(_check_attributes)
 
 
+class PhotoIn(BaseModel):
+    """One photo of a listing in `images`: a URL to fetch or the bytes in base64."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    url: str | None = Field(None, min_length=1, max_length=2048)
+    base64: str | None = Field(None, min_length=1)
+
+    @_model_validator(mode="after")
+    def _one_source(self) -> PhotoIn:
+        if (self.url is None) == (self.base64 is None):
+            raise ValueError("give exactly one of url or base64")
+        return self
+
+
 class ItemIn(_Meta):
-    """POST /items body (JSON) or the fields of the multipart form."""
+    """POST /items body (JSON) or the fields of the multipart form.
+
+    The listing's photos: `images` (in order, photo 0 is the cover; at most LOOKALIKE_MAX_PHOTOS, checked by
+    the service: too_many_photos), or the one-photo form image_url / image_base64.
+    """
 
     item_id: ItemId
     image_url: str | None = Field(None, min_length=1, max_length=2048)
     image_base64: str | None = Field(None, min_length=1)
+    images: list[PhotoIn] | None = Field(None, min_length=1)
     status: Status = "on_sale"
 
     @_model_validator(mode="after")
     def _one_image_source(self) -> ItemIn:
-        if (self.image_url is None) == (self.image_base64 is None):
-            raise ValueError("give exactly one of image_url or image_base64")
+        given = [f for f in ("image_url", "image_base64", "images") if getattr(self, f) is not None]
+        if len(given) != 1:
+            raise ValueError("give exactly one of image_url, image_base64 or images")
         return self
+
+    def photos(self) -> list[PhotoIn]:
+        """The listing's photos in order, whichever form they came in."""
+        if self.images is not None:
+            return self.images
+        return [PhotoIn(url=self.image_url, base64=self.image_base64)]
 
     def metadata(self) -> dict[str, Any]:
         return {name: getattr(self, name) for name in META_FIELDS}
@@ -140,10 +168,18 @@ class ItemWriteOut(BaseModel):
 class ErrorDetail(BaseModel):
     code: str
     message: str
+    photo: int | None = None  # the listing's photo the error is about (left out of the body when none)
 
     @classmethod
     def of(cls, error: LookalikeError) -> ErrorDetail:
-        return cls(code=error.code, message=error.message)
+        return cls(code=error.code, message=error.message, photo=error.photo)
+
+    @model_serializer(mode="wrap")
+    def _without_empty_photo(self, handler: Any) -> dict[str, Any]:
+        body: dict[str, Any] = handler(self)
+        if body.get("photo") is None:
+            body.pop("photo", None)
+        return body
 
 
 class ErrorBody(BaseModel):
@@ -166,6 +202,23 @@ class BatchOut(BaseModel):
     results: list[BatchResult]
 
 
+class PhotoOut(BaseModel):
+    """One photo of a listing: GET /items/{id}/images/{n} gives it (bytes, or a redirect to image_url)."""
+
+    image_url: str | None = None  # the URL it was written from (null: its bytes are kept)
+    boilerplate: bool = False  # on many listings (a size chart, a logo): shown, never used to rank
+
+
+def _with_photos(payload: Any) -> Any:
+    """A stored payload -> its `photos` and `photo_count` (a listing written before several photos: its one photo)."""
+    if not isinstance(payload, dict):
+        return payload
+    photos = payload.get("photos")
+    if not isinstance(photos, list) or not photos:
+        photos = [{"image_url": payload.get("image_url")}]
+    return {**payload, "photos": photos, "photo_count": len(photos)}
+
+
 class ItemOut(BaseModel):
     item_id: str
     title: str | None = None
@@ -174,14 +227,27 @@ class ItemOut(BaseModel):
     seller_id: str | None = None
     status: Status = "on_sale"
     attributes: dict[str, AttrValue] | None = None
-    image_url: str | None = None  # kept when the item was written from a URL (GET /items/{id}/image)
+    image_url: str | None = None  # kept when the cover was written from a URL (GET /items/{id}/image)
+    photo_count: int = 1
+    photos: list[PhotoOut] = []
     model_version: str
     indexed_at: float
+
+    _photos = _model_validator(mode="before")(_with_photos)
+
+
+class Matched(BaseModel):
+    """The pair of photos that made a match: the query listing's photo, the result's photo, their cosine."""
+
+    query_photo: int
+    photo: int
+    score: float
 
 
 class SimilarItem(BaseModel):
     item_id: str
     score: float
+    matched: Matched | None = None  # null only for results of a store without photo pairs (none today)
     title: str | None = None
     category: str | None = None
     price: float | None = None
