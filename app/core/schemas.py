@@ -210,13 +210,20 @@ class PhotoOut(BaseModel):
 
 
 def _with_photos(payload: Any) -> Any:
-    """A stored payload -> its `photos` and `photo_count` (a listing written before several photos: its one photo)."""
-    if not isinstance(payload, dict):
+    """A stored payload -> its `photos` and `photo_count` (a listing written before several photos: its one photo).
+
+    Boilerplate marks (app/service/boilerplate.py): `boilerplate` = {"write_id", "photos"}, valid for that write.
+    """
+    if not isinstance(payload, dict) or "photo_count" in payload:
         return payload
     photos = payload.get("photos")
     if not isinstance(photos, list) or not photos:
         photos = [{"image_url": payload.get("image_url")}]
-    return {**payload, "photos": photos, "photo_count": len(photos)}
+    mark = payload.get("boilerplate")
+    marked = mark.get("photos") if isinstance(mark, dict) and mark.get("write_id") == payload.get("write_id") else []
+    marked = marked if isinstance(marked, list) else []
+    shown = [{"image_url": p.get("image_url"), "boilerplate": i in marked} for i, p in enumerate(photos)]
+    return {**payload, "photos": shown, "photo_count": len(shown)}
 
 
 class ItemOut(BaseModel):

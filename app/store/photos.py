@@ -1,8 +1,8 @@
 """Listing-to-listing scores from photo-to-photo cosines, shared by both stores.
 
 The score of a candidate listing is its BEST PAIR: the highest cosine between a usable photo of the query
-and a usable photo of the candidate; `matched` names that pair. Boilerplate photos (payload `photos[i]
-.boilerplate`, marked by app/service/boilerplate.py) are not usable, unless every photo of a listing is
+and a usable photo of the candidate; `matched` names that pair. Boilerplate photos (payload `boilerplate`,
+marked by app/service/boilerplate.py) are not usable, unless every photo of a listing is
 boilerplate: then all of them are (such a listing still has look-alikes, and can still be one).
 
 The stores find candidates with the engine's MaxSim index (one single-vector query per usable query photo
@@ -24,11 +24,20 @@ def candidates_for(k: int) -> int:
     return 2 * k + 10
 
 
+def boilerplate_photos(payload: dict[str, Any]) -> list[int]:
+    """The listing's photos marked boilerplate: payload `boilerplate` = {"write_id", "photos": [indexes]}, a
+    mark that holds only for the write it names (a mark raced by a replace of the listing is ignored)."""
+    mark = payload.get("boilerplate")
+    if not isinstance(mark, dict) or mark.get("write_id") != payload.get("write_id"):
+        return []
+    photos = mark.get("photos")
+    return sorted({i for i in photos if isinstance(i, int)}) if isinstance(photos, list) else []
+
+
 def usable(rows: np.ndarray, payload: dict[str, Any]) -> list[int]:
     """The photo indexes that rank: all but the boilerplate ones (all of them when all are boilerplate)."""
-    photos = payload.get("photos")
-    flags = [bool(isinstance(p, dict) and p.get("boilerplate")) for p in photos] if isinstance(photos, list) else []
-    kept = [i for i in range(len(rows)) if not (i < len(flags) and flags[i])]
+    marked = set(boilerplate_photos(payload))
+    kept = [i for i in range(len(rows)) if i not in marked]
     return kept or list(range(len(rows)))
 
 
