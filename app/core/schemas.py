@@ -20,6 +20,7 @@ from pydantic import (
 from pydantic import model_validator as _model_validator
 
 from app.core.errors import LookalikeError
+from app.core.photos import Matched, PhotoIn, PhotoOut, with_photos
 
 
 def _encodable(value: str) -> str:
@@ -71,21 +72,6 @@ class _Meta(BaseModel):
     _attrs = field_validator("attributes")(_check_attributes)
 
 
-class PhotoIn(BaseModel):
-    """One photo of a listing in `images`: a URL to fetch or the bytes in base64."""
-
-    model_config = ConfigDict(extra="forbid")
-
-    url: str | None = Field(None, min_length=1, max_length=2048)
-    base64: str | None = Field(None, min_length=1)
-
-    @_model_validator(mode="after")
-    def _one_source(self) -> PhotoIn:
-        if (self.url is None) == (self.base64 is None):
-            raise ValueError("give exactly one of url or base64")
-        return self
-
-
 class ItemIn(_Meta):
     """POST /items body (JSON) or the fields of the multipart form.
 
@@ -103,7 +89,7 @@ class ItemIn(_Meta):
     def _one_image_source(self) -> ItemIn:
         given = [f for f in ("image_url", "image_base64", "images") if getattr(self, f) is not None]
         if len(given) != 1:
-            raise ValueError("give exactly one of image_url, image_base64 or images")
+            raise ValueError("give exactly one of image_url or image_base64 (or images: several photos)")
         return self
 
     def photos(self) -> list[PhotoIn]:
@@ -202,30 +188,6 @@ class BatchOut(BaseModel):
     results: list[BatchResult]
 
 
-class PhotoOut(BaseModel):
-    """One photo of a listing: GET /items/{id}/images/{n} gives it (bytes, or a redirect to image_url)."""
-
-    image_url: str | None = None  # the URL it was written from (null: its bytes are kept)
-    boilerplate: bool = False  # on many listings (a size chart, a logo): shown, never used to rank
-
-
-def _with_photos(payload: Any) -> Any:
-    """A stored payload -> its `photos` and `photo_count` (a listing written before several photos: its one photo).
-
-    Boilerplate marks (app/service/boilerplate.py): `boilerplate` = {"write_id", "photos"}, valid for that write.
-    """
-    if not isinstance(payload, dict) or "photo_count" in payload:
-        return payload
-    photos = payload.get("photos")
-    if not isinstance(photos, list) or not photos:
-        photos = [{"image_url": payload.get("image_url")}]
-    mark = payload.get("boilerplate")
-    marked = mark.get("photos") if isinstance(mark, dict) and mark.get("write_id") == payload.get("write_id") else []
-    marked = marked if isinstance(marked, list) else []
-    shown = [{"image_url": p.get("image_url"), "boilerplate": i in marked} for i, p in enumerate(photos)]
-    return {**payload, "photos": shown, "photo_count": len(shown)}
-
-
 class ItemOut(BaseModel):
     item_id: str
     title: str | None = None
@@ -240,15 +202,7 @@ class ItemOut(BaseModel):
     model_version: str
     indexed_at: float
 
-    _photos = _model_validator(mode="before")(_with_photos)
-
-
-class Matched(BaseModel):
-    """The pair of photos that made a match: the query listing's photo, the result's photo, their cosine."""
-
-    query_photo: int
-    photo: int
-    score: float
+    _photos = _model_validator(mode="before")(with_photos)
 
 
 class SimilarItem(BaseModel):
