@@ -11,6 +11,7 @@ import sys
 
 import uvicorn
 
+from app.core import exposure
 from app.core.errors import LookalikeError
 from app.core.settings import Settings, SettingsError, load_settings
 from app.encode.encoder import EncoderError
@@ -111,6 +112,7 @@ def main() -> int:
     try:
         settings = load_settings()
         logging.basicConfig(level=settings.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s %(message)s")
+        exposure.check(settings)  # a public address and no LOOKALIKE_API_KEY: one line, exit 2
         ensure_model(settings)
         asyncio.run(serve(settings))
     except (SettingsError, ModelMissing, EncoderError, CollectionMismatch, LookalikeError) as exc:

@@ -53,14 +53,15 @@ def batch_histogram(service: LiveServer) -> tuple[dict[str, float], float, float
     text = httpx.get(service.url + "/metrics", timeout=30).text
     buckets: dict[str, float] = {}
     total = count = 0.0
-    for line in text.splitlines():
+    for line in text.splitlines():  # summed over model versions (one series each)
+        value = float(line.rsplit(" ", 1)[1]) if line.startswith("lookalike_batch_size_") else 0.0
         if line.startswith("lookalike_batch_size_bucket{"):
             le = line.split('le="', 1)[1].split('"', 1)[0]
-            buckets[le] = float(line.rsplit(" ", 1)[1])
-        elif line.startswith("lookalike_batch_size_sum "):
-            total = float(line.rsplit(" ", 1)[1])
-        elif line.startswith("lookalike_batch_size_count "):
-            count = float(line.rsplit(" ", 1)[1])
+            buckets[le] = buckets.get(le, 0.0) + value
+        elif line.startswith("lookalike_batch_size_sum"):
+            total += value
+        elif line.startswith("lookalike_batch_size_count"):
+            count += value
     return buckets, total, count
 
 

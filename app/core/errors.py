@@ -3,7 +3,7 @@
 Everything below the API raises `LookalikeError` subclasses, each named after its code (`item_not_found`:
 ItemNotFound, `internal`: InternalError); app/http/answers.py turns any of them into a `{"error": {"code",
 "message"}}` answer from these class attributes. Nothing else picks status codes.
-README.md's error table lists every class (tests/unit/test_errors.py checks it).
+docs/api.md's error table lists every code (tests/unit/test_errors.py checks it).
 """
 
 from __future__ import annotations
@@ -16,6 +16,7 @@ class LookalikeError(Exception):
     code: ClassVar[str]
     status: ClassVar[int]
     retry_after_s: ClassVar[int | None] = None  # set for 429 and 503: when a retry may succeed
+    extra: dict[str, Any] | None = None  # more of the answer's body, beside `error` (e.g. a running backfill)
 
     def __init__(self, message: str) -> None:
         super().__init__(message)
@@ -36,6 +37,13 @@ class BadRequest(LookalikeError):
 class Unauthorized(LookalikeError):
     code = "unauthorized"
     status = 401
+
+
+class Forbidden(LookalikeError):
+    """A valid key that is not allowed here: the write key on a model-administration route (LOOKALIKE_ADMIN_API_KEY)."""
+
+    code = "forbidden"
+    status = 403
 
 
 class ItemNotFound(LookalikeError):
@@ -71,6 +79,17 @@ class ExperimentConflict(LookalikeError):
 
     code = "experiment_conflict"
     status = 409
+
+
+class BackfillRunning(LookalikeError):
+    """A backfill of this model version is running already; the answer carries its status under `backfill`."""
+
+    code = "backfill_running"
+    status = 409
+
+    def __init__(self, message: str, running: dict[str, Any]) -> None:
+        super().__init__(message)
+        self.extra = {"backfill": running}
 
 
 class PayloadTooLarge(LookalikeError):
@@ -189,10 +208,6 @@ class ModelNotReady(LookalikeError):
 
     code = "model_not_ready"
     status = 409
-
-
-# The former name, still imported by the store modules (app/store/qdrant_edge/store.py, qdrant_server.py).
-VersionMissing = ModelNotReady
 
 
 class ImageNotFound(LookalikeError):

@@ -21,12 +21,15 @@ image_decode_duration = Histogram(
     PREFIX + "image_decode_duration_seconds", "Time to decode and resize one image", buckets=LATENCY
 )
 image_rejected = Counter(PREFIX + "image_rejected_total", "Images refused before embedding", ["reason"])
-batch_queue_depth = Gauge(PREFIX + "batch_queue_depth", "Images waiting for the encoder")
+# The encoder's metrics, one series per model version (each version has its own micro-batcher).
+batch_queue_depth = Gauge(PREFIX + "batch_queue_depth", "Images waiting for the encoder", ["version"])
 batch_queue_wait = Histogram(
-    PREFIX + "batch_queue_wait_seconds", "Time an image waited before its batch ran", buckets=LATENCY
+    PREFIX + "batch_queue_wait_seconds", "Time an image waited before its batch ran", ["version"], buckets=LATENCY
 )
-batch_size = Histogram(PREFIX + "batch_size", "Images per encoder batch", buckets=POWERS_OF_2)
-inference_duration = Histogram(PREFIX + "inference_duration_seconds", "Encoder time per batch", buckets=LATENCY)
+batch_size = Histogram(PREFIX + "batch_size", "Images per encoder batch", ["version"], buckets=POWERS_OF_2)
+inference_duration = Histogram(
+    PREFIX + "inference_duration_seconds", "Encoder time per batch", ["version"], buckets=LATENCY
+)
 store_duration = Histogram(PREFIX + "store_duration_seconds", "Vector store call latency", ["op"], buckets=LATENCY)
 store_errors = Counter(PREFIX + "store_errors_total", "Vector store calls that failed", ["op"])
 items_indexed = Counter(PREFIX + "items_indexed_total", "Items written (embedded and stored)")

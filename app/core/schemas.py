@@ -34,6 +34,8 @@ def _encodable(value: str) -> str:
 
 ITEM_ID_PATTERN = r"^[A-Za-z0-9_.:-]{1,128}$"
 ItemId = Annotated[str, Field(pattern=ITEM_ID_PATTERN, min_length=1, max_length=128)]
+# A model version as the export writes it (e.g. siglip-base-fp32-0123456789ab) or as an operator named it.
+MODEL_VERSION_PATTERN = r"^[A-Za-z0-9_.:@+/-]{1,128}$"
 Text = Annotated[str, AfterValidator(_encodable)]
 AttrValue = Annotated[StrictStr, AfterValidator(_encodable)] | StrictBool | StrictInt | StrictFloat
 Status = Literal["on_sale", "sold"]
@@ -237,7 +239,7 @@ class SimilarQuery(BaseModel):
     include_sold: bool = False
     exclude_same_seller: bool = False
     # rank with this model version (an active one, see GET /models); None = the serving version
-    model_version: str | None = Field(None, min_length=1, max_length=256)
+    model_version: str | None = Field(None, pattern=MODEL_VERSION_PATTERN)
 
     @_model_validator(mode="after")
     def _price_range(self) -> SimilarQuery:
@@ -318,6 +320,8 @@ class ItemPageOut(BaseModel):
 class InfoOut(BaseModel):
     model_version: str
     random_weights: bool  # the model was exported with random weights: its rankings mean nothing
+    # LOOKALIKE_ALLOW_UNAUTHENTICATED: the service was told to start without an API key on any address
+    allow_unauthenticated: bool = False
 
 
 class ModelVersionOut(BaseModel):

@@ -108,7 +108,11 @@ class Settings(BaseSettings):
     replica: str = Field(default_factory=socket.gethostname, pattern=r"^[A-Za-z0-9_.-]{1,64}$")
 
     # HTTP
-    api_key: SecretStr | None = None
+    api_key: SecretStr | None = None  # writes need `Authorization: Bearer <key>`; reads stay open
+    # model administration and experiment changes need this key when set (the write key is refused there)
+    admin_api_key: SecretStr | None = None
+    # start on a non-loopback host with no API_KEY (app/core/exposure.py); logged and shown in GET /info
+    allow_unauthenticated: bool = False
     host: str = "127.0.0.1"
     port: int = Field(8000, ge=1, le=65535)
     log_level: Literal["critical", "error", "warning", "info", "debug"] = "info"
@@ -204,7 +208,7 @@ def load_settings(**overrides: object) -> Settings:
         for name in unknown:
             close = difflib.get_close_matches(name, known, n=1)
             hints.append(f"{name}" + (f" (did you mean {close[0]}?)" if close else ""))
-        raise SettingsError("unknown setting(s): " + ", ".join(hints) + ". See the README's configuration table.")
+        raise SettingsError("unknown setting(s): " + ", ".join(hints) + ". See docs/configuration.md.")
     try:
         return Settings(**overrides)  # type: ignore[arg-type]
     except ValidationError as exc:

@@ -66,10 +66,16 @@ class MicroBatcher:
         max_hold_ms: float = 1000.0,
         drain_s: float = 20.0,
         executor: ThreadPoolExecutor | None = None,
+        version: str = "unnamed",
     ) -> None:
         """`executor`: where batches run; shared by several batchers (several models on one CPU) so that
-        their batches take turns instead of fighting for the same cores. Its owner shuts it down."""
+        their batches take turns instead of fighting for the same cores. Its owner shuts it down.
+        `version`: the model version, the label of this batcher's metrics."""
         self._encode = encode
+        self._depth_gauge = metrics.batch_queue_depth.labels(version=version)
+        self._wait_seconds = metrics.batch_queue_wait.labels(version=version)
+        self._batch_sizes = metrics.batch_size.labels(version=version)
+        self._encode_seconds = metrics.inference_duration.labels(version=version)
         self.max_batch_size = max_batch_size
         self.max_wait_ms = max_wait_ms
         self._max_wait_s = max_wait_ms / 1000
@@ -154,7 +160,7 @@ class MicroBatcher:
             if reservation is not None:  # queued (or refused): no longer on its way
                 self.withdraw(reservation)
         self._wake.set()
-        metrics.batch_queue_depth.set(self._queue.qsize())
+        self._depth_gauge.set(self._queue.qsize())
         try:
             # The caller's deadline holds even while a long batch runs; the cancelled future makes
             # _live() drop the job if it is still queued, so expired work never reaches the encoder.
@@ -187,7 +193,7 @@ class MicroBatcher:
             self._wake.clear()
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._wake.wait(), remaining)
-        metrics.batch_queue_depth.set(self._queue.qsize())
+        self._depth_gauge.set(self._queue.qsize())
         return batch
 
     def _live(self, batch: list[_Job]) -> list[_Job]:
@@ -201,7 +207,7 @@ class MicroBatcher:
                 job.future.set_exception(Overloaded("the image waited too long for the encoder; retry shortly"))
                 metrics.overload_rejections.inc()
                 continue
-            metrics.batch_queue_wait.observe(now - job.enqueued)
+            self._wait_seconds.observe(now - job.enqueued)
             live.append(job)
         return live
 
@@ -211,7 +217,7 @@ class MicroBatcher:
             jobs = self._live(await self._next_batch())
             if not jobs:
                 continue
-            metrics.batch_size.observe(len(jobs))
+            self._batch_sizes.observe(len(jobs))
             pixels = np.stack([job.pixels for job in jobs])
             self._in_flight = len(jobs)
             try:
@@ -223,7 +229,7 @@ class MicroBatcher:
                 continue
             finally:
                 self._in_flight = 0
-            metrics.inference_duration.observe(self._last_run_s)
+            self._encode_seconds.observe(self._last_run_s)
             for job, vector in zip(jobs, vectors, strict=True):
                 if not job.future.done():
                     job.future.set_result(vector)

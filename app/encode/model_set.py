@@ -85,6 +85,7 @@ class ModelSet:
                 max_hold_ms=limits.max_hold_ms,
                 drain_s=limits.drain_s,
                 executor=self._shared,
+                version=version,
             )
             await batcher.start()
             self.batchers[version] = batcher

@@ -16,11 +16,11 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from app.core.errors import ValidationError, validation_message
+from app.core.schemas import MODEL_VERSION_PATTERN
 
 NAME_PATTERN = r"^[A-Za-z0-9_.-]{1,64}$"
 Name = Annotated[str, Field(pattern=NAME_PATTERN)]
-# A model version as the export writes it (e.g. siglip-base-fp32-0123456789ab) or as an operator named it.
-ModelVersion = Annotated[str, Field(pattern=r"^[A-Za-z0-9_.:@+/-]{1,128}$")]
+ModelVersion = Annotated[str, Field(pattern=MODEL_VERSION_PATTERN)]
 Unit = Literal["user", "session"]
 State = Literal["running", "stopped"]
 

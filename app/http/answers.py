@@ -23,7 +23,8 @@ def write_answer(result: ItemWriteOut) -> JSONResponse:
 
 
 def error_answer(error: LookalikeError, headers: dict[str, str] | None = None) -> JSONResponse:
-    response = answer(ErrorBody(error=ErrorDetail.of(error)), error.status)
+    body = ErrorBody(error=ErrorDetail.of(error)).model_dump(mode="json") | (error.extra or {})
+    response = JSONResponse(body, status_code=error.status)
     if error.retry_after_s is not None:
         response.headers["Retry-After"] = str(error.retry_after_s)
     response.headers.update(headers or {})

@@ -10,7 +10,7 @@ import contextlib
 import logging
 from collections.abc import AsyncIterator
 
-from fastapi import FastAPI, Request
+from fastapi import Depends, FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
@@ -30,6 +30,7 @@ from app.http.backfill import router as backfill_router
 from app.http.experiments import router as experiments_router
 from app.http.middleware import BodySizeLimit, RequestMetrics
 from app.http.routes import router
+from app.http.strict import reject_unknown_query
 from app.service.runtime import Models, Runtime, Services, VectorStore
 
 log = logging.getLogger("lookalike")
@@ -58,7 +59,11 @@ def app_for(runtime: Runtime, started: Services | None = None) -> FastAPI:
 
     settings = runtime.settings
     app = FastAPI(
-        title="lookalike", version="0.1.0", summary="Visually similar marketplace listings", lifespan=lifespan
+        title="lookalike",
+        version="0.1.0",
+        summary="Visually similar marketplace listings",
+        lifespan=lifespan,
+        dependencies=[Depends(reject_unknown_query)],  # every API route refuses unknown query parameters
     )
     app.state.settings = settings
     app.state.accepting = False

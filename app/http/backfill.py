@@ -9,7 +9,7 @@ from fastapi.responses import JSONResponse
 
 from app.core.schemas import BackfillOut
 from app.http.answers import answer
-from app.http.routes import ERRORS, BackfillRuns, WriteAuth
+from app.http.routes import ERRORS, AdminAuth, BackfillRuns, ModelVersionPath
 from app.service.backfill import Partition
 
 router = APIRouter()
@@ -20,10 +20,10 @@ router = APIRouter()
     status_code=202,
     response_model=BackfillOut,
     responses=ERRORS,
-    dependencies=[WriteAuth],
+    dependencies=[AdminAuth],
 )
 async def start_backfill(
-    version: str,
+    version: ModelVersionPath,
     backfills: BackfillRuns,
     partition: Annotated[str | None, Query(max_length=32, description="I/N: this share of the catalog")] = None,
 ) -> JSONResponse:
@@ -33,5 +33,5 @@ async def start_backfill(
 
 
 @router.get("/models/{version}/backfill", response_model=BackfillOut, responses=ERRORS)
-async def backfill_status(version: str, backfills: BackfillRuns) -> JSONResponse:
+async def backfill_status(version: ModelVersionPath, backfills: BackfillRuns) -> JSONResponse:
     return answer(BackfillOut.model_validate((await backfills.status(version)).as_dict()))

@@ -1,7 +1,7 @@
 """Experiment routes: define, stop, list and read experiments, their report, and POST /events.
 
-Writes (PUT, stop) need the write key like every write; POST /events is called by the marketplace's front end
-with attribution tokens, which are the proof of each event, so it needs no key.
+Changes (PUT, stop) need the admin key (LOOKALIKE_ADMIN_API_KEY; without one, the write key); POST /events is
+called by the marketplace's front end with attribution tokens, which are the proof of each event, so it needs no key.
 """
 
 from __future__ import annotations
@@ -14,7 +14,7 @@ from fastapi.responses import HTMLResponse, JSONResponse, PlainTextResponse, Res
 from app.core.schemas import ErrorBody, EventsIn, EventsOut
 from app.experiments.definitions import NAME_PATTERN, Experiment, ExperimentSpec
 from app.http.answers import answer
-from app.http.routes import ERRORS, Experiments, WriteAuth
+from app.http.routes import ERRORS, AdminAuth, Experiments
 
 router = APIRouter(tags=["experiments"])
 NamePath = Annotated[str, Path(pattern=NAME_PATTERN)]
@@ -26,7 +26,7 @@ CONFLICT = {409: {"model": ErrorBody, "description": "experiment_conflict"}}
     status_code=201,
     response_model=Experiment,
     responses={200: {"model": Experiment, "description": "unchanged"}, **CONFLICT, **ERRORS},
-    dependencies=[WriteAuth],
+    dependencies=[AdminAuth],
 )
 async def put_experiment(name: NamePath, spec: ExperimentSpec, experiments: Experiments) -> JSONResponse:
     """Create and start an experiment (201), or repeat its design (200). 409 when another one runs, when the
@@ -35,7 +35,7 @@ async def put_experiment(name: NamePath, spec: ExperimentSpec, experiments: Expe
     return answer(experiment, 201 if created else 200)
 
 
-@router.post("/experiments/{name}/stop", response_model=Experiment, responses=ERRORS, dependencies=[WriteAuth])
+@router.post("/experiments/{name}/stop", response_model=Experiment, responses=ERRORS, dependencies=[AdminAuth])
 async def stop_experiment(name: NamePath, experiments: Experiments) -> JSONResponse:
     return answer(await experiments.stop(name))
 

@@ -17,6 +17,9 @@ from app.http.answers import error_answer
 from app.service.admission import Budget, overloaded
 
 REQUEST_ID_HEADER = b"x-request-id"
+# Metric labels never take a value a client chose (each new value is a series kept for ever): any other
+# method is counted as OTHER, and a path that matches no route as the one route label "unmatched".
+METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"})
 
 
 class RequestMetrics:
@@ -48,8 +51,8 @@ class RequestMetrics:
             await self.app(scope, receive, send_wrapper)
         finally:
             route = scope.get("route")
-            label = getattr(route, "path", "unmatched")
-            method = scope["method"]
+            label = getattr(route, "path", "unmatched")  # the route's template, never the path sent
+            method = scope["method"] if scope["method"] in METHODS else "OTHER"
             metrics.http_requests.labels(route=label, method=method, status=str(status)).inc()
             metrics.http_duration.labels(route=label, method=method).observe(time.perf_counter() - started)
 
@@ -100,54 +103,14 @@ class BodySizeLimit:
         if declared.isdigit() and int(declared) > self.max_bytes:
             await self._reject(scope, receive, send)
             return
-        held = 0  # bytes of the body budget this request holds
-
-        def take(n: int) -> bool:
-            nonlocal held
-            if not self.budget.try_acquire(n):
-                return False
-            held += n
-            return True
-
-        async def shed(received: int, more_body: bool) -> None:
-            waiting_for_continue = b"100-continue" in headers.get(b"expect", b"").lower()
-            if more_body and not waiting_for_continue:
-                outcome = await self._drop_rest(receive, received)
-                if outcome == "gone":
-                    return
-                if outcome == "too_large":
-                    await self._reject(scope, receive, send)
-                    return
-            await self._shed(scope, receive, send)
-
+        held = _Held(self.budget)
         try:
-            if declared.isdigit() and not take(int(declared)):
-                await shed(0, int(declared) > 0)
+            if declared.isdigit() and not held.take(int(declared)):
+                await self._refuse(scope, receive, send, headers, 0, int(declared) > 0)
                 return
-            # Read the whole body first (the routes need all of it anyway), so an oversized body is refused
-            # before any parser sees it, whatever Content-Length claimed.
-            chunks: list[bytes] = []
-            received = 0
-            while True:
-                message = await receive()
-                if message["type"] == "http.disconnect":
-                    return  # the client is gone: a partial body must never reach a parser
-                chunk = message.get("body", b"")
-                received += len(chunk)
-                if received > self.max_bytes:
-                    await self._reject(scope, receive, send)
-                    return
-                if received > held and not take(received - held):
-                    chunks.clear()  # refused: keep nothing (and hold no budget) while the rest is dropped
-                    self.budget.release(held)
-                    held = 0
-                    await shed(received, message.get("more_body", False))
-                    return
-                chunks.append(chunk)
-                if not message.get("more_body", False):
-                    break
-            body = b"".join(chunks)
-            chunks.clear()  # the joined copy is the only one kept
+            body = await self._read_body(scope, receive, send, headers, held)
+            if body is None:
+                return
             replayed = False
 
             async def replay() -> Message:
@@ -159,4 +122,65 @@ class BodySizeLimit:
 
             await self.app(scope, replay, send)
         finally:
-            self.budget.release(held)
+            held.release()
+
+    async def _refuse(
+        self, scope: Scope, receive: Receive, send: Send, headers: dict[bytes, bytes], received: int, more_body: bool
+    ) -> None:
+        """429 for a body the budget cannot hold: first drop what the client still sends (unless it waits for
+        100-continue), 413 when that turns out over the cap; nothing when the client has left."""
+        waiting_for_continue = b"100-continue" in headers.get(b"expect", b"").lower()
+        if more_body and not waiting_for_continue:
+            outcome = await self._drop_rest(receive, received)
+            if outcome == "gone":
+                return
+            if outcome == "too_large":
+                await self._reject(scope, receive, send)
+                return
+        await self._shed(scope, receive, send)
+
+    async def _read_body(
+        self, scope: Scope, receive: Receive, send: Send, headers: dict[bytes, bytes], held: _Held
+    ) -> bytes | None:
+        """The whole body (the routes need all of it anyway), so an oversized body is refused before any
+        parser sees it, whatever Content-Length claimed; None when it was refused or the client left."""
+        chunks: list[bytes] = []
+        received = 0
+        while True:
+            message = await receive()
+            if message["type"] == "http.disconnect":
+                return None  # the client is gone: a partial body must never reach a parser
+            chunk = message.get("body", b"")
+            received += len(chunk)
+            if received > self.max_bytes:
+                await self._reject(scope, receive, send)
+                return None
+            if received > held.bytes and not held.take(received - held.bytes):
+                chunks.clear()  # refused: keep nothing (and hold no budget) while the rest is dropped
+                held.release()
+                await self._refuse(scope, receive, send, headers, received, message.get("more_body", False))
+                return None
+            chunks.append(chunk)
+            if not message.get("more_body", False):
+                break
+        body = b"".join(chunks)
+        chunks.clear()  # the joined copy is the only one kept
+        return body
+
+
+class _Held:
+    """The bytes of the body budget one request holds, given back however the request ends."""
+
+    def __init__(self, budget: Budget) -> None:
+        self.budget = budget
+        self.bytes = 0
+
+    def take(self, n: int) -> bool:
+        if not self.budget.try_acquire(n):
+            return False
+        self.bytes += n
+        return True
+
+    def release(self) -> None:
+        self.budget.release(self.bytes)
+        self.bytes = 0

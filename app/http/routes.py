@@ -13,14 +13,15 @@ import pydantic
 from fastapi import APIRouter, Depends, Path, Query, Request, Response
 from fastapi.responses import JSONResponse, PlainTextResponse, RedirectResponse
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
-from pydantic import BaseModel
+from pydantic import BaseModel, SecretStr
 from python_multipart.multipart import parse_options_header
 from starlette.datastructures import UploadFile
 
-from app.core.errors import BadRequest, NotReady, Unauthorized, ValidationError, validation_message
+from app.core.errors import BadRequest, Forbidden, NotReady, Unauthorized, ValidationError, validation_message
 from app.core.schemas import (
     ITEM_ID_PATTERN,
     META_FIELDS,
+    MODEL_VERSION_PATTERN,
     BatchIn,
     BatchOut,
     ErrorBody,
@@ -54,7 +55,7 @@ router = APIRouter()
 M = TypeVar("M", bound=BaseModel)
 ItemIdPath = Annotated[str, Path(pattern=ITEM_ID_PATTERN, min_length=1, max_length=128)]
 ERRORS: dict[int | str, dict[str, Any]] = {
-    code: {"model": ErrorBody} for code in (400, 401, 404, 409, 413, 415, 422, 424, 429, 503, 504)
+    code: {"model": ErrorBody} for code in (400, 401, 403, 404, 409, 413, 415, 422, 424, 429, 503, 504)
 }
 
 
@@ -82,18 +83,39 @@ Experiments = Annotated[ExperimentService, Depends(get_experiments)]
 BackfillRuns = Annotated[Backfills, Depends(get_backfills)]
 
 
+def _bearer(request: Request) -> bytes | None:
+    scheme, _, given = request.headers.get("authorization", "").partition(" ")
+    return given.strip().encode() if scheme.lower() == "bearer" else None
+
+
+def _holds(given: bytes | None, key: SecretStr) -> bool:
+    # compare_digest: the time taken does not tell how much of a guessed key was right
+    return given is not None and hmac.compare_digest(given, key.get_secret_value().encode())
+
+
 def require_write_key(request: Request) -> None:
     key = request.app.state.settings.api_key
-    if key is None:
-        return
-    scheme, _, given = request.headers.get("authorization", "").partition(" ")
-    expected = key.get_secret_value().encode()
-    # compare_digest: the time taken does not tell how much of a guessed key was right
-    if scheme.lower() != "bearer" or not hmac.compare_digest(given.strip().encode(), expected):
+    if key is not None and not _holds(_bearer(request), key):
         raise Unauthorized("writes need the header `Authorization: Bearer <LOOKALIKE_API_KEY>`")
 
 
+def require_admin_key(request: Request) -> None:
+    """Model administration and experiment changes: the admin key when one is set, else the write key."""
+    settings = request.app.state.settings
+    admin = settings.admin_api_key
+    if admin is None:
+        require_write_key(request)
+        return
+    given = _bearer(request)
+    if _holds(given, admin):
+        return
+    if settings.api_key is not None and _holds(given, settings.api_key):
+        raise Forbidden("the write key cannot administer models or experiments: use LOOKALIKE_ADMIN_API_KEY")
+    raise Unauthorized("model administration needs the header `Authorization: Bearer <LOOKALIKE_ADMIN_API_KEY>`")
+
+
 WriteAuth = Depends(require_write_key)
+AdminAuth = Depends(require_admin_key)
 
 
 def _loads(text: bytes | str, what: str) -> Any:
@@ -308,7 +330,7 @@ def _etag_matches(header: str | None, etag: str) -> bool:
     return etag in tags or "*" in tags
 
 
-# ---- model versions (admin: the write key) ----------------------------------------------------------
+# ---- model versions (admin: the admin key, else the write key) ------------------------------------
 
 
 @router.get("/models", response_model=ModelsOut, responses=ERRORS)
@@ -317,25 +339,27 @@ async def list_models(service: Service) -> JSONResponse:
     return answer(await service.list_models())
 
 
-ModelVersionPath = Annotated[str, Path(min_length=1, max_length=256)]
+ModelVersionPath = Annotated[str, Path(pattern=MODEL_VERSION_PATTERN)]
 
 
-@router.post("/models/{version}/promote", response_model=PromoteOut, responses=ERRORS, dependencies=[WriteAuth])
+@router.post("/models/{version}/promote", response_model=PromoteOut, responses=ERRORS, dependencies=[AdminAuth])
 async def promote_model(version: ModelVersionPath, service: Service, force: bool = False) -> JSONResponse:
     """Make VERSION serve /similar (409 model_not_ready while items lack its vector, unless force=true)."""
     return answer(await service.promote(version, force))
 
 
-@router.delete("/models/{version}", response_model=RetireOut, responses=ERRORS, dependencies=[WriteAuth])
+@router.delete("/models/{version}", response_model=RetireOut, responses=ERRORS, dependencies=[AdminAuth])
 async def retire_model(version: ModelVersionPath, service: Service) -> JSONResponse:
     """Retire a non-serving VERSION: its vectors are dropped and their space freed (409 model_serving if serving)."""
     return answer(await service.retire(version))
 
 
 @router.get("/info", response_model=InfoOut)
-async def info(service: Service) -> JSONResponse:
-    """The served model version, and whether it has random weights (the page shows a banner then)."""
-    return answer(service.info())
+async def info(request: Request, service: Service) -> JSONResponse:
+    """The served model version, whether it has random weights (the page shows a banner then), and whether
+    the service was allowed to start without an API key (LOOKALIKE_ALLOW_UNAUTHENTICATED)."""
+    allowed = request.app.state.settings.allow_unauthenticated
+    return answer(service.info().model_copy(update={"allow_unauthenticated": allowed}))
 
 
 router.include_router(page_router)  # the web page: GET / and its static files

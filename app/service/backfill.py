@@ -28,15 +28,17 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import logging
+import re
 import time
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from typing import Any, Literal, Protocol
 
 import numpy as np
 
 from app.core import metrics
 from app.core.errors import (
+    BackfillRunning,
     ImageNotFound,
     LookalikeError,
     ModelNotFound,
@@ -72,10 +74,11 @@ class Partition:
     def parse(cls, text: str | None) -> Partition:
         if text is None or text == "":
             return cls()
-        index, sep, count = text.partition("/")
-        if not sep or not index.strip().isdigit() or not count.strip().isdigit():
+        # ASCII digits only: str.isdigit() also takes "²", which int() refuses
+        found = re.fullmatch(r"\s*([0-9]{1,9})\s*/\s*([0-9]{1,9})\s*", text)
+        if found is None:
             raise ValidationError(f"partition must be I/N (e.g. 0/3), got {text!r}")
-        return cls(int(index), int(count))
+        return cls(int(found[1]), int(found[2]))
 
     def holds(self, item_id: str) -> bool:
         return partition_of(item_id, self.count) == self.index
@@ -117,21 +120,7 @@ class BackfillStatus:
     finished_at: float | None = None
 
     def as_dict(self) -> dict[str, Any]:
-        return {
-            "version": self.version,
-            "state": self.state,
-            "partition": self.partition,
-            "scanned": self.scanned,
-            "embedded": self.embedded,
-            "skipped": self.skipped,
-            "failed": self.failed,
-            "failed_ids": list(self.failed_ids),
-            "coverage": self.coverage,
-            "missing_at_start": self.missing_at_start,
-            "error": self.error,
-            "started_at": self.started_at,
-            "finished_at": self.finished_at,
-        }
+        return asdict(self)  # a copy: failed_ids is not shared with the running backfill
 
 
 LoadImage = Callable[[dict[str, Any]], Awaitable[bytes]]  # payload -> image bytes (raises LookalikeError)
@@ -357,17 +346,30 @@ class Backfills:
     def __init__(self, service: ItemService) -> None:
         self._service = service
         self._runs: dict[str, tuple[Backfill, asyncio.Task[BackfillStatus]]] = {}
+        self._all: set[asyncio.Task[BackfillStatus]] = set()  # every run not finished: stop() waits for each
+        self._starting = asyncio.Lock()  # the check and the start are one step: two starts never both run
+        self._stopped = False
 
     async def start(self, version: str, partition: Partition | None = None) -> BackfillStatus:
-        """Start a backfill of `version` unless one is running (then answer that one's status)."""
-        current = self._runs.get(version)
-        if current is not None and not current[1].done():
-            return current[0].status
-        await self._check(version)
-        backfill = service_backfill(self._service, version, partition)
-        task = asyncio.create_task(backfill.run(), name=f"backfill-{version}")
-        self._runs[version] = (backfill, task)
-        return backfill.status
+        """Start a backfill of `version`; BackfillRunning (409, with its status) while one runs."""
+        async with self._starting:
+            if self._stopped:
+                raise NotReady("the service is stopping")
+            current = self._runs.get(version)
+            if current is not None and not current[1].done():
+                running = current[0].status
+                raise BackfillRunning(
+                    f"a backfill of {version!r} (partition {running.partition}) is running; "
+                    "GET /models/{version}/backfill follows it",
+                    running.as_dict(),
+                )
+            await self._check(version)
+            backfill = service_backfill(self._service, version, partition)
+            task = asyncio.create_task(backfill.run(), name=f"backfill-{version}")
+            self._all.add(task)
+            task.add_done_callback(self._all.discard)
+            self._runs[version] = (backfill, task)
+            return backfill.status
 
     async def status(self, version: str) -> BackfillStatus:
         """The last run's status, or an `idle` one with the version's coverage when none ran."""
@@ -393,8 +395,11 @@ class Backfills:
             raise ModelNotFound(f"no model file of version {version!r} is loaded (LOOKALIKE_MODEL_PATH)")
 
     async def stop(self) -> None:
-        """Cancel the runs in progress (their items in flight are simply not written: a rerun resumes)."""
-        tasks = [task for _, task in self._runs.values() if not task.done()]
+        """Cancel every run in progress and wait for each (their items in flight are simply not written: a
+        rerun resumes). A start after this is refused (503 not_ready)."""
+        async with self._starting:  # a start in progress finishes first, and is then cancelled with the rest
+            self._stopped = True
+        tasks = list(self._all)
         for task in tasks:
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)

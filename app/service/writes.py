@@ -28,6 +28,7 @@ from app.core.schemas import BatchResult, ItemIn, ItemOut, ItemPatch, ItemWriteO
 from app.service.boilerplate import Boilerplate
 from app.service.embedding import EmbeddedListing, Embedder, Listing
 from app.service.store_access import StoreAccess
+from app.store.base import VersionsChanged
 from app.store.images import ImageStore, image_key, payload_image_keys
 
 
@@ -149,7 +150,7 @@ class ItemWrites:
         store = self._access.store
         try:
             return await self._access.call("upsert", store.upsert, payloads, vectors)
-        except ValueError:  # the active versions changed since this write read them (another replica retired one)
+        except VersionsChanged:  # the active versions changed since this write read them (another replica retired one)
             active = (await self._access.versions(fresh=True)).active
             if not set(active) <= set(vectors):
                 raise NotReady(

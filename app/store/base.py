@@ -73,6 +73,11 @@ class ModelVersion:
     dim: int
 
 
+class VersionsChanged(RuntimeError):
+    """An upsert's vectors name other model versions than the active ones: the registry changed since the
+    caller read it (another replica promoted, retired or added a version). Read the versions again and retry."""
+
+
 class CollectionMismatch(RuntimeError):
     """Start-up only: the collection needs a model version no file provides, or a version's dimension differs."""
 
@@ -100,11 +105,12 @@ class VectorStore(Protocol):
         ModelNotFound for an unknown or retired version; coverage is the caller's business."""
 
     def retire(self, version: str) -> None:
-        """Candidate -> retired: its named vector is deleted (space freed). ValueError for the serving one."""
+        """Candidate -> retired: its named vector is deleted (space freed). ModelServing for the serving one,
+        ModelNotFound for an unknown or retired one (also when another replica changed it meanwhile)."""
 
     def upsert(self, payloads: list[dict[str, Any]], vectors: Mapping[str, PhotoVectors] | PhotoVectors) -> list[bool]:
         """Write listings whole (payload + every photo's L2-normalised vector of every ACTIVE version, all of
-        them, else ValueError): per version one [N, dim] array (one photo each) or N arrays [photos, dim];
+        them, else VersionsChanged): per version one [N, dim] array (one photo each) or N arrays [photos, dim];
         returns `created` per item. Durable on return. Convenience: a plain value is accepted while exactly
         one version is active. SinglePhotoVersion: several photos for a version from before photos."""
 

@@ -19,7 +19,7 @@ from qdrant_client import QdrantClient, models
 from qdrant_client import models as qdrant_models
 from qdrant_client.http.exceptions import ResponseHandlingException, UnexpectedResponse
 
-from app.core.errors import StoreUnavailable, VersionMissing
+from app.core.errors import ModelNotReady, StoreUnavailable
 from app.core.settings import Settings
 from app.store import photos
 from app.store import qdrant_server_search as search
@@ -34,6 +34,8 @@ from app.store.base import (
     SimilarFilters,
     point_id,
 )
+from app.store.qdrant_filters import build_filter
+from app.store.qdrant_registry import METADATA_VERSIONS, NOT_AN_ITEM, RegistryPoint, metadata_versions, vector_names
 from app.store.versions import (
     StoredVersion,
     find,
@@ -46,8 +48,6 @@ from app.store.versions import (
     vectors_by_name,
 )
 
-MODEL_VERSION_KEY = "lookalike.model_version"  # collections from before versions: their one model
-VERSIONS_KEY = "lookalike.versions"  # the version registry, in the collection's metadata
 META_PREFIX = "lookalike.meta."  # get_meta/put_meta documents
 REGISTRY_TTL_S = 1.0
 
@@ -71,25 +71,6 @@ def _unavailable_on_failure() -> Iterator[None]:
         raise StoreUnavailable(f"Qdrant's answer could not be read: {type(exc).__name__}") from None
 
 
-def build_filter(item_id: str | None, seller_id: Any, filters: SimilarFilters) -> models.Filter:
-    """GET /similar's filters; `item_id` (the query item, left out) is None for a query by vector."""
-    must: list[models.Condition] = []
-    must_not: list[models.Condition] = []
-    if item_id is not None:
-        must_not.append(models.HasIdCondition(has_id=[point_id(item_id)]))
-    if not filters.include_sold:
-        must_not.append(models.FieldCondition(key="status", match=models.MatchValue(value="sold")))
-    if filters.category is not None:
-        must.append(models.FieldCondition(key="category", match=models.MatchValue(value=filters.category)))
-    if filters.min_price is not None or filters.max_price is not None:
-        must.append(
-            models.FieldCondition(key="price", range=models.Range(gte=filters.min_price, lte=filters.max_price))
-        )
-    if filters.exclude_same_seller and isinstance(seller_id, str):
-        must_not.append(models.FieldCondition(key="seller_id", match=models.MatchValue(value=seller_id)))
-    return models.Filter(must=must or None, must_not=must_not or None)
-
-
 class ServerStore:
     def __init__(
         self, client: QdrantClient, collection: str, *, shard_number: int = 1, replication_factor: int = 1
@@ -100,6 +81,7 @@ class ServerStore:
         self.replication_factor = replication_factor
         self._rows: list[StoredVersion] = []
         self._rows_at = 0.0
+        self._registry_point = RegistryPoint(client, collection)
 
     @classmethod
     def from_settings(cls, settings: Settings) -> ServerStore:
@@ -115,66 +97,89 @@ class ServerStore:
             replication_factor=settings.replication_factor,
         )
 
-    # ------------------------------------------------------------ versions
+    # ------------------------------------------------------------ versions (app/store/qdrant_registry.py)
 
     def open(self, models: Mapping[str, int]) -> list[ModelVersion]:
-        qm = qdrant_models  # `models` is the parameter here
         with _unavailable_on_failure():
             if not self._client.collection_exists(self.collection):
-                rows, _ = open_versions(None, models, repr(self.collection))
-                self._client.create_collection(
-                    self.collection,
-                    vectors_config={v.vector: search.vector_params(v) for v in rows},
-                    shard_number=self.shard_number,
-                    replication_factor=self.replication_factor,
-                    metadata={VERSIONS_KEY: [v.to_json() for v in rows]},
-                )
-                with warnings.catch_warnings():  # local mode (tests) warns that indexes have no effect there
-                    warnings.simplefilter("ignore", UserWarning)
-                    for field in KEYWORD_FIELDS:
-                        self._client.create_payload_index(self.collection, field, qm.PayloadSchemaType.KEYWORD)
-                    for field in FLOAT_FIELDS:
-                        self._client.create_payload_index(self.collection, field, qm.PayloadSchemaType.FLOAT)
-                self._cache(rows)
-                return [v.public() for v in rows]
+                self._create(open_versions(None, models, repr(self.collection))[0])
             config = self._client.get_collection(self.collection).config
-            stored = self._stored_versions(config)
-            if stored is None:
-                raise CollectionMismatch(
-                    f"collection {self.collection!r} exists but records no model version (not written by this "
-                    "service?). Set LOOKALIKE_COLLECTION to a new name and re-index, or point LOOKALIKE_MODEL_PATH "
-                    "at the right collection's models"
-                )
-            rows, added = open_versions(stored, models, repr(self.collection))
-            names = self._vector_names(config)
-            # Vector first, registry second: a crash in between leaves an unused vector that the next
-            # open finds (and keeps); retire writes the registry first, so a leftover retired vector is
-            # deleted here.
-            for v in added:
-                if v.vector not in names:
-                    self._client.create_vector_name(self.collection, v.vector, search.dense_config(v))
+            if self._registry_point.read() is None:  # created before the registry point: seed it from metadata
+                stored = metadata_versions(config)
+                if stored is None:
+                    raise CollectionMismatch(
+                        f"collection {self.collection!r} exists but records no model version (not written by this "
+                        "service?). Set LOOKALIKE_COLLECTION to a new name and re-index, or point "
+                        "LOOKALIKE_MODEL_PATH at the right collection's models"
+                    )
+                self._registry_point.seed(stored)
+
+            def add_candidates(rows: list[StoredVersion]) -> list[StoredVersion] | None:
+                # Vector first, registry second: a crash in between leaves an unused vector that the next
+                # open finds (and keeps); retire writes the registry first, so a leftover retired vector is
+                # deleted below.
+                new_rows, added = open_versions(rows, models, repr(self.collection))
+                for v in added:
+                    self._create_vector(v)
+                return new_rows if added else None
+
+            rows = self._registry_point.change(add_candidates)
+            names = vector_names(self._client.get_collection(self.collection).config)
             for v in rows:
                 if not v.active and v.vector in names:
                     self._client.delete_vector_name(self.collection, v.vector)
-            if added or (config.metadata or {}).get(VERSIONS_KEY) is None:
-                self._write_versions(rows)
         self._cache(rows)
         return [v.public() for v in rows]
+
+    def _create(self, rows: list[StoredVersion]) -> None:
+        """A new collection: its vectors, payload indexes and registry (also written to its metadata, so a
+        replica opening it before the registry point exists seeds the same one)."""
+        qm = qdrant_models
+        with contextlib.suppress(UnexpectedResponse, ValueError):  # another replica created it meanwhile
+            self._client.create_collection(
+                self.collection,
+                vectors_config={v.vector: search.vector_params(v) for v in rows},
+                shard_number=self.shard_number,
+                replication_factor=self.replication_factor,
+                metadata={METADATA_VERSIONS: [v.to_json() for v in rows]},
+            )
+        with warnings.catch_warnings():  # local mode (tests) warns that indexes have no effect there
+            warnings.simplefilter("ignore", UserWarning)
+            for field in KEYWORD_FIELDS:
+                self._client.create_payload_index(self.collection, field, qm.PayloadSchemaType.KEYWORD)
+            for field in FLOAT_FIELDS:
+                self._client.create_payload_index(self.collection, field, qm.PayloadSchemaType.FLOAT)
+        self._registry_point.seed(rows)
+
+    def _create_vector(self, v: StoredVersion) -> None:
+        """Add a candidate's named vector unless it exists (another replica opening with the same file)."""
+        if v.vector in vector_names(self._client.get_collection(self.collection).config):
+            return
+        try:
+            self._client.create_vector_name(self.collection, v.vector, search.dense_config(v))
+        except (UnexpectedResponse, ValueError):
+            if v.vector not in vector_names(self._client.get_collection(self.collection).config):
+                raise
 
     def versions(self) -> list[ModelVersion]:
         return [v.public() for v in self._registry(fresh=True)]
 
     def promote(self, version: str) -> None:
-        rows = promoted(self._registry(fresh=True), version)
         with _unavailable_on_failure():
-            self._write_versions(rows)  # one metadata update: atomic
+            rows = self._registry_point.change(lambda current: promoted(current, version))
         self._cache(rows)
 
     def retire(self, version: str) -> None:
-        rows, target = retired(self._registry(fresh=True), version)
+        targets: list[StoredVersion] = []
+
+        def retire_it(current: list[StoredVersion]) -> list[StoredVersion]:
+            rows, target = retired(current, version)
+            targets.append(target)
+            return rows
+
         with _unavailable_on_failure():
-            self._write_versions(rows)  # first: no write carries the vector any more
-            self._client.delete_vector_name(self.collection, target.vector)
+            rows = self._registry_point.change(retire_it)  # first: no write carries the vector any more
+            self._client.delete_vector_name(self.collection, targets[-1].vector)
         self._cache(rows)
 
     def get_meta(self, key: str) -> dict[str, Any] | None:
@@ -187,9 +192,6 @@ class ServerStore:
         with _unavailable_on_failure():
             self._client.update_collection(self.collection, metadata={META_PREFIX + key: value})
 
-    def _write_versions(self, rows: list[StoredVersion]) -> None:
-        self._client.update_collection(self.collection, metadata={VERSIONS_KEY: [v.to_json() for v in rows]})
-
     def _cache(self, rows: list[StoredVersion]) -> None:
         self._rows, self._rows_at = rows, time.monotonic()
 
@@ -198,31 +200,11 @@ class ServerStore:
         seen within that time (`fresh`: re-read now)."""
         if fresh or not self._rows or time.monotonic() - self._rows_at > REGISTRY_TTL_S:
             with _unavailable_on_failure():
-                config = self._client.get_collection(self.collection).config
-            stored = self._stored_versions(config)
-            if stored is None:
+                registry = self._registry_point.read()
+            if registry is None:
                 raise StoreUnavailable(f"collection {self.collection!r} has no model versions (not opened)")
-            self._cache(stored)
+            self._cache(registry.rows)
         return self._rows
-
-    @staticmethod
-    def _vector_names(config: models.CollectionConfig) -> set[str]:
-        vectors = config.params.vectors
-        return set(vectors) if isinstance(vectors, dict) else {""}
-
-    @staticmethod
-    def _stored_versions(config: models.CollectionConfig) -> list[StoredVersion] | None:
-        """The registry in the collection's metadata; a collection from before versions (unnamed vector,
-        `lookalike.model_version`) reads as that one serving version on the unnamed vector."""
-        metadata = config.metadata or {}
-        rows = metadata.get(VERSIONS_KEY)
-        if rows is not None:
-            return [StoredVersion.from_json(r) for r in rows]
-        vectors = config.params.vectors
-        legacy = metadata.get(MODEL_VERSION_KEY)
-        if legacy is None or not isinstance(vectors, models.VectorParams):
-            return None
-        return [StoredVersion(str(legacy), "serving", vectors.size, "")]
 
     # ------------------------------------------------------------ items
 
@@ -324,7 +306,7 @@ class ServerStore:
                 return None
             rows = search.stored_rows(v, records[0])
             if rows is None:
-                raise VersionMissing(f"item {item_id!r} has no vector of model version {v.model_version!r} yet")
+                raise ModelNotReady(f"item {item_id!r} has no vector of model version {v.model_version!r} yet")
             payload = records[0].payload or {}
             usable = photos.usable(rows, payload)
             query_filter = build_filter(item_id, payload.get("seller_id"), filters)
@@ -364,12 +346,11 @@ class ServerStore:
         has = models.Filter(must=[models.HasVectorCondition(has_vector=v.vector)])
         with _unavailable_on_failure():
             having = self._client.count(self.collection, count_filter=has, exact=True).count
-            total = self._client.count(self.collection, exact=True).count
-        return having, total
+        return having, self.count()
 
     def missing(self, version: str, limit: int, cursor: str | None) -> tuple[list[dict[str, Any]], str | None]:
         v = find(self._registry(), version)
-        lacks = models.Filter(must_not=[models.HasVectorCondition(has_vector=v.vector)])
+        lacks = models.Filter(must_not=[models.HasVectorCondition(has_vector=v.vector), NOT_AN_ITEM])
         with _unavailable_on_failure():
             records, next_offset = self._client.scroll(  # ordered by point id; the offset is included
                 self.collection, scroll_filter=lacks, limit=limit, offset=cursor, with_payload=True, with_vectors=False
@@ -385,7 +366,7 @@ class ServerStore:
         with _unavailable_on_failure():
             records, next_offset = self._client.scroll(  # ordered by point id; the offset is included
                 self.collection,
-                scroll_filter=models.Filter(must=must) if must else None,
+                scroll_filter=models.Filter(must=must or None, must_not=[NOT_AN_ITEM]),
                 limit=limit,
                 offset=cursor,
                 with_payload=True,
@@ -395,8 +376,9 @@ class ServerStore:
         return ItemPage(items, None if next_offset is None else str(next_offset))
 
     def count(self) -> int:
+        items = models.Filter(must_not=[NOT_AN_ITEM])
         with _unavailable_on_failure():
-            return self._client.count(self.collection, exact=True).count
+            return self._client.count(self.collection, count_filter=items, exact=True).count
 
     def ready(self) -> bool:
         try:

@@ -20,8 +20,8 @@ from typing import Any
 
 import numpy as np
 
-from app.core.errors import ModelNotFound, SinglePhotoVersion
-from app.store.base import CollectionMismatch, ModelVersion, PhotoVectors, VersionState
+from app.core.errors import ModelNotFound, ModelServing, SinglePhotoVersion
+from app.store.base import CollectionMismatch, ModelVersion, PhotoVectors, VersionsChanged, VersionState
 
 PHOTOS_SUFFIX = "~photos"  # "~" is not allowed in a model version name: no version can clash with it
 
@@ -137,10 +137,10 @@ def promoted(versions: list[StoredVersion], version: str) -> list[StoredVersion]
 
 
 def retired(versions: list[StoredVersion], version: str) -> tuple[list[StoredVersion], StoredVersion]:
-    """The registry with `version` retired (ValueError for the serving version), and its row."""
+    """The registry with `version` retired (ModelServing for the serving version), and its row."""
     target = find(versions, version)
     if target.state == "serving":
-        raise ValueError(f"model version {version!r} is serving: promote another version before retiring it")
+        raise ModelServing(f"model version {version!r} serves /similar; promote another version first")
     return [replace(v, state="retired") if v is target else v for v in versions], target
 
 
@@ -160,7 +160,7 @@ def vectors_by_name(
         vectors = {active[0].model_version: vectors}
     if set(vectors) != {v.model_version for v in active}:
         names = sorted(v.model_version for v in active)
-        raise ValueError(f"vectors for {sorted(vectors)} given, but the active versions are {names}")
+        raise VersionsChanged(f"vectors for {sorted(vectors)} given, but the active versions are {names}")
     out = {}
     for v in active:
         rows = _photo_rows(vectors[v.model_version], count, v)

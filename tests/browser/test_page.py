@@ -69,7 +69,8 @@ def test_grid_shows_every_item_with_its_photo(page: Any, site: Site) -> None:
     assert first.find_element(By.CSS_SELECTOR, ".title").text == item["title"]
     assert first.find_element(By.CSS_SELECTOR, ".category").text == item["category"]
     assert first.find_element(By.CSS_SELECTOR, ".price").text == f"{item['price']:.2f}"
-    assert all(i.get_attribute("loading") == "lazy" for i in photos_of(page, "grid"))
+    photos = photos_of(page, "grid")
+    assert len(photos) == CATALOG_ITEMS + 1 and all(i.get_attribute("loading") == "lazy" for i in photos)
     banner = page.find_element(By.ID, "random-banner")
     wait(page, lambda d: banner.is_displayed(), "the random-weights banner")
     assert "random weights" in banner.text
@@ -130,13 +131,17 @@ def test_clicking_an_item_shows_its_look_alikes_and_filters_apply_at_once(page: 
         ),
         "the category filter",
     )
-    top_price = max(i["price"] for i in site.items)
-    page.find_element(By.NAME, "max_price").send_keys(str(top_price / 2))
-    wait(
-        page,
-        lambda d: all(float(e.text) <= top_price / 2 for e in d.find_elements(By.CSS_SELECTOR, "#similar .price")),
-        "the price filter",
-    )
+    # a limit that some of the category's other items meet and some do not, so the filtered list is never empty
+    prices = sorted(i["price"] for i in site.items if i["item_id"] != item_id and i["category"] == category)
+    assert len(prices) >= 2 and prices[0] < prices[-1]
+    limit = prices[(len(prices) - 1) // 2]
+    page.find_element(By.NAME, "max_price").send_keys(f"{limit:.2f}")
+
+    def filtered(d: Any) -> bool:
+        shown = [float(e.text) for e in d.find_elements(By.CSS_SELECTOR, "#similar .price")]
+        return bool(shown) and all(p <= round(limit, 2) for p in shown)  # an empty list proves nothing
+
+    wait(page, filtered, "the price filter")
 
 
 def test_deep_link_and_back_button(page: Any, site: Site) -> None:

@@ -21,6 +21,7 @@ def test_concurrent_writes_are_batched_through_the_real_encoder(
     monkeypatch.setattr(tiny_encoder, "embed", recorder)
     with client_factory(batch_max_size=4, batch_max_wait_ms=20) as client:
         recorder.sizes.clear()  # forget the warm-up runs
+        before = batch_size_buckets(client.get("/metrics").text)
         bodies = [{"item_id": f"c{i}", "image_base64": base64.b64encode(photo(i, size=64)).decode()} for i in range(24)]
         with ThreadPoolExecutor(12) as pool:
             statuses = list(pool.map(lambda b: client.post("/items", json=b).status_code, bodies))
@@ -28,8 +29,25 @@ def test_concurrent_writes_are_batched_through_the_real_encoder(
         assert sum(recorder.sizes) == 24
         assert max(recorder.sizes) > 1
         assert max(recorder.sizes) <= 4
-        text = client.get("/metrics").text
-        assert "lookalike_batch_size_bucket" in text
+        # the histogram counted exactly these batches, each in its bucket (buckets are exported even when empty)
+        after = batch_size_buckets(client.get("/metrics").text)
+        grown = {le: after[le] - before.get(le, 0.0) for le in after}
+        assert grown["+Inf"] == len(recorder.sizes)
+        for le in ("1.0", "2.0", "4.0"):
+            assert grown[le] == sum(size <= float(le) for size in recorder.sizes), (le, recorder.sizes, grown)
+
+
+def batch_size_buckets(text: str) -> dict[str, float]:
+    """lookalike_batch_size's cumulative bucket counts {le: count}, summed over model versions."""
+    from prometheus_client.parser import text_string_to_metric_families
+
+    buckets: dict[str, float] = {}
+    for family in text_string_to_metric_families(text):
+        for sample in family.samples:
+            if sample.name == "lookalike_batch_size_bucket":
+                le = sample.labels["le"]
+                buckets[le] = buckets.get(le, 0.0) + sample.value
+    return buckets
 
 
 @pytest.mark.parametrize("store_kind", ["edge"], indirect=True)

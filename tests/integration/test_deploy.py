@@ -28,6 +28,7 @@ import pytest
 import yaml
 from packaging.requirements import Requirement
 
+from app.core import exposure
 from app.core.settings import Settings, SettingsError, load_settings
 from tests.live import free_port, run_process, start_process, stop_process
 
@@ -440,6 +441,20 @@ def test_compose_environments_are_valid_settings(dockerfile: Dockerfile, monkeyp
         env = {k: v for k, v in dockerfile.env(app["build"]["target"]).items() if k.startswith("LOOKALIKE_")}
         env.update(app["environment"])
         assert settings_errors(env, monkeypatch) is None, f"{name}: {settings_errors(env, monkeypatch)}"
+        assert exposure.refusal(settings_for(env, monkeypatch)) is None, f"{name}: `python -m app` would refuse"
+
+
+def test_compose_publishes_every_port_on_loopback_only() -> None:
+    # The API runs without a key there (LOOKALIKE_ALLOW_UNAUTHENTICATED): only this machine may reach it.
+    published = {
+        f"{path.name} {name}": service.get("ports", [])
+        for path in (COMPOSE, COMPOSE_CPU)
+        for name, service in compose(path)["services"].items()
+    }
+    assert published["docker-compose.yml app"] and published["docker-compose.cpu.yml app-cpu"]
+    for name, ports in published.items():
+        for port in ports:
+            assert isinstance(port, str) and port.startswith("127.0.0.1:"), f"{name} publishes {port!r} beyond loopback"
 
 
 def test_compose_apps_keep_uploaded_images_in_one_named_volume(
@@ -780,6 +795,34 @@ def test_autoscaling_disruption_budget_and_network_policy(rendered: dict[str, st
             assert all("podSelector" in peer for peer in rule["to"])
     ingress_ports = {p["port"] for rule in policy["spec"]["ingress"] for p in rule["ports"]}
     assert ingress_ports == {int(app_config(docs)["LOOKALIKE_PORT"])}
+    # Not any source: each ingress rule names its peers by label (the ingress controller, Prometheus, API clients)
+    for rule in policy["spec"]["ingress"]:
+        assert rule.get("from"), "an ingress rule without `from` admits every source"
+        for peer in rule["from"]:
+            assert "ipBlock" not in peer and peer.keys() & {"podSelector", "namespaceSelector"}, peer
+            assert all(selector.get("matchLabels") for selector in peer.values()), f"an empty selector: {peer}"
+
+
+@pytest.mark.parametrize("name", KUSTOMIZATIONS)
+def test_app_takes_its_keys_from_a_documented_secret(
+    rendered: dict[str, str], name: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    docs = documents(rendered, name)
+    (container,) = app_deployment(docs)["spec"]["template"]["spec"]["containers"]
+    env = {e["name"]: e for e in container["env"]}
+    config = app_config(docs)
+    manifest = (K8S / "base" / "app-deployment.yaml").read_text()
+    keys = {}
+    for setting in ("LOOKALIKE_API_KEY", "LOOKALIKE_ADMIN_API_KEY"):
+        assert setting not in config, f"{setting} must not sit in the ConfigMap"
+        ref = env[setting]["valueFrom"]["secretKeyRef"]
+        assert not ref.get("optional", False), f"{setting}: the pod must not start without it"
+        # the manifest shows the command that creates this Secret with this key
+        assert f"create secret generic {ref['name']}" in manifest and f"--from-literal={ref['key']}=" in manifest
+        keys[setting] = "k" * 32
+    # the ConfigMap alone listens on a public address: `python -m app` starts only with the Secret's keys
+    assert exposure.refusal(settings_for(config, monkeypatch)) is not None
+    assert exposure.refusal(settings_for({**config, **keys}, monkeypatch)) is None
 
 
 # ------------------------------------------------------------------------------ Prometheus, Grafana

@@ -2,9 +2,14 @@
 
 from __future__ import annotations
 
+import json
 import re
+import socket
+from pathlib import Path
 
 from fastapi.testclient import TestClient
+
+from tests.live import live_server
 
 
 def test_page_and_static_files_carry_a_strict_policy(client: TestClient) -> None:
@@ -29,7 +34,6 @@ def test_page_and_static_files_carry_a_strict_policy(client: TestClient) -> None
         body = client.get(f"/static/{name}").text
         assert "http://" not in body and "https://" not in body
         assert "innerHTML" not in body
-    assert client.get("/static/../app/cli.py").status_code == 404
     assert client.get("/static/nothing.js").json()["error"]["code"] == "not_found"
     assert client.get("/docs").status_code == 200
     assert "content-security-policy" not in client.get("/docs").headers
@@ -39,3 +43,33 @@ def test_info_tells_random_weights(client: TestClient) -> None:
     info = client.get("/info").json()
     assert info["model_version"].startswith("siglip-tiny-random-")
     assert info["random_weights"] is True
+
+
+def raw_get(port: int, target: str) -> tuple[int, bytes]:
+    """GET `target` exactly as written: httpx (and browsers) would remove the `..` segments before sending."""
+    with socket.create_connection(("127.0.0.1", port), timeout=10) as conn:
+        conn.sendall(f"GET {target} HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n".encode())
+        answer = b""
+        while chunk := conn.recv(65536):
+            answer += chunk
+    head, _, body = answer.partition(b"\r\n\r\n")
+    return int(head.split(b" ", 2)[1]), body
+
+
+def test_static_files_never_reach_outside_their_folder(tmp_path: Path, tiny_model_path: Path) -> None:
+    env = {"LOOKALIKE_MODEL_PATH": str(tiny_model_path), "LOOKALIKE_QDRANT_PATH": str(tmp_path / "q")}
+    secret = Path(__file__).resolve().parents[2] / "app" / "cli.py"
+    with live_server(env) as server:
+        assert raw_get(server.port, "/static/app.js")[0] == 200  # the socket path serves what exists
+        for target in (
+            "/static/../../cli.py",  # app/http/static/../../cli.py = app/cli.py
+            "/static/..%2f..%2fcli.py",
+            "/static/%2e%2e/%2e%2e/cli.py",
+            "/static/..%5c..%5ccli.py",
+            "/static/../../../pyproject.toml",
+            "/static/..",
+        ):
+            status, body = raw_get(server.port, target)
+            assert status == 404, target
+            assert json.loads(body)["error"]["code"] == "not_found", target
+            assert secret.read_bytes()[:200] not in body and b"[project]" not in body

@@ -12,8 +12,8 @@ import pytest
 from qdrant_client import QdrantClient
 from qdrant_client import models as qm
 
-from app.core.errors import ModelNotFound, ModelNotReady, SinglePhotoVersion
-from app.store.base import CollectionMismatch, ModelVersion, SimilarFilters, VectorStore, point_id
+from app.core.errors import ModelNotFound, ModelNotReady, ModelServing, SinglePhotoVersion
+from app.store.base import CollectionMismatch, ModelVersion, SimilarFilters, VectorStore, VersionsChanged, point_id
 from app.store.qdrant_edge import EdgeStore
 from app.store.qdrant_server import ServerStore
 
@@ -279,7 +279,7 @@ def run_versions(make: Callable[[], VectorStore]) -> list[Any]:
         ]
         va, vb = unit_of(rng, 20, 16), unit_of(rng, 20, 8)
         assert store.upsert(payloads, {"va": va, "vb": vb}) == [True] * 20
-        with pytest.raises(ValueError):  # every active version's vectors, or nothing is written
+        with pytest.raises(VersionsChanged):  # every active version's vectors, or nothing is written
             store.upsert([{"item_id": "half", "write_id": "w"}], {"va": va[:1]})
         with pytest.raises(ValueError):
             store.upsert([{"item_id": "flat", "write_id": "w"}], va[:1])  # a plain array: only with one version
@@ -358,7 +358,7 @@ def run_versions(make: Callable[[], VectorStore]) -> list[Any]:
             ("vb", "serving"),
             ("vc", "candidate"),
         ]
-        with pytest.raises(ValueError):
+        with pytest.raises(ModelServing):
             store.retire("vb")  # the serving version cannot be retired
         store.retire("va")
         assert "va~photos" not in vector_names(store) and {"vb~photos", "vc~photos"} <= vector_names(
@@ -366,7 +366,7 @@ def run_versions(make: Callable[[], VectorStore]) -> list[Any]:
         )  # its space is freed
         with pytest.raises(ModelNotFound):
             store.similar("item-1", 5, ANY, "va")
-        with pytest.raises(ValueError):  # a retired version takes no vectors any more
+        with pytest.raises(VersionsChanged):  # a retired version takes no vectors any more
             store.upsert([replaced], {"va": va[4:5], "vb": vb[4:5], "vc": new_vc})
         answers.append([(h.item_id, round(h.score, 4)) for h in store.similar("item-1", 5, ANY) or []])
     finally:

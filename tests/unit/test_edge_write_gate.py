@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import threading
+import time
 
 from app.store.qdrant_edge.write_gate import WriteGate
 
@@ -61,6 +62,26 @@ def test_exclusive_waits_for_shared_and_then_blocks_new_shared() -> None:
 
 def test_exclusive_holders_exclude_each_other() -> None:
     gate = WriteGate()
+    second_inside = threading.Event()
+    second_trying = threading.Event()
+
+    def second() -> None:
+        second_trying.set()
+        with gate.exclusive():
+            second_inside.set()
+
+    with gate.exclusive():
+        t = threading.Thread(target=second)
+        t.start()
+        assert second_trying.wait(WAIT_S)
+        # the first holder is still inside: the second one must not get in however long it tries
+        assert not second_inside.wait(0.2)
+    assert second_inside.wait(WAIT_S)  # and it does once the first one leaves
+    t.join(WAIT_S)
+
+
+def test_exclusive_holders_never_overlap_under_contention() -> None:
+    gate = WriteGate()
     inside = 0
     most = 0
     lock = threading.Lock()
@@ -72,6 +93,7 @@ def test_exclusive_holders_exclude_each_other() -> None:
                 with lock:
                     inside += 1
                     most = max(most, inside)
+                time.sleep(0.0005)  # give the other threads the CPU while inside: they would enter if they could
                 with lock:
                     inside -= 1
 
@@ -80,4 +102,4 @@ def test_exclusive_holders_exclude_each_other() -> None:
         t.start()
     for t in threads:
         t.join(WAIT_S)
-    assert most == 1 and inside == 0
+    assert most == 1 and inside == 0 and not any(t.is_alive() for t in threads)

@@ -20,7 +20,7 @@ from qdrant_edge import (
     ScrollRequest,
 )
 
-from app.core.errors import VersionMissing
+from app.core.errors import ModelNotReady
 from app.store import photos
 from app.store.base import Hit, ItemPage, SimilarFilters, point_id
 from app.store.qdrant_edge.builder import record_vectors
@@ -83,7 +83,7 @@ def similar_listings(
         return None
     rows = photo_rows(record_vectors(item.vector).get(v.vector))
     if rows is None:
-        raise VersionMissing(f"item {item_id!r} has no vector of model version {v.model_version!r} yet")
+        raise ModelNotReady(f"item {item_id!r} has no vector of model version {v.model_version!r} yet")
     payload = item.payload or {}
     usable = photos.usable(rows, payload)
     limit = photos.candidates_for(k)

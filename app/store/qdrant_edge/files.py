@@ -121,3 +121,8 @@ class DirLock:
         if self._fd is not None:
             os.close(self._fd)  # closing the descriptor drops the flock
             self._fd = None
+
+
+def read_json(path: Path) -> dict[str, Any]:
+    """A JSON document written by write_json_atomic; {} when there is none yet."""
+    return json.loads(path.read_text(encoding="utf-8")) if path.exists() else {}

@@ -7,7 +7,6 @@ EdgeStore is a thin facade: it builds the state the parts share (StoreState) and
 from __future__ import annotations
 
 import contextlib
-import json
 import logging
 import threading
 from collections.abc import Callable, Mapping
@@ -30,7 +29,7 @@ from app.store.base import Hit, ItemPage, ModelVersion, PhotoVectors, SimilarFil
 from app.store.qdrant_edge import browse
 from app.store.qdrant_edge.builder import create_vector
 from app.store.qdrant_edge.collection import open_collection
-from app.store.qdrant_edge.files import DirLock, write_json_atomic
+from app.store.qdrant_edge.files import DirLock, read_json, write_json_atomic
 from app.store.qdrant_edge.filters import build_filter
 from app.store.qdrant_edge.jobs import JobRunner
 from app.store.qdrant_edge.maintenance import MaintenanceScheduler
@@ -378,18 +377,13 @@ class EdgeStore:
         return self._writer.mutate(plan)
 
     def get_meta(self, key: str) -> dict[str, Any] | None:
-        path = self.root / META_FILE
         with self._meta_lock:
-            documents = json.loads(path.read_text(encoding="utf-8")) if path.exists() else {}
-        value = documents.get(key)
+            value = read_json(self.root / META_FILE).get(key)
         return dict(value) if isinstance(value, dict) else None
 
     def put_meta(self, key: str, value: dict[str, Any]) -> None:
-        path = self.root / META_FILE
         with self._meta_lock:
-            documents = json.loads(path.read_text(encoding="utf-8")) if path.exists() else {}
-            documents[key] = value
-            write_json_atomic(path, documents)  # fsynced: durable on return
+            write_json_atomic(self.root / META_FILE, {**read_json(self.root / META_FILE), key: value})  # fsynced
 
     def list_items(self, limit: int, cursor: str | None, category: str | None, status: str | None) -> ItemPage:
         with self._shard_set.reading() as shards:
