@@ -24,6 +24,12 @@ def candidates_for(k: int) -> int:
     return 2 * k + 10
 
 
+def shortlist(index_scores: dict[Any, float], limit: int) -> list[Any]:
+    """The `limit` candidates with the best index score (max over the query photos of MaxSim): an upper bound
+    of the exact score (boilerplate photos left out can only lower it), so only these are read and re-scored."""
+    return sorted(index_scores, key=lambda c: -index_scores[c])[:limit]
+
+
 def boilerplate_photos(payload: dict[str, Any]) -> list[int]:
     """The listing's photos marked boilerplate: payload `boilerplate` = {"write_id", "photos": [indexes]}, a
     mark that holds only for the write it names (a mark raced by a replace of the listing is ignored)."""

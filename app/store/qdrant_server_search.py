@@ -11,6 +11,7 @@ from typing import Any
 import numpy as np
 from qdrant_client import QdrantClient, models
 
+from app.store import photos
 from app.store.versions import StoredVersion, photo_rows
 
 
@@ -56,8 +57,11 @@ def candidates(
         )
         for q in queries
     ]
-    answers = client.query_batch_points(collection, requests)
-    ids = list(dict.fromkeys(p.id for answer in answers for p in answer.points))
+    scores: dict[Any, float] = {}
+    for answer in client.query_batch_points(collection, requests):
+        for p in answer.points:
+            scores[p.id] = max(scores.get(p.id, p.score), p.score)
+    ids = photos.shortlist(scores, limit)
     if not ids:
         return []
     records = client.retrieve(collection, ids, with_payload=True, with_vectors=[v.vector] if v.vector else True)

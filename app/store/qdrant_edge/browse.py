@@ -52,14 +52,16 @@ def candidates(
         )
         for q in queries
     ]
-    found: dict[str, Shard] = {}  # point id -> newest shard holding it
+    found: dict[str, tuple[float, Shard]] = {}  # point id -> (best score of any query, newest shard holding it)
     for s in shards:
         for answer in s.edge.query_batch(QueryBatchRequest(queries=requests)):
             for p in answer:
-                found.setdefault(str(p.id), s)
+                score, holder = found.get(str(p.id), (p.score, s))
+                found[str(p.id)] = (max(score, p.score), holder)
     found.pop(leave_out or "", None)
     by_shard: dict[int, tuple[Shard, list[str]]] = {}
-    for point, s in found.items():
+    for point in photos.shortlist({pid: score for pid, (score, _) in found.items()}, limit):
+        s = found[point][1]
         by_shard.setdefault(id(s), (s, []))[1].append(point)
     out = []  # an item deleted between the query and this read is left out, as if gone before
     for s, points in by_shard.values():
