@@ -3,16 +3,29 @@ served, `matched` naming the pair of photos, boilerplate photos marked as listin
 
 from __future__ import annotations
 
+import json
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+import time
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pytest
 from fastapi.testclient import TestClient
 
-from tests.conftest import ClientFactory
+from app.store.base import point_id
+from app.store.qdrant_edge import EdgeStore
+from app.store.qdrant_edge.builder import record_vectors
+from tests.conftest import Catalog, ClientFactory
 from tests.factories import ImageServer, near_duplicate, photo
-from tests.hardening import assert_error, b64
+from tests.hardening import assert_error, b64, wait_until
+from tests.live import start_process
 
+REPO = Path(__file__).resolve().parents[2]
 CHART = 9000  # the seed of a size chart photo some sellers put on every listing
 
 
@@ -215,3 +228,140 @@ def test_a_batch_item_with_a_failing_photo_fails_alone_with_the_photo(client: Te
     assert results[1]["status"] == 424 and results[1]["error"]["photo"] == 1
     assert client.get("/items/ok").json()["photo_count"] == 2
     assert_error(client.get("/items/bad"), 404, "item_not_found")
+
+
+# ---------------------------------------------------------------- kill -9: a listing is never stored in part
+
+DIM = 16
+PHOTO_WRITER = textwrap.dedent(
+    """
+    import sys, numpy as np
+    from pathlib import Path
+    from app.store.qdrant_edge import EdgeStore
+    root, start, dim = Path(sys.argv[1]), int(sys.argv[2]), int(sys.argv[3])
+    store = EdgeStore(root, "items", hot_max=60, merge_fanin=2)
+    store.open({"m": dim})
+    i = start
+    while True:
+        n = 1 + i % 7  # listings are replaced with another number of photos each time
+        rows = np.random.default_rng(i).standard_normal((n, dim)).astype(np.float32)
+        photos = [{"image_key": f"k{i}-{j}"} for j in range(n)]
+        store.upsert([{"item_id": f"L{i % 25}", "write_id": f"w{i}", "photos": photos}], [rows])
+        print("A", f"L{i % 25}", i, flush=True)
+        i += 1
+    """
+)
+
+
+def stored_rows(store: Any, item_id: str) -> np.ndarray | None:
+    with store._shard_set.reading() as shards:  # the newest copy, as every read resolves it
+        for s in shards:
+            records = s.edge.retrieve([point_id(item_id)], True, True)
+            if records:
+                return np.asarray(record_vectors(records[0].vector)["m~photos"], dtype=np.float32)
+    return None
+
+
+def test_kill9_never_leaves_a_listing_with_part_of_its_photos(tmp_path: Path) -> None:
+    root = tmp_path / "qdrant"
+    acked: dict[str, int] = {}
+    start = 0
+    for round_ in range(3):
+        env = {**os.environ, "PYTHONPATH": str(REPO)}
+        proc = start_process(
+            [sys.executable, "-c", PHOTO_WRITER, str(root), str(start), str(DIM)],
+            stdout=subprocess.PIPE,
+            text=True,
+            env=env,
+            cwd=REPO,
+        )
+        assert proc.stdout is not None
+        lines: list[str] = []
+        deadline = time.monotonic() + 1.5 + 0.7 * round_
+        while time.monotonic() < deadline:  # read acknowledgements, then kill at an arbitrary point
+            line = proc.stdout.readline()
+            if not line:
+                break
+            lines.append(line)
+        proc.send_signal(signal.SIGKILL)
+        rest, _ = proc.communicate()
+        lines += rest.splitlines()
+        for line in lines:
+            _, item_id, i = line.split()
+            acked[item_id] = max(acked.get(item_id, -1), int(i))
+        assert acked, "the writer acknowledged nothing"
+        start = max(acked.values()) + 100  # fresh writes next round (the same 25 listings)
+        store = EdgeStore(root, "items", hot_max=60, merge_fanin=2)
+        store.open({"m": DIM})
+        try:
+            for item_id, last in acked.items():
+                payload = store.get(item_id)
+                assert payload is not None, f"acknowledged {item_id} lost after kill -9"
+                i = int(payload["write_id"][1:])
+                assert i >= last  # the acknowledged write, or a later one that landed before the kill
+                n = 1 + i % 7
+                expected = np.random.default_rng(i).standard_normal((n, DIM)).astype(np.float32)
+                expected /= np.linalg.norm(expected, axis=1, keepdims=True)
+                rows = stored_rows(store, item_id)
+                assert rows is not None and rows.shape == (n, DIM), f"{item_id}: {n} photos written"
+                assert np.allclose(rows, expected, atol=1e-5)  # every photo of that one write, in order
+                assert [p["image_key"] for p in payload["photos"]] == [f"k{i}-{j}" for j in range(n)]
+        finally:
+            store.close()
+
+
+# ---------------------------------------------------------------- model versions: a backfill embeds every photo
+
+
+def test_a_backfill_embeds_every_photo_and_coverage_counts_listings(catalog: Catalog, images: ImageServer) -> None:
+    m = catalog.models
+    url = images.add("/p2.jpg", photo(502))
+    with catalog.app(m.v1) as client:
+        put(
+            client,
+            {"item_id": "three", "images": [{"base64": b64(photo(500))}, {"base64": b64(photo(501))}, {"url": url}]},
+        )
+        put(client, listing("one", [510]))
+        put(client, listing("copy", [520, 501]))  # holds three's second photo
+    with catalog.app(m.v1, m.v2) as client:
+        started = client.post("/models/v2/backfill")
+        assert started.status_code == 202, started.text
+        wait_until(lambda: client.get("/models/v2/backfill").json()["state"] != "running", timeout_s=120, what="end")
+        status = client.get("/models/v2/backfill").json()
+        assert (status["state"], status["embedded"], status["failed"]) == ("done", 3, 0)
+        versions = {v["model_version"]: v for v in client.get("/models").json()["versions"]}
+        assert versions["v2"]["coverage"] == 1.0 and versions["v2"]["items_missing"] == 0
+        top = similar(client, "copy", model_version="v2")[0]  # v2's vectors hold every photo of each listing
+        assert top["item_id"] == "three" and (top["matched"]["query_photo"], top["matched"]["photo"]) == (1, 1)
+        by_photo = client.post("/similar", json={"image_url": url, "model_version": "v2", "k": 3}).json()
+        assert by_photo["results"][0]["item_id"] == "three" and by_photo["results"][0]["matched"]["photo"] == 2
+
+
+# ---------------------------------------------------------------- lookalike index: JSONL lines with `images`
+
+
+def test_index_takes_lines_with_images_and_orphans_knows_every_photo(
+    tmp_path: Path, tiny_model_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from app.cli import main
+    from app.store.images import ImageStore
+
+    monkeypatch.setenv("LOOKALIKE_MODEL_PATH", str(tiny_model_path))
+    monkeypatch.setenv("LOOKALIKE_QDRANT_PATH", str(tmp_path / "q"))
+    (tmp_path / "img").mkdir()
+    for i in range(4):
+        (tmp_path / "img" / f"{i}.jpg").write_bytes(photo(600 + i))
+    lines = [
+        {"item_id": "multi", "images": ["img/0.jpg", "img/1.jpg", {"base64": b64(photo(610))}], "title": "three"},
+        {"item_id": "single", "image": "img/2.jpg"},
+        {"item_id": "broken", "images": ["img/3.jpg", "img/none.jpg"]},
+    ]
+    (tmp_path / "items.jsonl").write_text("\n".join(json.dumps(line) for line in lines) + "\n")
+    assert main(["index", str(tmp_path / "items.jsonl")]) == 3  # some lines failed
+    assert "indexed 2 item(s), 1 failed" in capsys.readouterr().err
+    assert main(["similar", "single", "--k", "1"]) == 0
+    capsys.readouterr()
+    kept = ImageStore(tmp_path / "images")
+    assert len(list(kept.keys())) == 4  # three photos of `multi`, one of `single`
+    assert main(["images", "orphans"]) == 0
+    assert json.loads(capsys.readouterr().out)["orphans"] == []  # every photo's file is named by its listing
