@@ -2,9 +2,8 @@
 
 One run works on one VERSION (and optionally one partition I/N of the catalog):
 
-    store.missing(version) pages -> keep this partition's items -> each photo of the listing (`image_url`
-    through the guarded fetcher, `image_key` from the image store) -> decode -> VERSION's micro-batcher ->
-    store.set_vector (every photo's row at once: a listing gets the version whole or not at all)
+    store.missing(version) pages -> keep this partition's items -> every photo (`image_url` through the guarded
+    fetcher, `image_key` from the image store) -> decode -> VERSION's micro-batcher -> store.set_vector (all rows)
 
 Why it is safe to run at any time, and to kill at any time:
 - it only ever reads the items still missing the vector, so a rerun (after kill -9, or a second worker)
@@ -47,6 +46,7 @@ from app.core.errors import (
     ValidationError,
 )
 from app.service.items import ItemService
+from app.store.images import photo_payloads
 
 log = logging.getLogger("lookalike")
 
@@ -271,16 +271,6 @@ class Backfill:
 
 
 OUTCOMES = ("embedded", "skipped", "failed")
-
-
-def photo_payloads(payload: dict[str, Any]) -> list[dict[str, Any]]:
-    """One payload per photo of the listing, that photo's source as its image_url / image_key (a listing from
-    before several photos: its own payload), so an image loader reads any photo as it reads a cover."""
-    photos = payload.get("photos")
-    if not isinstance(photos, list) or not photos:
-        return [payload]
-    base = {k: v for k, v in payload.items() if k not in ("image_url", "image_key")}
-    return [{**base, **{k: p[k] for k in ("image_url", "image_key") if k in p}} for p in photos if isinstance(p, dict)]
 
 
 # ---- wiring to the running service ---------------------------------------------------------------

@@ -37,6 +37,16 @@ def payload_image_keys(payload: dict[str, Any]) -> list[str]:
     return list(dict.fromkeys(k for k in keys if isinstance(k, str)))
 
 
+def photo_payloads(payload: dict[str, Any]) -> list[dict[str, Any]]:
+    """One payload per photo of the listing, that photo's source as its image_url / image_key (a listing from
+    before several photos: its own payload), so an image loader reads any photo as it reads a cover."""
+    photos = payload.get("photos")
+    if not isinstance(photos, list) or not photos:
+        return [payload]
+    base = {k: v for k, v in payload.items() if k not in ("image_url", "image_key")}
+    return [{**base, **{k: p[k] for k in ("image_url", "image_key") if k in p}} for p in photos if isinstance(p, dict)]
+
+
 class ImageStore:
     def __init__(self, root: Path) -> None:
         self.root = Path(root)
