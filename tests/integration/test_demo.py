@@ -163,6 +163,7 @@ def test_demo_fine_tunes_adds_backfills_and_promotes_a_model_that_beats_the_untr
         assert httpx.get(run.url + "/info", timeout=5).json() == {
             "model_version": "tiny-finetuned",
             "random_weights": False,
+            "allow_unauthenticated": False,
         }
         item = re.search(r"Open the page: \S+/\?item=(\S+)", run.stdout())
         assert item is not None, run.stdout()

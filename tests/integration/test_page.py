@@ -58,14 +58,14 @@ def raw_get(port: int, target: str) -> tuple[int, bytes]:
 
 def test_static_files_never_reach_outside_their_folder(tmp_path: Path, tiny_model_path: Path) -> None:
     env = {"LOOKALIKE_MODEL_PATH": str(tiny_model_path), "LOOKALIKE_QDRANT_PATH": str(tmp_path / "q")}
-    secret = Path(__file__).resolve().parents[2] / "app" / "cli.py"
+    secret = Path(__file__).resolve().parents[2] / "app" / "demo" / "__init__.py"
     with live_server(env) as server:
         assert raw_get(server.port, "/static/app.js")[0] == 200  # the socket path serves what exists
         for target in (
-            "/static/../../cli.py",  # app/http/static/../../cli.py = app/cli.py
-            "/static/..%2f..%2fcli.py",
-            "/static/%2e%2e/%2e%2e/cli.py",
-            "/static/..%5c..%5ccli.py",
+            "/static/../../demo/__init__.py",  # app/http/static/../../demo/__init__.py = app/demo/__init__.py
+            "/static/..%2f..%2fdemo%2f__init__.py",
+            "/static/%2e%2e/%2e%2e/demo/__init__.py",
+            "/static/..%5c..%5cdemo%5c__init__.py",
             "/static/../../../pyproject.toml",
             "/static/..",
         ):

@@ -239,7 +239,7 @@ def test_concurrent_backfill_starts_give_one_run_and_409s_and_shutdown_stops_it(
                 assert answer.json()["backfill"]["state"] == "running"
                 assert answer.json()["backfill"]["version"] == "v2"
         wait_until(lambda: any(h.is_set() for h in host.asked.values()), what="the run reaching an image")
-        backfills = client.app.state.backfills  # type: ignore[attr-defined]
+        backfills = client.app.state.services.backfills  # type: ignore[attr-defined]
         run = client.get("/models/v2/backfill").json()
         assert run["state"] == "running"
     # the lifespan ended: the run was cancelled and waited for, not left behind
