@@ -14,17 +14,19 @@ import json
 from typing import Any
 
 from app.core.settings import load_settings
+from app.store.images import payload_image_keys
 
 _PAGE = 256  # payloads read per store call
 
 
 def _known_keys(store: Any) -> set[str]:
-    """Every payload's image_key (items written from a URL have none)."""
+    """Every kept-image key the payloads name: each photo's (photos written from a URL have none)."""
     keys: set[str] = set()
     cursor: str | None = None
     while True:
         page = store.list_items(_PAGE, cursor, None, None)
-        keys.update(p["image_key"] for p in page.items if p.get("image_key"))
+        for payload in page.items:
+            keys.update(payload_image_keys(payload))
         cursor = page.next_point
         if cursor is None:
             return keys

@@ -1,10 +1,12 @@
 """`lookalike index FILE`: bulk-index a JSONL file, in-process or over HTTP (POST /items/batch).
 
 Each JSONL line is an object with `item_id`, an image (`image`: local path or http(s) URL, or
-`image_url` / `image_base64`) and optional metadata (title, category, price, seller_id, status,
-attributes). Relative paths are read from the JSONL file's folder. A bad line is reported and skipped,
-never fatal. Without --url the items go through the service code in-process (the embedded store must
-not be open in a running server at the same time); with --url they go over HTTP to POST /items/batch.
+`image_url` / `image_base64`) or a listing's photos (`images`: a list, in order, of local paths or
+http(s) URLs, or `{"url"}` / `{"base64"}` objects as POST /items takes them) and optional metadata
+(title, category, price, seller_id, status, attributes). Relative paths are read from the JSONL file's
+folder. A bad line is reported and skipped, never fatal. Without --url the items go through the service
+code in-process (the embedded store must not be open in a running server at the same time); with --url
+they go over HTTP to POST /items/batch.
 """
 
 from __future__ import annotations
@@ -45,20 +47,31 @@ def item_from_line(line: str, base_dir: Path) -> dict[str, Any]:
         raise LineError(f"not JSON: {exc}") from None
     if not isinstance(obj, dict):
         raise LineError("a line must be a JSON object")
+    if isinstance(obj.get("images"), list):
+        obj["images"] = [photo_of(entry, base_dir) for entry in obj["images"]]
     image = obj.pop("image", None)
     if image is None:
         return obj
     if not isinstance(image, str):
         raise LineError("`image` must be a path or an http(s) URL")
-    if image.startswith(("http://", "https://")):
-        obj["image_url"] = image
-        return obj
-    path = Path(image) if Path(image).is_absolute() else base_dir / image
+    photo = photo_of(image, base_dir)
+    obj["image_url" if "url" in photo else "image_base64"] = photo.get("url", photo.get("base64"))
+    return obj
+
+
+def photo_of(entry: Any, base_dir: Path) -> dict[str, Any]:
+    """One photo of a line -> {"url"} or {"base64"} (a local file inlined); objects pass as they are."""
+    if isinstance(entry, dict):
+        return entry
+    if not isinstance(entry, str):
+        raise LineError("a photo must be a path, an http(s) URL, or an object with url or base64")
+    if entry.startswith(("http://", "https://")):
+        return {"url": entry}
+    path = Path(entry) if Path(entry).is_absolute() else base_dir / entry
     try:
-        obj["image_base64"] = base64.b64encode(path.read_bytes()).decode("ascii")
+        return {"base64": base64.b64encode(path.read_bytes()).decode("ascii")}
     except OSError as exc:
         raise LineError(f"cannot read image {path}: {exc.strerror}") from None
-    return obj
 
 
 @asynccontextmanager

@@ -21,6 +21,12 @@ class LookalikeError(Exception):
     def __init__(self, message: str) -> None:
         super().__init__(message)
         self.message = message
+        self.photo: int | None = None  # the listing's photo (index) that failed, for a listing's photo errors
+
+    def at_photo(self, index: int) -> LookalikeError:
+        """This error, naming the photo of a listing it is about (`"photo": index` in the error body)."""
+        self.photo = index
+        return self
 
 
 class BadRequest(LookalikeError):
@@ -107,6 +113,21 @@ class UnsupportedImageType(LookalikeError):
 class ValidationError(LookalikeError):
     code = "validation_error"
     status = 422
+
+
+class TooManyPhotos(LookalikeError):
+    """A listing with more photos than LOOKALIKE_MAX_PHOTOS."""
+
+    code = "too_many_photos"
+    status = 422
+
+
+class SinglePhotoVersion(LookalikeError):
+    """A listing with several photos, while an active model version keeps one vector per listing (its vectors
+    were created before listings had several photos): add a new model version, which holds every photo."""
+
+    code = "single_photo_version"
+    status = 409
 
 
 class ImageDecodeError(LookalikeError):

@@ -15,10 +15,12 @@ from pydantic import (
     StrictInt,
     StrictStr,
     field_validator,
+    model_serializer,
 )
 from pydantic import model_validator as _model_validator
 
 from app.core.errors import LookalikeError
+from app.core.photos import Matched, PhotoIn, PhotoOut, with_photos
 
 
 def _encodable(value: str) -> str:
@@ -73,18 +75,30 @@ class _Meta(BaseModel):
 
 
 class ItemIn(_Meta):
-    """POST /items body (JSON) or the fields of the multipart form."""
+    """POST /items body (JSON) or the fields of the multipart form.
+
+    The listing's photos: `images` (in order, photo 0 is the cover; at most LOOKALIKE_MAX_PHOTOS, checked by
+    the service: too_many_photos), or the one-photo form image_url / image_base64.
+    """
 
     item_id: ItemId
     image_url: str | None = Field(None, min_length=1, max_length=2048)
     image_base64: str | None = Field(None, min_length=1)
+    images: list[PhotoIn] | None = Field(None, min_length=1)
     status: Status = "on_sale"
 
     @_model_validator(mode="after")
     def _one_image_source(self) -> ItemIn:
-        if (self.image_url is None) == (self.image_base64 is None):
-            raise ValueError("give exactly one of image_url or image_base64")
+        given = [f for f in ("image_url", "image_base64", "images") if getattr(self, f) is not None]
+        if len(given) != 1:
+            raise ValueError("give exactly one of image_url or image_base64 (or images: several photos)")
         return self
+
+    def photos(self) -> list[PhotoIn]:
+        """The listing's photos in order, whichever form they came in."""
+        if self.images is not None:
+            return self.images
+        return [PhotoIn(url=self.image_url, base64=self.image_base64)]
 
     def metadata(self) -> dict[str, Any]:
         return {name: getattr(self, name) for name in META_FIELDS}
@@ -142,10 +156,18 @@ class ItemWriteOut(BaseModel):
 class ErrorDetail(BaseModel):
     code: str
     message: str
+    photo: int | None = None  # the listing's photo the error is about (left out of the body when none)
 
     @classmethod
     def of(cls, error: LookalikeError) -> ErrorDetail:
-        return cls(code=error.code, message=error.message)
+        return cls(code=error.code, message=error.message, photo=error.photo)
+
+    @model_serializer(mode="wrap")
+    def _without_empty_photo(self, handler: Any) -> dict[str, Any]:
+        body: dict[str, Any] = handler(self)
+        if body.get("photo") is None:
+            body.pop("photo", None)
+        return body
 
 
 class ErrorBody(BaseModel):
@@ -176,14 +198,19 @@ class ItemOut(BaseModel):
     seller_id: str | None = None
     status: Status = "on_sale"
     attributes: dict[str, AttrValue] | None = None
-    image_url: str | None = None  # kept when the item was written from a URL (GET /items/{id}/image)
+    image_url: str | None = None  # kept when the cover was written from a URL (GET /items/{id}/image)
+    photo_count: int = 1
+    photos: list[PhotoOut] = []
     model_version: str
     indexed_at: float
+
+    _photos = _model_validator(mode="before")(with_photos)
 
 
 class SimilarItem(BaseModel):
     item_id: str
     score: float
+    matched: Matched | None = None  # null only for results of a store without photo pairs (none today)
     title: str | None = None
     category: str | None = None
     price: float | None = None

@@ -90,6 +90,12 @@ class Settings(BaseSettings):
     fetch_max_redirects: int = Field(
         3, ge=0, le=20, description="Redirects an image URL may take; each hop's address is checked again."
     )
+    # Listings with several photos (docs/architecture.md "Several photos")
+    max_photos: int = Field(12, ge=1, le=100)  # photos per listing; more: 422 too_many_photos
+    # A photo on at least this many OTHER listings (near-identical: cosine >= BOILERPLATE_MIN_COSINE) is
+    # boilerplate (a size chart, a logo): shown, never used to rank.
+    boilerplate_min_listings: int = Field(5, ge=1, le=1000)
+    boilerplate_min_cosine: float = Field(0.99, gt=0, le=1)
     decode_draft: bool = True  # JPEG DCT-scaled decode (BENCHMARKS.md "Decode"); false = HF-exact
     request_max_bytes: int = Field(64 * 1024 * 1024, ge=1024, le=1024 * 1024 * 1024)
 

@@ -152,14 +152,16 @@ ITEM_BODY_DOC = {
 )
 async def post_item(request: Request, service: Service) -> JSONResponse:
     if _is_multipart(request):
-        fields, data = await _read_multipart(request, len(META_FIELDS) + 1, "multipart uploads")
+        # one past the limit is read, so that it answers too_many_photos (the service checks the count)
+        max_files = service.settings.max_photos + 1
+        fields, photos = await _read_multipart(request, len(META_FIELDS) + 1, "multipart uploads", max_files)
         if "attributes" in fields:
             try:
                 fields["attributes"] = _loads(fields["attributes"], "attributes")
             except BadRequest:
                 raise ValidationError("attributes must be a JSON object") from None
         meta = _validated(ItemMetaIn, fields)
-        return write_answer(await service.index_upload(meta.item_id, meta.metadata(), data))
+        return write_answer(await service.index_upload(meta.item_id, meta.metadata(), photos))
     item = _validated(ItemIn, await _parse_json(request))
     return write_answer(await service.index_item(item))
 
@@ -168,22 +170,26 @@ def _is_multipart(request: Request) -> bool:
     return request.headers.get("content-type", "").startswith("multipart/form-data")
 
 
-async def _read_multipart(request: Request, max_fields: int, what: str) -> tuple[dict[str, Any], bytes]:
-    """The text fields and the bytes of the one file field `image` of a multipart body (POST /items, /similar).
+async def _read_multipart(
+    request: Request, max_fields: int, what: str, max_files: int = 1
+) -> tuple[dict[str, Any], list[bytes]]:
+    """The text fields and the bytes of the file fields `image`, in order, of a multipart body (POST /items: a
+    listing's photos; POST /similar: one photo).
 
-    A malformed multipart body makes Starlette raise HTTPException(400) -> bad_request.
+    A malformed multipart body (or more than `max_files` files) makes Starlette raise HTTPException(400) ->
+    bad_request.
     """
     # The parser accepts a body cut before its closing boundary; a cut upload is malformed, not an item.
     _, options = parse_options_header(request.headers.get("content-type", ""))
     boundary = options.get(b"boundary")
     if boundary and b"\r\n--" + boundary + b"--" not in await request.body():
         raise BadRequest("the multipart body is incomplete (no closing boundary)")
-    async with request.form(max_files=1, max_fields=max_fields + 1) as form:
-        image = form.get("image")
-        if not isinstance(image, UploadFile):
+    async with request.form(max_files=max_files, max_fields=max_fields + max_files) as form:
+        images = [f for f in form.getlist("image") if isinstance(f, UploadFile)]
+        if not images:
             raise ValidationError(f"{what} need a file field `image`")
         fields: dict[str, Any] = {k: v for k, v in form.items() if k != "image" and isinstance(v, str)}
-        return fields, await image.read()
+        return fields, [await image.read() for image in images]
 
 
 def _validated(model: type[M], data: Any) -> M:
@@ -262,7 +268,7 @@ SIMILAR_IMAGE_DOC = {
 async def similar_to_image(request: Request, service: Service) -> JSONResponse:
     """Look-alikes of a photo (search by photo). The photo is embedded like a POST /items image, never stored."""
     if _is_multipart(request):
-        fields, data = await _read_multipart(request, len(SimilarImageFields.model_fields), "multipart searches")
+        fields, (data,) = await _read_multipart(request, len(SimilarImageFields.model_fields), "multipart searches")
         return answer(await service.similar_to_image(data, _validated(SimilarImageFields, fields)))
     body = _validated(SimilarImageIn, await _parse_json(request))
     source = body.image_url if body.image_url is not None else service.decode_base64_image(body.image_base64 or "")
@@ -287,7 +293,10 @@ async def list_items(query: Annotated[ItemListQuery, Query()], service: Service)
 )
 async def item_image(item_id: ItemIdPath, request: Request, service: Service) -> Response:
     """The item's photo: its kept bytes (ETag = the image write), or a redirect to the URL it was written from."""
-    image = await service.image(item_id)
+    return _image_answer(await service.image(item_id), request)
+
+
+def _image_answer(image: KeptImage | str, request: Request) -> Response:
     if not isinstance(image, KeptImage):
         return RedirectResponse(image, status_code=307, headers={"Cache-Control": "no-cache"})
     # no-cache: a replaced item keeps this URL, so caches revalidate (a 304 while the image is unchanged)
@@ -295,6 +304,23 @@ async def item_image(item_id: ItemIdPath, request: Request, service: Service) ->
     if _etag_matches(request.headers.get("if-none-match"), image.etag):
         return Response(status_code=304, headers=headers)
     return Response(image.data, media_type=image.content_type, headers=headers)
+
+
+@router.get(
+    "/items/{item_id}/images/{n}",
+    response_class=Response,
+    responses={
+        200: {"description": "photo n's kept bytes (written from an upload or base64)", "content": {"image/*": {}}},
+        307: {"description": "redirect to the URL photo n was written from"},
+        304: {"description": "unchanged since the ETag given in If-None-Match"},
+        **ERRORS,
+    },
+)
+async def item_photo(
+    item_id: ItemIdPath, n: Annotated[int, Path(ge=0)], request: Request, service: Service
+) -> Response:
+    """Photo n of the listing (0 is the cover, as GET /items/{id}/image): kept bytes or a redirect."""
+    return _image_answer(await service.image(item_id, n), request)
 
 
 def _etag_matches(header: str | None, etag: str) -> bool:

@@ -2,8 +2,8 @@
 
 One run works on one VERSION (and optionally one partition I/N of the catalog):
 
-    store.missing(version) pages -> keep this partition's items -> image (payload `image_url` through the
-    guarded fetcher, `image_key` from the image store) -> decode -> VERSION's micro-batcher -> store.set_vector
+    store.missing(version) pages -> keep this partition's items -> every photo (`image_url` through the guarded
+    fetcher, `image_key` from the image store) -> decode -> VERSION's micro-batcher -> store.set_vector (all rows)
 
 Why it is safe to run at any time, and to kill at any time:
 - it only ever reads the items still missing the vector, so a rerun (after kill -9, or a second worker)
@@ -46,6 +46,7 @@ from app.core.errors import (
     ValidationError,
 )
 from app.service.items import ItemService
+from app.store.images import photo_payloads
 
 log = logging.getLogger("lookalike")
 
@@ -219,7 +220,8 @@ class Backfill:
         item_id = payload["item_id"]
         try:
             try:
-                vector = await self._embed_with_retry(await self._load_image(payload))
+                rows = [await self._embed_with_retry(await self._load_image(p)) for p in photo_payloads(payload)]
+                vector = rows[0] if len(rows) == 1 else np.stack(rows)
             except ItemChanged:
                 self._count("skipped")
                 return

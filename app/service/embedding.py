@@ -15,7 +15,7 @@ from typing import Any
 
 import numpy as np
 
-from app.core.errors import ImageTooLarge, NotReady, Overloaded, ValidationError
+from app.core.errors import ImageTooLarge, LookalikeError, NotReady, Overloaded, TooManyPhotos, ValidationError
 from app.core.settings import Settings
 from app.encode.encoder import OnnxImageEncoder
 from app.encode.model_set import ModelSet
@@ -35,6 +35,22 @@ class Pending:
 class Embedded:
     data: bytes  # the image bytes (kept in the ImageStore when the item was not written from a URL)
     vectors: dict[str, np.ndarray]  # one per asked model version
+
+
+@dataclass(frozen=True)
+class Listing:
+    """A listing to write: its photos in order (photo 0 is the cover), each bytes or a URL still to fetch."""
+
+    item_id: str
+    metadata: dict[str, Any]
+    photos: list[bytes | str]
+    numbered: bool = False  # written with `images` (or several uploads): its photo errors name the photo
+
+
+@dataclass(frozen=True)
+class EmbeddedListing:
+    photos: list[bytes]  # each photo's bytes, in order
+    vectors: dict[str, np.ndarray]  # [photos, dim] per asked model version
 
 
 class Embedder:
@@ -57,6 +73,28 @@ class Embedder:
             return base64.b64decode(text, validate=True)
         except (binascii.Error, ValueError):
             raise ValidationError("image_base64 is not valid base64") from None
+
+    async def admitted_listing(self, listing: Listing, versions: list[str]) -> EmbeddedListing:
+        """Every photo of a listing through `admitted` (one permit per photo), all or nothing: the first photo
+        that fails (in the listing's order) is the answer, naming its index when the listing is numbered."""
+        if len(listing.photos) > self.settings.max_photos:
+            raise TooManyPhotos(
+                f"{len(listing.photos)} photos given; a listing has at most {self.settings.max_photos} "
+                "(LOOKALIKE_MAX_PHOTOS)"
+            )
+        outcomes = await asyncio.gather(
+            *(self.admitted(Pending(listing.item_id, {}, photo), versions) for photo in listing.photos),
+            return_exceptions=True,
+        )
+        done: list[Embedded] = []
+        for i, outcome in enumerate(outcomes):
+            if isinstance(outcome, LookalikeError):
+                raise outcome.at_photo(i) if listing.numbered else outcome
+            if isinstance(outcome, BaseException):
+                raise outcome
+            done.append(outcome)
+        vectors = {v: np.stack([e.vectors[v] for e in done]) for v in versions}
+        return EmbeddedListing([e.data for e in done], vectors)
 
     async def admitted(self, pending: Pending, versions: list[str]) -> Embedded:
         """`embed` under one image permit: 429 at once when none is free; given back however it ends."""

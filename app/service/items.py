@@ -99,8 +99,8 @@ class ItemService:
     async def index_item(self, item: ItemIn) -> ItemWriteOut:
         return await self.writes.index_item(item)
 
-    async def index_upload(self, item_id: str, metadata: dict[str, Any], data: bytes) -> ItemWriteOut:
-        return await self.writes.index_upload(item_id, metadata, data)
+    async def index_upload(self, item_id: str, metadata: dict[str, Any], photos: list[bytes]) -> ItemWriteOut:
+        return await self.writes.index_upload(item_id, metadata, photos)
 
     async def index_items(self, raw_items: list[dict[str, Any]]) -> list[BatchResult]:
         return await self.writes.index_items(raw_items)
@@ -133,8 +133,8 @@ class ItemService:
     async def list_items(self, query: ItemListQuery) -> ItemPageOut:
         return await self.reads.list_items(query)
 
-    async def image(self, item_id: str) -> KeptImage | str:
-        return await self.reads.image(item_id)
+    async def image(self, item_id: str, n: int = 0) -> KeptImage | str:
+        return await self.reads.image(item_id, n)
 
     # ---- model versions (model_admin.py) ----
 

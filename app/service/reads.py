@@ -11,6 +11,7 @@ import binascii
 import re
 import uuid
 from dataclasses import dataclass
+from typing import Any
 
 from app.core.errors import ImageNotFound, InvalidCursor, ItemNotFound, ModelNotFound
 from app.core.schemas import (
@@ -26,7 +27,7 @@ from app.core.schemas import (
 from app.ingest.decode import sniff_format
 from app.service.embedding import Embedder, Pending
 from app.service.store_access import StoreAccess
-from app.store.base import Hit, SimilarFilters
+from app.store.base import Hit, PhotoMatch, SimilarFilters
 from app.store.images import ImageStore
 
 IMAGE_TYPES = {
@@ -93,12 +94,17 @@ class ItemReads:
             next_cursor=None if page.next_point is None else _point_cursor(page.next_point),
         )
 
-    async def image(self, item_id: str) -> KeptImage | str:
-        """The item's photo: its kept bytes, or the URL it was written from."""
+    async def image(self, item_id: str, n: int = 0) -> KeptImage | str:
+        """Photo n of the listing (0: the cover): its kept bytes, or the URL it was written from."""
         payload = await self._access.call("get", self._access.store.get, item_id)
         if payload is None:
             raise ItemNotFound(item_id)
-        key, url = payload.get("image_key"), payload.get("image_url")
+        photos = payload.get("photos")
+        if not isinstance(photos, list) or not photos:  # a listing from before several photos: its cover
+            photos = [payload]
+        if not 0 <= n < len(photos):
+            raise ImageNotFound(f"item {item_id!r} has {len(photos)} photo(s): no photo {n}")
+        key, url = photos[n].get("image_key"), photos[n].get("image_url")
         if isinstance(key, str):
             data = await asyncio.to_thread(self._image_store.get, key)
             if data is not None:
@@ -124,7 +130,18 @@ def _filters(query: SimilarQuery, seller_id: str | None = None) -> SimilarFilter
 
 def _similar_items(hits: list[Hit]) -> list[SimilarItem]:
     # SimilarItem keeps the payload fields it declares and drops the rest (attributes, indexed_at...)
-    return [SimilarItem.model_validate({**h.payload, "item_id": h.item_id, "score": h.score}) for h in hits]
+    return [
+        SimilarItem.model_validate(
+            {**h.payload, "item_id": h.item_id, "score": h.score, "matched": _matched(h.matched)}
+        )
+        for h in hits
+    ]
+
+
+def _matched(match: PhotoMatch | None) -> dict[str, Any] | None:
+    if match is None:
+        return None
+    return {"query_photo": match.query_photo, "photo": match.photo, "score": match.score}
 
 
 _CURSOR = re.compile(r"[A-Za-z0-9_-]{21}[AQgw]")  # 16 bytes: the last character carries 2 bits

@@ -1,7 +1,8 @@
-"""Writes: index (one item, an upload, a batch), patch and delete, with the item's kept image.
+"""Writes: index (one listing, an upload, a batch), patch and delete, with the listing's kept photos.
 
-image bytes (upload, base64 or URL) -> decode once, resize per model (thread) -> one micro-batcher per active
-model version -> kept bytes (ImageStore) -> store.upsert(payloads, {version: vectors})
+each photo's bytes (upload, base64 or URL) -> decode once, resize per model (thread) -> one micro-batcher per
+active model version -> kept bytes (ImageStore) -> boilerplate marks (boilerplate.py) -> store.upsert(payloads,
+{version: [photos, dim] per listing}): a listing is written whole (one point) or not at all.
 """
 
 from __future__ import annotations
@@ -24,10 +25,11 @@ from app.core.errors import (
     validation_message,
 )
 from app.core.schemas import BatchResult, ItemIn, ItemOut, ItemPatch, ItemWriteOut
-from app.service.embedding import Embedded, Embedder, Pending
+from app.service.boilerplate import Boilerplate
+from app.service.embedding import EmbeddedListing, Embedder, Listing
 from app.service.store_access import StoreAccess
 from app.store.base import VersionsChanged
-from app.store.images import ImageStore, image_key
+from app.store.images import ImageStore, image_key, payload_image_keys
 
 
 class ItemWrites:
@@ -35,12 +37,15 @@ class ItemWrites:
         self._access = access
         self._embedder = embedder
         self._image_store = image_store
+        self._boilerplate = Boilerplate(access, embedder.settings)
 
     async def index_item(self, item: ItemIn) -> ItemWriteOut:
         return (await self._index_all([self._pending(item)]))[0]
 
-    async def index_upload(self, item_id: str, metadata: dict[str, Any], data: bytes) -> ItemWriteOut:
-        return (await self._index_all([Pending(item_id, metadata, data)]))[0]
+    async def index_upload(self, item_id: str, metadata: dict[str, Any], photos: list[bytes]) -> ItemWriteOut:
+        """A multipart upload: its `image` files are the listing's photos, in order."""
+        listing = Listing(item_id, metadata, list(photos), numbered=len(photos) > 1)
+        return (await self._index_all([listing]))[0]
 
     async def index_items(self, raw_items: list[dict[str, Any]]) -> list[BatchResult]:
         """Validate, embed and store each item independently; one bad item never fails the others."""
@@ -55,9 +60,9 @@ class ItemWrites:
         # Admission item by item: the tasks start in item order and each takes its permit (or its 429)
         # before its first await, so the first items get the free permits and the rest are refused.
         outcomes = await asyncio.gather(
-            *(self._embedder.admitted(p, active) for _, p in pending), return_exceptions=True
+            *(self._embedder.admitted_listing(p, active) for _, p in pending), return_exceptions=True
         )
-        ready: list[tuple[int, Pending, Embedded]] = []
+        ready: list[tuple[int, Listing, EmbeddedListing]] = []
         for (i, p), outcome in zip(pending, outcomes, strict=True):
             if isinstance(outcome, LookalikeError):
                 results[i] = BatchResult.failed(p.item_id, outcome)
@@ -78,9 +83,9 @@ class ItemWrites:
 
     def _validate_batch(
         self, raw_items: list[dict[str, Any]], results: list[BatchResult | None]
-    ) -> list[tuple[int, Pending]]:
+    ) -> list[tuple[int, Listing]]:
         """The valid items (with their index); each invalid one gets its failed result in `results`."""
-        pending: list[tuple[int, Pending]] = []
+        pending: list[tuple[int, Listing]] = []
         seen: set[str] = set()
         for i, raw in enumerate(raw_items):
             given_id = raw.get("item_id") if isinstance(raw, dict) else None
@@ -97,28 +102,43 @@ class ItemWrites:
                 results[i] = BatchResult.failed(given_id, exc)
         return pending
 
-    def _pending(self, item: ItemIn) -> Pending:
-        if item.image_url is not None:
-            return Pending(item.item_id, item.metadata(), item.image_url)
-        return Pending(item.item_id, item.metadata(), self._embedder.decode_base64(item.image_base64 or ""))
+    def _pending(self, item: ItemIn) -> Listing:
+        sources: list[bytes | str] = []
+        for i, photo in enumerate(item.photos()):
+            try:
+                sources.append(photo.url if photo.url is not None else self._embedder.decode_base64(photo.base64 or ""))
+            except LookalikeError as exc:
+                if item.images is not None:
+                    exc.at_photo(i)
+                raise
+        return Listing(item.item_id, item.metadata(), sources, numbered=item.images is not None)
 
-    async def _index_all(self, pending: list[Pending]) -> list[ItemWriteOut]:
+    async def _index_all(self, pending: list[Listing]) -> list[ItemWriteOut]:
         active = (await self._access.versions()).active
-        embedded = [await self._embedder.admitted(p, active) for p in pending]
+        embedded = [await self._embedder.admitted_listing(p, active) for p in pending]
         return await self._upsert(pending, embedded)
 
-    async def _upsert(self, pending: list[Pending], embedded: list[Embedded]) -> list[ItemWriteOut]:
-        """Keep the uploaded bytes, write payloads + every version's vectors, then drop the replaced images."""
+    async def _upsert(self, pending: list[Listing], embedded: list[EmbeddedListing]) -> list[ItemWriteOut]:
+        """Keep the uploaded bytes, write payloads + every version's vectors, mark the boilerplate photos of
+        the listings that share one, then drop the replaced photos' files."""
         now = time.time()
         payloads = [self._payload(p, now) for p in pending]
-        kept = [(p["image_key"], e.data) for p, e in zip(payloads, embedded, strict=True) if "image_key" in p]
+        kept = [
+            (photo["image_key"], data)
+            for p, e in zip(payloads, embedded, strict=True)
+            for photo, data in zip(p["photos"], e.photos, strict=True)
+            if "image_key" in photo
+        ]
         # The bytes are durable before the store names them. A store write that fails (or times out, and may
         # still land) leaves them as an orphan file rather than risking a payload naming a deleted file.
         await asyncio.to_thread(self._put_images, kept)
         replaced = await self._access.call("get", self.image_keys, [p.item_id for p in pending])
-        vectors = {v: np.stack([e.vectors[v] for e in embedded]) for v in embedded[0].vectors}
+        serving = self._access.serving
+        found = await self._boilerplate.find(payloads, [e.vectors.get(serving) for e in embedded])
+        vectors = {v: [e.vectors[v] for e in embedded] for v in embedded[0].vectors}
         created = await self._write(payloads, vectors)
-        await asyncio.to_thread(self._drop_images, [key for key in replaced if key is not None])
+        await self._boilerplate.mark_others(found)
+        await asyncio.to_thread(self._drop_images, [key for keys in replaced for key in keys])
         metrics.items_indexed.inc(len(pending))
         serving = self._access.serving
         return [
@@ -126,7 +146,7 @@ class ItemWrites:
             for p, c in zip(pending, created, strict=True)
         ]
 
-    async def _write(self, payloads: list[dict[str, Any]], vectors: dict[str, np.ndarray]) -> list[bool]:
+    async def _write(self, payloads: list[dict[str, Any]], vectors: dict[str, list[np.ndarray]]) -> list[bool]:
         store = self._access.store
         try:
             return await self._access.call("upsert", store.upsert, payloads, vectors)
@@ -140,25 +160,28 @@ class ItemWrites:
             subset = {v: vectors[v] for v in active}
             return await self._access.call("upsert", store.upsert, payloads, subset)
 
-    def _payload(self, pending: Pending, now: float) -> dict[str, Any]:
+    def _payload(self, pending: Listing, now: float) -> dict[str, Any]:
         fields = {k: v for k, v in pending.metadata.items() if v is not None}
         write_id = uuid.uuid4().hex  # new on every image write; patches keep it (backfills check it)
-        if isinstance(pending.image, str):  # written from a URL: keep it (GET /items/{id}/image redirects to it)
-            fields["image_url"] = pending.image
-        else:  # written from bytes: kept in the ImageStore under this key
-            fields["image_key"] = image_key(pending.item_id, write_id)
+        photos: list[dict[str, Any]] = []
+        for i, photo in enumerate(pending.photos):
+            if isinstance(photo, str):  # written from a URL: keep it (GET /items/{id}/images/{i} redirects to it)
+                photos.append({"image_url": photo})
+            else:  # written from bytes: kept in the ImageStore under this key (the cover's as before photos)
+                photos.append({"image_key": image_key(pending.item_id, write_id if i == 0 else f"{write_id}-{i}")})
+        fields.update(photos[0])  # the cover, as listings from before several photos have it
         return {
             "item_id": pending.item_id,
             **fields,
+            "photos": photos,
             "write_id": write_id,
             "model_version": self._access.serving,
             "indexed_at": now,
         }
 
-    def image_keys(self, item_ids: list[str]) -> list[str | None]:
-        """The kept-image keys of the items as they are now (read before a write replaces them): one store read."""
-        keys = [(payload or {}).get("image_key") for payload in self._access.store.get_many(item_ids)]
-        return [key if isinstance(key, str) else None for key in keys]
+    def image_keys(self, item_ids: list[str]) -> list[list[str]]:
+        """The kept-photo keys of each item as it is now (read before a write replaces it): one store read."""
+        return [payload_image_keys(payload or {}) for payload in self._access.store.get_many(item_ids)]
 
     def _put_images(self, kept: list[tuple[str, bytes]]) -> None:
         try:
@@ -181,8 +204,8 @@ class ItemWrites:
         return ItemOut.model_validate(payload)
 
     async def delete(self, item_id: str) -> None:
-        (key,) = await self._access.call("get", self.image_keys, [item_id])
+        (keys,) = await self._access.call("get", self.image_keys, [item_id])
         if not await self._access.call("delete", self._access.store.delete, item_id):
             raise ItemNotFound(item_id)
-        if key is not None:  # after the store write: a crash in between leaves an orphan file, never a lost image
-            await asyncio.to_thread(self._image_store.delete, key)
+        # after the store write: a crash in between leaves orphan files, never a lost photo
+        await asyncio.to_thread(self._drop_images, keys)

@@ -13,6 +13,8 @@ from typing import Any, Literal, Protocol
 
 import numpy as np
 
+PhotoVectors = np.ndarray | list[np.ndarray]  # [N, dim]: one photo per listing; or N arrays [photos, dim]
+
 # Fixed namespace: point id = uuid5(NAMESPACE, item_id). Changing it orphans every stored point.
 POINT_NAMESPACE = uuid.UUID("6f1c1c52-3a0e-5b8e-9c55-1d1f8a5e0b7a")
 
@@ -45,10 +47,20 @@ class ItemPage:
 
 
 @dataclass(frozen=True)
+class PhotoMatch:
+    """The pair of photos that made a listing match: the query's photo, the result's photo, their cosine."""
+
+    query_photo: int
+    photo: int
+    score: float
+
+
+@dataclass(frozen=True)
 class Hit:
     item_id: str
-    score: float
+    score: float  # the listing-to-listing score: the best pair's cosine (boilerplate photos left out)
     payload: dict[str, Any]
+    matched: PhotoMatch | None = None
 
 
 VersionState = Literal["serving", "candidate", "retired"]
@@ -96,10 +108,11 @@ class VectorStore(Protocol):
         """Candidate -> retired: its named vector is deleted (space freed). ModelServing for the serving one,
         ModelNotFound for an unknown or retired one (also when another replica changed it meanwhile)."""
 
-    def upsert(self, payloads: list[dict[str, Any]], vectors: Mapping[str, np.ndarray] | np.ndarray) -> list[bool]:
-        """Write items (payload + one L2-normalised [N, dim] array per ACTIVE version, all of them, else
-        VersionsChanged); returns `created` per item. Durable on return. Convenience: a plain array is accepted
-        while exactly one version is active."""
+    def upsert(self, payloads: list[dict[str, Any]], vectors: Mapping[str, PhotoVectors] | PhotoVectors) -> list[bool]:
+        """Write listings whole (payload + every photo's L2-normalised vector of every ACTIVE version, all of
+        them, else VersionsChanged): per version one [N, dim] array (one photo each) or N arrays [photos, dim];
+        returns `created` per item. Durable on return. Convenience: a plain value is accepted while exactly
+        one version is active. SinglePhotoVersion: several photos for a version from before photos."""
 
     def get(self, item_id: str) -> dict[str, Any] | None: ...
 
@@ -112,13 +125,21 @@ class VectorStore(Protocol):
     def delete(self, item_id: str) -> bool: ...
 
     def similar(self, item_id: str, k: int, filters: SimilarFilters, version: str | None = None) -> list[Hit] | None:
-        """Top-k by cosine with `version`'s vectors (None: serving), never the item itself; None if item_id is
-        unknown; ModelNotReady if the item has no vector of that version; ModelNotFound if unknown/retired."""
+        """Top-k listings by the best pair of photos (app/store/photos.py) with `version`'s vectors (None:
+        serving), never the item itself, each with its `matched` pair; None if item_id is unknown;
+        ModelNotReady if the item has no vector of that version; ModelNotFound if unknown/retired."""
 
     def similar_to_vector(
         self, vector: np.ndarray, k: int, filters: SimilarFilters, version: str | None = None
     ) -> list[Hit]:
-        """Top-k by cosine to an L2-normalised vector of `version` (None: serving); same filters as `similar`."""
+        """Top-k listings by their best photo's cosine to an L2-normalised vector of `version` (None: serving),
+        matched.query_photo 0; same filters as `similar`."""
+
+    def photo_copies(
+        self, vector: np.ndarray, min_cosine: float, limit: int, leave_out: str, version: str | None = None
+    ) -> dict[str, list[int]]:
+        """Up to `limit` listings (never `leave_out`) holding a photo at cosine >= `min_cosine` to `vector`:
+        {item_id: those photos' indexes}. Sold listings count too (boilerplate marking)."""
 
     def coverage(self, version: str) -> tuple[int, int]:
         """(items having `version`'s vector, all items)."""
@@ -128,7 +149,8 @@ class VectorStore(Protocol):
         (inclusive), and the point id the next page starts at (None: done)."""
 
     def set_vector(self, item_id: str, version: str, vector: np.ndarray, write_id: str | None) -> bool:
-        """Write only `version`'s vector of the item, only if it exists and its payload's write_id equals
+        """Write only `version`'s vector of the item (every photo: [photos, dim]; [dim] for one photo), only if
+        it exists and its payload's write_id equals
         `write_id`; never creates a point, never touches the payload or other vectors. False when skipped.
         `write_id` None: the item must have no write_id (written before write ids existed)."""
 

@@ -17,6 +17,7 @@ import os
 import uuid
 from collections.abc import Iterable, Iterator
 from pathlib import Path
+from typing import Any
 
 _TMP_SUFFIX = ".tmp"
 
@@ -25,6 +26,25 @@ def image_key(item_id: str, write_id: str) -> str:
     """A file name safe on every file system (item ids may hold any character), two-level fan-out prefix."""
     digest = hashlib.sha256(item_id.encode("utf-8")).hexdigest()[:32]
     return f"{digest[:2]}/{digest}-{write_id}"
+
+
+def payload_image_keys(payload: dict[str, Any]) -> list[str]:
+    """Every kept-image key a payload names: the cover's `image_key` and each photo's (`photos[i].image_key`)."""
+    keys = [payload.get("image_key")]
+    photos = payload.get("photos")
+    if isinstance(photos, list):
+        keys += [p.get("image_key") for p in photos if isinstance(p, dict)]
+    return list(dict.fromkeys(k for k in keys if isinstance(k, str)))
+
+
+def photo_payloads(payload: dict[str, Any]) -> list[dict[str, Any]]:
+    """One payload per photo of the listing, that photo's source as its image_url / image_key (a listing from
+    before several photos: its own payload), so an image loader reads any photo as it reads a cover."""
+    photos = payload.get("photos")
+    if not isinstance(photos, list) or not photos:
+        return [payload]
+    base = {k: v for k, v in payload.items() if k not in ("image_url", "image_key")}
+    return [{**base, **{k: p[k] for k in ("image_url", "image_key") if k in p}} for p in photos if isinstance(p, dict)]
 
 
 class ImageStore:

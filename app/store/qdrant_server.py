@@ -21,6 +21,8 @@ from qdrant_client.http.exceptions import ResponseHandlingException, UnexpectedR
 
 from app.core.errors import ModelNotReady, StoreUnavailable
 from app.core.settings import Settings
+from app.store import photos
+from app.store import qdrant_server_search as search
 from app.store.base import (
     FLOAT_FIELDS,
     KEYWORD_FIELDS,
@@ -28,6 +30,7 @@ from app.store.base import (
     Hit,
     ItemPage,
     ModelVersion,
+    PhotoVectors,
     SimilarFilters,
     point_id,
 )
@@ -37,9 +40,11 @@ from app.store.versions import (
     StoredVersion,
     find,
     open_versions,
+    point_vector,
     promoted,
     retire_raced,
     retired,
+    stored_vector,
     vectors_by_name,
 )
 
@@ -133,7 +138,7 @@ class ServerStore:
         with contextlib.suppress(UnexpectedResponse, ValueError):  # another replica created it meanwhile
             self._client.create_collection(
                 self.collection,
-                vectors_config={v.vector: qm.VectorParams(size=v.dim, distance=qm.Distance.COSINE) for v in rows},
+                vectors_config={v.vector: search.vector_params(v) for v in rows},
                 shard_number=self.shard_number,
                 replication_factor=self.replication_factor,
                 metadata={METADATA_VERSIONS: [v.to_json() for v in rows]},
@@ -148,12 +153,10 @@ class ServerStore:
 
     def _create_vector(self, v: StoredVersion) -> None:
         """Add a candidate's named vector unless it exists (another replica opening with the same file)."""
-        qm = qdrant_models
         if v.vector in vector_names(self._client.get_collection(self.collection).config):
             return
-        params = qm.DenseVectorNameConfig(dense=qm.DenseVectorConfig(size=v.dim, distance=qm.Distance.COSINE))
         try:
-            self._client.create_vector_name(self.collection, v.vector, params)
+            self._client.create_vector_name(self.collection, v.vector, search.dense_config(v))
         except (UnexpectedResponse, ValueError):
             if v.vector not in vector_names(self._client.get_collection(self.collection).config):
                 raise
@@ -205,12 +208,12 @@ class ServerStore:
 
     # ------------------------------------------------------------ items
 
-    def upsert(self, payloads: list[dict[str, Any]], vectors: Mapping[str, np.ndarray] | np.ndarray) -> list[bool]:
+    def upsert(self, payloads: list[dict[str, Any]], vectors: Mapping[str, PhotoVectors] | PhotoVectors) -> list[bool]:
         """See VectorStore.upsert (a plain array while exactly one version is active)."""
         by_name = vectors_by_name(self._registry(), len(payloads), vectors)
         ids = [point_id(p["item_id"]) for p in payloads]
         points = [
-            models.PointStruct(id=pid, vector={name: a[i].tolist() for name, a in by_name.items()}, payload=payload)
+            models.PointStruct(id=pid, vector={n: point_vector(n, a[i]) for n, a in by_name.items()}, payload=payload)
             for i, (pid, payload) in enumerate(zip(ids, payloads, strict=True))
         ]
         with _unavailable_on_failure():
@@ -220,9 +223,7 @@ class ServerStore:
 
     def set_vector(self, item_id: str, version: str, vector: np.ndarray, write_id: str | None) -> bool:
         v = find(self._registry(), version)
-        array = np.asarray(vector, dtype=np.float32).reshape(-1)
-        if array.shape != (v.dim,):
-            raise ValueError(f"a vector of {version!r} has {v.dim} dimensions, got {array.shape}")
+        stored = stored_vector(v, vector)
         record = self._retrieve(item_id)
         if record is None or (record.payload or {}).get("write_id") != write_id:
             return False
@@ -239,7 +240,7 @@ class ServerStore:
                 # keeps its newer vector; update_vectors never creates a point.
                 self._client.update_vectors(
                     self.collection,
-                    [models.PointVectors(id=point_id(item_id), vector={v.vector: array.tolist()})],
+                    [models.PointVectors(id=point_id(item_id), vector={v.vector: stored})],
                     update_filter=same_write,
                     wait=True,
                 )
@@ -303,37 +304,42 @@ class ServerStore:
                 )
             if not records:
                 return None
-            record = records[0]
-            vector = record.vector.get(v.vector) if isinstance(record.vector, dict) else record.vector
-            if vector is None:
+            rows = search.stored_rows(v, records[0])
+            if rows is None:
                 raise ModelNotReady(f"item {item_id!r} has no vector of model version {v.model_version!r} yet")
-            seller = (record.payload or {}).get("seller_id")
-            return self._query(list(vector), v, build_filter(item_id, seller, filters), k)  # type: ignore[arg-type]
+            payload = records[0].payload or {}
+            usable = photos.usable(rows, payload)
+            query_filter = build_filter(item_id, payload.get("seller_id"), filters)
+            found = self._candidates([rows[i] for i in usable], photos.candidates_for(k), v, query_filter)
+            return photos.rank(rows, usable, found, k)
 
     def similar_to_vector(
         self, vector: np.ndarray, k: int, filters: SimilarFilters, version: str | None = None
     ) -> list[Hit]:
         v = find(self._registry(), version)
-        query = np.asarray(vector, dtype=np.float32).tolist()
+        query = np.asarray(vector, dtype=np.float32).reshape(1, -1)
         with self._retire_raced(version):
-            return self._query(query, v, build_filter(None, filters.seller_id, filters), k)
+            query_filter = build_filter(None, filters.seller_id, filters)
+            found = self._candidates([query[0]], photos.candidates_for(k), v, query_filter)
+            return photos.rank(query, [0], found, k)
+
+    def photo_copies(
+        self, vector: np.ndarray, min_cosine: float, limit: int, leave_out: str, version: str | None = None
+    ) -> dict[str, list[int]]:
+        v = find(self._registry(), version)
+        others = models.Filter(must_not=[models.HasIdCondition(has_id=[point_id(leave_out)])])
+        with self._retire_raced(version):
+            return photos.copies(vector, min_cosine, self._candidates([vector], limit, v, others))
 
     def _retire_raced(self, version: str | None) -> contextlib.AbstractContextManager[None]:
         # another replica may have retired the version within this one's REGISTRY_TTL_S: re-read it now
         return retire_raced(lambda: find(self._registry(fresh=True), version))
 
-    def _query(self, query: list[float], v: StoredVersion, query_filter: models.Filter, k: int) -> list[Hit]:
+    def _candidates(
+        self, queries: list[np.ndarray], limit: int, v: StoredVersion, query_filter: models.Filter
+    ) -> list[tuple[dict[str, Any], np.ndarray]]:
         with _unavailable_on_failure():
-            response = self._client.query_points(
-                self.collection,
-                query=query,
-                using=v.vector or None,
-                query_filter=query_filter,
-                limit=k,
-                with_payload=True,
-            )
-        hits = [Hit(str(p.payload["item_id"]), float(p.score), dict(p.payload)) for p in response.points if p.payload]
-        return sorted(hits, key=lambda h: (-h.score, h.item_id))
+            return search.candidates(self._client, self.collection, queries, limit, v, query_filter)
 
     def coverage(self, version: str) -> tuple[int, int]:
         v = find(self._registry(), version)

@@ -4,6 +4,11 @@ Each version is a named vector of every point: `serving` (exactly one; answers b
 (written by every write, its vectors may still be filling) or `retired` (vector deleted). A version
 keeps its vector name for ever; collections written before versions existed keep their unnamed vector
 ("") for their one version.
+
+Layout: a version added since listings have several photos is a MULTIVECTOR (one row per photo, in the
+listing's order, compared with MaxSim); its vector name ends in PHOTOS_SUFFIX, so the layout is known from
+the name alone wherever a vector is created (every shard, the builder process, the server). A version from
+before keeps its single vector and takes one photo per listing (SinglePhotoVersion for more).
 """
 
 from __future__ import annotations
@@ -15,8 +20,15 @@ from typing import Any
 
 import numpy as np
 
-from app.core.errors import ModelNotFound, ModelServing
-from app.store.base import CollectionMismatch, ModelVersion, VersionsChanged, VersionState
+from app.core.errors import ModelNotFound, ModelServing, SinglePhotoVersion
+from app.store.base import CollectionMismatch, ModelVersion, PhotoVectors, VersionsChanged, VersionState
+
+PHOTOS_SUFFIX = "~photos"  # "~" is not allowed in a model version name: no version can clash with it
+
+
+def is_multi(vector_name: str) -> bool:
+    """Whether the named vector is a multivector (one row per photo) rather than one vector per listing."""
+    return vector_name.endswith(PHOTOS_SUFFIX)
 
 
 @dataclass(frozen=True)
@@ -27,6 +39,10 @@ class StoredVersion:
     state: VersionState
     dim: int
     vector: str  # the named vector holding it ("" = unnamed vector of a collection from before versions)
+
+    @property
+    def multi(self) -> bool:
+        return is_multi(self.vector)
 
     @property
     def active(self) -> bool:
@@ -58,7 +74,8 @@ def open_versions(
         raise CollectionMismatch("no model given: LOOKALIKE_MODEL_PATH names no model file")
     if stored is None:
         rows = [
-            StoredVersion(v, "serving" if i == 0 else "candidate", dim, v) for i, (v, dim) in enumerate(models.items())
+            StoredVersion(v, "serving" if i == 0 else "candidate", dim, v + PHOTOS_SUFFIX)
+            for i, (v, dim) in enumerate(models.items())
         ]
         return rows, rows
     known = {v.model_version: v for v in stored}
@@ -80,9 +97,9 @@ def open_versions(
     for version, dim in models.items():
         if version in known:
             continue  # a retired version stays retired: its vectors are gone
-        if version in names:
+        if version + PHOTOS_SUFFIX in names:
             raise CollectionMismatch(f"collection {where}: model version {version!r} clashes with a vector name")
-        added.append(StoredVersion(version, "candidate", dim, version))
+        added.append(StoredVersion(version, "candidate", dim, version + PHOTOS_SUFFIX))
     return [*stored, *added], added
 
 
@@ -128,11 +145,13 @@ def retired(versions: list[StoredVersion], version: str) -> tuple[list[StoredVer
 
 
 def vectors_by_name(
-    versions: list[StoredVersion], count: int, vectors: Mapping[str, np.ndarray] | np.ndarray
-) -> dict[str, np.ndarray]:
-    """Check an upsert's vectors: one [count, dim] array per active version -> {vector name: float32 array}.
+    versions: list[StoredVersion], count: int, vectors: Mapping[str, PhotoVectors] | PhotoVectors
+) -> dict[str, list[np.ndarray]]:
+    """Check an upsert's vectors -> {vector name: N float32 arrays [photos, dim]}, one per listing.
 
-    Convenience: a plain array is accepted when exactly one version is active.
+    Each active version gives either one [count, dim] array (one photo per listing) or `count` arrays of
+    [photos, dim] (the listing's photos in order). Convenience: a plain value when exactly one version is
+    active. SinglePhotoVersion when a listing with several photos meets a version with a single vector.
     """
     active = [v for v in versions if v.active]
     if not isinstance(vectors, Mapping):
@@ -144,8 +163,41 @@ def vectors_by_name(
         raise VersionsChanged(f"vectors for {sorted(vectors)} given, but the active versions are {names}")
     out = {}
     for v in active:
-        array = np.asarray(vectors[v.model_version], dtype=np.float32)
-        if array.ndim != 2 or array.shape != (count, v.dim):
-            raise ValueError(f"vectors of {v.model_version!r} must have shape ({count}, {v.dim}), got {array.shape}")
-        out[v.vector] = array
+        rows = _photo_rows(vectors[v.model_version], count, v)
+        if not v.multi and any(len(r) != 1 for r in rows):
+            raise SinglePhotoVersion(
+                f"model version {v.model_version!r} predates listings with several photos: it keeps one vector per "
+                "listing. Write one photo, or add a new model version (a new model file in LOOKALIKE_MODEL_PATH), "
+                "backfill and promote it: new versions hold every photo"
+            )
+        out[v.vector] = rows
     return out
+
+
+def _photo_rows(given: PhotoVectors, count: int, v: StoredVersion) -> list[np.ndarray]:
+    if isinstance(given, np.ndarray) and given.ndim == 2:
+        given = [row[None, :] for row in given]
+    rows = [np.asarray(r, dtype=np.float32) for r in given]
+    if len(rows) != count or any(r.ndim != 2 or r.shape[0] < 1 or r.shape[1] != v.dim for r in rows):
+        shapes = [r.shape for r in rows]
+        raise ValueError(f"vectors of {v.model_version!r}: {count} arrays (photos, {v.dim}) needed, got {shapes}")
+    return rows
+
+
+def point_vector(vector_name: str, rows: np.ndarray) -> list[Any]:
+    """A listing's photo rows [P, dim] as the point stores them under `vector_name`."""
+    return rows.tolist() if is_multi(vector_name) else rows[0].tolist()
+
+
+def photo_rows(stored: Any) -> np.ndarray | None:
+    """A stored vector (a multivector, or a single vector from before several photos) as rows [P, dim]."""
+    if stored is None:
+        return None
+    array = np.asarray(stored, dtype=np.float32)
+    return array[None, :] if array.ndim == 1 else array
+
+
+def stored_vector(v: StoredVersion, vector: np.ndarray) -> list[Any]:
+    """One listing's photo vectors of `v` ([photos, dim], or [dim] for one photo) checked, as the point keeps them."""
+    rows = vectors_by_name([v], 1, {v.model_version: [photo_rows(vector)]})[v.vector][0]
+    return point_vector(v.vector, rows)

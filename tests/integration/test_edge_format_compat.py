@@ -18,6 +18,7 @@ from typing import Any
 import numpy as np
 import pytest
 
+from app.core.errors import SinglePhotoVersion
 from app.store.base import SimilarFilters
 from app.store.qdrant_edge import EdgeStore
 from tests.live import run_process
@@ -168,6 +169,9 @@ def test_folder_written_by_the_earlier_store_opens_unchanged(tmp_path: Path, old
             [{"item_id": "late", "write_id": "w"}], {"m-old": np.eye(DIM, dtype=np.float32)[:1], "m-new": fresh}
         )
         assert store.similar("late", 3, FILTERS["none"], "m-new") == []  # the only item with m-new
+        with pytest.raises(SinglePhotoVersion):  # the old version keeps one vector per listing: one photo
+            store.upsert([{"item_id": "two", "write_id": "w"}], {"m-old": [np.eye(DIM)[:2]], "m-new": [fresh]})
+        assert store.get("two") is None
         with_late = answers(store, old)
         assert store.wait_for_maintenance(WAIT_S)
         assert answers(store, old) == with_late
@@ -184,5 +188,5 @@ def test_folder_written_by_the_earlier_store_opens_unchanged(tmp_path: Path, old
     assert manifest["format"] == 2
     assert manifest["versions"] == [
         {"model_version": "m-old", "state": "serving", "dim": DIM, "vector": ""},
-        {"model_version": "m-new", "state": "candidate", "dim": 8, "vector": "m-new"},
+        {"model_version": "m-new", "state": "candidate", "dim": 8, "vector": "m-new~photos"},
     ]

@@ -12,7 +12,7 @@ import pytest
 from qdrant_client import QdrantClient
 from qdrant_client import models as qm
 
-from app.core.errors import ModelNotFound, ModelNotReady, ModelServing
+from app.core.errors import ModelNotFound, ModelNotReady, ModelServing, SinglePhotoVersion
 from app.store.base import CollectionMismatch, ModelVersion, SimilarFilters, VectorStore, VersionsChanged, point_id
 from app.store.qdrant_edge import EdgeStore
 from app.store.qdrant_server import ServerStore
@@ -120,6 +120,79 @@ def test_edge_and_server_stores_agree(tmp_path: Path) -> None:
     )
     exclusive = edge_answers[-7]  # similar_to_vector, exclude_same_seller with seller s1
     assert exclusive and all(seller != "s1" for *_, seller in exclusive)
+
+
+def exact_best_pairs(
+    listings: dict[str, np.ndarray], marks: dict[str, list[int]], query_id: str, k: int
+) -> list[tuple[str, int, int]]:
+    """Brute force over every photo: each listing's best pair with the query, boilerplate photos left out
+    (all of a listing's photos when all are boilerplate); the top k as (item_id, query photo, photo)."""
+
+    def usable(item_id: str) -> list[int]:
+        n = len(listings[item_id])
+        return [i for i in range(n) if i not in marks.get(item_id, [])] or list(range(n))
+
+    q = listings[query_id]
+    best = []
+    for item_id, rows in listings.items():
+        if item_id == query_id:
+            continue
+        score, i, j = max((float(q[i] @ rows[j]), i, j) for i in usable(query_id) for j in usable(item_id))
+        best.append((-score, item_id, i, j))
+    return [(item_id, i, j) for _, item_id, i, j in sorted(best)[:k]]
+
+
+def run_photo_sequence(store: VectorStore) -> list[Any]:
+    """Listings of 1 to 5 photos: written, replaced, marked boilerplate, searched; every answer in order."""
+    rng = np.random.default_rng(21)
+    store.open({"m": DIM})
+    listings = {f"l{i}": unit(rng, 1 + i % 5) for i in range(30)}
+    chart = unit(rng, 1)[0]
+    for i in range(0, 30, 4):  # a shared photo on 8 listings, as their last photo
+        listings[f"l{i}"][-1] = chart
+    answers: list[Any] = []
+    ids = sorted(listings)
+    payloads = [{"item_id": i, "write_id": f"w-{i}", "seller_id": f"s{n % 3}"} for n, i in enumerate(ids)]
+    answers.append(store.upsert(payloads, [listings[i] for i in ids]))
+    listings["l1"] = unit(rng, 3)  # replaced with other photos, whole
+    answers.append(store.upsert([{"item_id": "l1", "write_id": "w-l1b"}], [listings["l1"]]))
+    copies = store.photo_copies(chart, 0.999, 20, leave_out="l0")
+    answers.append(sorted(copies.items()))
+    assert sorted(copies) == sorted(f"l{i}" for i in range(4, 30, 4))
+    assert all(idx == [len(listings[item_id]) - 1] for item_id, idx in copies.items())
+    marks = {item_id: idx for item_id, idx in copies.items()}
+    for item_id, idx in marks.items():
+        payload = store.get(item_id)
+        assert payload is not None
+        store.patch(item_id, {"boilerplate": {"write_id": payload["write_id"], "photos": idx}})
+    for query_id in ("l1", "l2", "l4", "l7", "l8"):
+        hits = store.similar(query_id, 6, SimilarFilters(include_sold=True))
+        assert hits is not None and all(h.matched is not None for h in hits)
+        served = [(h.item_id, h.matched.query_photo, h.matched.photo) for h in hits]  # type: ignore[union-attr]
+        assert served == exact_best_pairs(listings, marks, query_id, 6), query_id
+        answers.append(
+            [(h.item_id, round(h.score, 4), served_pair) for h, served_pair in zip(hits, served, strict=True)]
+        )
+    hits = store.similar_to_vector(listings["l13"][2], 3, SimilarFilters(include_sold=True))
+    assert hits[0].item_id == "l13" and hits[0].matched is not None and hits[0].matched.photo == 2
+    answers.append([(h.item_id, round(h.score, 4), h.matched.photo if h.matched else None) for h in hits])
+    answers.append(store.coverage("m"))
+    answers.append(store.set_vector("l2", "m", unit(rng, 4), "w-l2"))  # a backfill writes every photo at once
+    answers.append([(h.item_id, h.matched.photo if h.matched else None) for h in store.similar("l2", 3, ANY) or []])
+    return answers
+
+
+def test_edge_and_server_stores_agree_on_listings_with_several_photos(tmp_path: Path) -> None:
+    edge = EdgeStore(tmp_path / "edge", "items")
+    server = ServerStore(QdrantClient(":memory:"), "items")
+    try:
+        edge_answers = run_photo_sequence(edge)
+        server_answers = run_photo_sequence(server)
+    finally:
+        edge.close()
+        server.close()
+    for i, (a, b) in enumerate(zip(edge_answers, server_answers, strict=True)):
+        assert a == b, f"answer {i} differs:\nedge:   {a}\nserver: {b}"
 
 
 def wait_for_spare(store: EdgeStore, timeout_s: float = 60) -> None:
@@ -288,7 +361,9 @@ def run_versions(make: Callable[[], VectorStore]) -> list[Any]:
         with pytest.raises(ModelServing):
             store.retire("vb")  # the serving version cannot be retired
         store.retire("va")
-        assert "va" not in vector_names(store) and {"vb", "vc"} <= vector_names(store)  # its space is freed
+        assert "va~photos" not in vector_names(store) and {"vb~photos", "vc~photos"} <= vector_names(
+            store
+        )  # its space is freed
         with pytest.raises(ModelNotFound):
             store.similar("item-1", 5, ANY, "va")
         with pytest.raises(VersionsChanged):  # a retired version takes no vectors any more
@@ -305,7 +380,7 @@ def run_versions(make: Callable[[], VectorStore]) -> list[Any]:
             ModelVersion("vb", "serving", 8),
             ModelVersion("vc", "candidate", 4),
         ]
-        assert "va" not in vector_names(store)
+        assert "va~photos" not in vector_names(store)
         assert [(h.item_id, round(h.score, 4)) for h in store.similar("item-1", 5, ANY) or []] == answers[-1]
         store.upsert([{"item_id": "late", "write_id": "w-late"}], {"vb": vb[:1], "vc": vc[:1]})
         assert store.coverage("vb") == (20, 20)
@@ -360,7 +435,10 @@ def test_server_collection_from_before_versions_keeps_its_unnamed_vector(tmp_pat
         store.close()
         store = make()
         assert store.open({"old": 16, "new": 8})[-1] == ModelVersion("new", "candidate", 8)
-        assert store.similar("o1", 3, ANY) == before and vector_names(store) == {"", "new"}
+        assert store.similar("o1", 3, ANY) == before and vector_names(store) == {"", "new~photos"}
+        with pytest.raises(SinglePhotoVersion):  # the old version keeps one vector per listing
+            store.upsert([{"item_id": "two"}], {"old": [unit_of(rng, 2, 16)], "new": [unit_of(rng, 2, 8)]})
+        assert store.get("two") is None
         assert store.coverage("new") == (0, 10) and store.coverage("old") == (10, 10)
         assert store.set_vector("o1", "new", unit_of(rng, 1, 8)[0], "w1")
         assert store.set_vector("o9", "new", unit_of(rng, 1, 8)[0], "w9") is False

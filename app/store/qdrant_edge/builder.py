@@ -49,12 +49,15 @@ from qdrant_edge import (
     FloatIndexParams,
     HnswIndexConfig,
     KeywordIndexParams,
+    MultiVectorComparator,
+    MultiVectorConfig,
     Point,
     ScrollRequest,
     UpdateOperation,
 )
 
 from app.store.base import FLOAT_FIELDS, KEYWORD_FIELDS
+from app.store.versions import is_multi
 
 log = logging.getLogger("lookalike.store.edge_builder")
 
@@ -80,7 +83,7 @@ SCROLL_PAGE = 512
 
 def shard_config(vectors: dict[str, int], *, indexing_threshold_kb: int, indexing_threads: int = 0) -> EdgeConfig:
     return EdgeConfig(
-        vectors={name: EdgeVectorParams(size=dim, distance=Distance.Cosine) for name, dim in vectors.items()},
+        vectors={name: vector_params(name, dim) for name, dim in vectors.items()},
         hnsw_config=HnswIndexConfig(
             m=HNSW_M,
             ef_construct=HNSW_EF_CONSTRUCT,
@@ -97,6 +100,21 @@ def create_payload_indexes(shard: EdgeShard) -> None:
         shard.update(UpdateOperation.create_field_index(name, params))
     for name in FLOAT_FIELDS:
         shard.update(UpdateOperation.create_field_index(name, FloatIndexParams()))
+
+
+# A version's vector name says its layout (app/store/versions.py): a multivector of the listing's photos
+# compared with MaxSim, or one vector per listing (versions from before several photos).
+MAX_SIM = MultiVectorConfig(MultiVectorComparator.MaxSim)
+
+
+def vector_params(name: str, dim: int) -> EdgeVectorParams:
+    multi = MAX_SIM if is_multi(name) else None
+    return EdgeVectorParams(size=dim, distance=Distance.Cosine, multivector_config=multi)
+
+
+def create_vector(name: str, dim: int) -> UpdateOperation:
+    """The op that adds the named vector to a shard, with the layout its name says."""
+    return UpdateOperation.create_dense_vector(name, dim, Distance.Cosine, MAX_SIM if is_multi(name) else None)
 
 
 def create_plain_shard(target: Path, vectors: dict[str, int]) -> EdgeShard:

@@ -21,8 +21,9 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from qdrant_edge import Distance, EdgeShard, UpdateOperation
+from qdrant_edge import EdgeShard, UpdateOperation
 
+from app.store.qdrant_edge.builder import create_vector
 from app.store.qdrant_edge.files import copy_dir, fsync_path, remove_dir
 from app.store.qdrant_edge.manifest import STAGING_PREFIX
 from app.store.qdrant_edge.planning import Job, JobAborted
@@ -63,7 +64,7 @@ def replay(target: Shard, ops: list[Recorded], wanted: dict[str, int]) -> None:
     have = target.vectors()
     for name, dim in {v for _, _, v in ops if v is not None}:
         if name not in have:
-            target.edge.update(UpdateOperation.create_dense_vector(name, dim, Distance.Cosine))
+            target.edge.update(create_vector(name, dim))
             have[name] = dim
     for needs_point, op, vector in ops:
         if vector is not None:

@@ -10,9 +10,9 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from qdrant_edge import Distance, EdgeShard, UpdateOperation
+from qdrant_edge import EdgeShard, UpdateOperation
 
-from app.store.qdrant_edge.builder import vector_names
+from app.store.qdrant_edge.builder import create_vector, vector_names
 from app.store.qdrant_edge.files import WalSyncer
 from app.store.qdrant_edge.manifest import ShardRecord
 
@@ -71,7 +71,7 @@ class Shard:
     def vector_changes(self, wanted: dict[str, int]) -> list[UpdateOperation]:
         """The ops that give this shard exactly the named vectors `wanted` ({name: dim})."""
         have = self.vectors()
-        ops = [UpdateOperation.create_dense_vector(n, d, Distance.Cosine) for n, d in wanted.items() if n not in have]
+        ops = [create_vector(n, d) for n, d in wanted.items() if n not in have]
         ops += [UpdateOperation.delete_vector_name(n) for n in have if n not in wanted]
         return ops
 

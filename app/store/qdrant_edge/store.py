@@ -16,7 +16,6 @@ from typing import Any
 import numpy as np
 from qdrant_edge import (
     CountRequest,
-    Distance,
     Filter,
     HasVectorCondition,
     Point,
@@ -24,10 +23,11 @@ from qdrant_edge import (
     UpdateOperation,
 )
 
-from app.core.errors import ModelNotReady, StoreUnavailable
-from app.store.base import Hit, ItemPage, ModelVersion, SimilarFilters, point_id
+from app.core.errors import StoreUnavailable
+from app.store import photos
+from app.store.base import Hit, ItemPage, ModelVersion, PhotoVectors, SimilarFilters, point_id
 from app.store.qdrant_edge import browse
-from app.store.qdrant_edge.builder import record_vectors
+from app.store.qdrant_edge.builder import create_vector
 from app.store.qdrant_edge.collection import open_collection
 from app.store.qdrant_edge.files import DirLock, read_json, write_json_atomic
 from app.store.qdrant_edge.filters import build_filter
@@ -43,9 +43,11 @@ from app.store.versions import (
     StoredVersion,
     find,
     open_versions,
+    point_vector,
     promoted,
     retire_raced,
     retired,
+    stored_vector,
     vectors_by_name,
 )
 
@@ -149,7 +151,7 @@ class EdgeStore:
                         self._writer.apply(s, op, None, vector)
                     s.wal.sync()
 
-        change([(UpdateOperation.create_dense_vector(n, d, Distance.Cosine), (n, d)) for n, d in create])
+        change([(create_vector(n, d), (n, d)) for n, d in create])
         state.manifest.versions = rows
         state.manifest.write([s.record() for s in shards])
         change([(UpdateOperation.delete_vector_name(n), (n, d)) for n, d in drop])
@@ -199,7 +201,7 @@ class EdgeStore:
 
     # ------------------------------------------------------------ VectorStore API
 
-    def upsert(self, payloads: list[dict[str, Any]], vectors: Mapping[str, np.ndarray] | np.ndarray) -> list[bool]:
+    def upsert(self, payloads: list[dict[str, Any]], vectors: Mapping[str, PhotoVectors] | PhotoVectors) -> list[bool]:
         """See VectorStore.upsert (a plain array while exactly one version is active)."""
         if not self.ready():
             raise StoreUnavailable("the embedded store is not open")
@@ -220,7 +222,7 @@ class EdgeStore:
             # Under the shared gate the versions cannot change: checked again against the ones in force.
             by_name = vectors_by_name(self._state.manifest.versions, len(payloads), vectors)
             points = [
-                Point(pid, {name: a[i].tolist() for name, a in by_name.items()}, dict(payloads[i]))
+                Point(pid, {name: point_vector(name, a[i]) for name, a in by_name.items()}, dict(payloads[i]))
                 for pid, i in last.items()
             ]
             hot = shards[0]
@@ -310,32 +312,27 @@ class EdgeStore:
         return self._writer.mutate(plan)
 
     def similar(self, item_id: str, k: int, filters: SimilarFilters, version: str | None = None) -> list[Hit] | None:
-        if k < 1:
-            raise ValueError("k must be >= 1")
         v = find(self._state.manifest.versions, version)
-        pid = point_id(item_id)
         with self._retire_raced(version), self._shard_set.reading() as shards:
-            item = None
-            for s in shards:
-                records = s.edge.retrieve([pid], True, True)
-                if records:
-                    item = records[0]
-                    break
-            if item is None:
-                return None
-            vector = record_vectors(item.vector).get(v.vector)
-            if vector is None:
-                raise ModelNotReady(f"item {item_id!r} has no vector of model version {v.model_version!r} yet")
-            query_filter = build_filter(item.payload or {}, filters)
-            return browse.nearest(shards, vector, k, query_filter, v.vector, leave_out=pid)
+            return browse.similar_listings(shards, item_id, v, k, filters)
 
     def similar_to_vector(
         self, vector: np.ndarray, k: int, filters: SimilarFilters, version: str | None = None
     ) -> list[Hit]:
         v = find(self._state.manifest.versions, version)
+        query = np.asarray(vector, dtype=np.float32).reshape(1, -1)
         with self._retire_raced(version), self._shard_set.reading() as shards:
             query_filter = build_filter({"seller_id": filters.seller_id}, filters)
-            return browse.nearest(shards, vector, k, query_filter, v.vector)
+            found = browse.candidates(shards, [query[0]], photos.candidates_for(k), query_filter, v.vector)
+            return photos.rank(query, [0], found, k)
+
+    def photo_copies(
+        self, vector: np.ndarray, min_cosine: float, limit: int, leave_out: str, version: str | None = None
+    ) -> dict[str, list[int]]:
+        v = find(self._state.manifest.versions, version)
+        with self._retire_raced(version), self._shard_set.reading() as shards:
+            found = browse.candidates(shards, [vector], limit, None, v.vector, leave_out=point_id(leave_out))
+        return photos.copies(vector, min_cosine, found)
 
     def _retire_raced(self, version: str | None) -> contextlib.AbstractContextManager[None]:
         # retire() names the version retired in the manifest before it deletes the vector from the shards
@@ -356,13 +353,11 @@ class EdgeStore:
         return page.items, page.next_point
 
     def set_vector(self, item_id: str, version: str, vector: np.ndarray, write_id: str | None) -> bool:
-        array = np.asarray(vector, dtype=np.float32).reshape(-1)
         pid = point_id(item_id)
 
         def plan(shards: list[Shard]) -> tuple[list[Shard], Callable[[], bool]]:
             v = find(self._state.manifest.versions, version)  # stable under the shared gate
-            if array.shape != (v.dim,):
-                raise ValueError(f"a vector of {version!r} has {v.dim} dimensions, got {array.shape}")
+            stored = stored_vector(v, vector)
             holder = next((s for s in shards if s.edge.retrieve([pid], False, False)), None)  # the newest copy
 
             def apply() -> bool:
@@ -370,7 +365,7 @@ class EdgeStore:
                 records = holder.edge.retrieve([pid], True, False) if holder is not None else []
                 if not records or (records[0].payload or {}).get("write_id") != write_id:
                     return False
-                op = UpdateOperation.update_vectors([PointVectors(pid, {v.vector: array.tolist()})])
+                op = UpdateOperation.update_vectors([PointVectors(pid, {v.vector: stored})])
                 self._writer.apply(holder, op, pid)
                 if holder.role == "sealed":
                     holder.rewritten += 1  # the point left the indexed segments: see planning.RESEAL_FRACTION
