@@ -250,7 +250,7 @@ def format_table(result: dict[str, dict], first: str) -> str:
     return "\n".join(lines)
 
 
-def main(argv: list[str] | None = None) -> int:
+def parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="python -m models.evaluate",
         description="Offline nDCG@5 / precision@1 / recall@10 of ONNX image models on a catalog.",
@@ -289,6 +289,11 @@ def main(argv: list[str] | None = None) -> int:
         default=DEFAULT_AGGREGATE,
         help="with --listings: how photo cosines make all_photos' listing score (see models/listing_aggregates.py)",
     )
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = parser()
     args = p.parse_args(argv)
     names = args.model + args.baseline
     if not names:
