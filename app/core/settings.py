@@ -95,7 +95,7 @@ class Settings(BaseSettings):
     # A photo on at least this many OTHER listings (near-identical: cosine >= BOILERPLATE_MIN_COSINE) is
     # boilerplate (a size chart, a logo): shown, never used to rank.
     boilerplate_min_listings: int = Field(5, ge=1, le=1000)
-    boilerplate_min_cosine: float = Field(0.99, gt=0, le=1)
+    boilerplate_min_cosine: float = Field(0.997, gt=0, le=1)  # calibrated: docs/architecture.md "Several photos"
     decode_draft: bool = True  # JPEG DCT-scaled decode (BENCHMARKS.md "Decode"); false = HF-exact
     request_max_bytes: int = Field(64 * 1024 * 1024, ge=1024, le=1024 * 1024 * 1024)
 
