@@ -13,6 +13,8 @@ from selenium.webdriver.support.ui import WebDriverWait
 from tests.browser.conftest import CANDIDATE_VERSION, CHARTS, COPY, MULTI, XSS_TITLE, Site
 
 WAIT_S = 60
+# no horizontal page scroll: clientWidth leaves out a classic (desktop) scrollbar, innerWidth counts it
+NO_OVERFLOW = "return document.documentElement.scrollWidth <= document.documentElement.clientWidth"
 
 
 def wait(driver: Any, predicate: Any, what: str) -> Any:
@@ -208,14 +210,15 @@ def test_phone_width_layout(page: Any, site: Site) -> None:
     wait(page, lambda d: len(cards(d, "grid")) == len(site.items), "the grid")
     wait(page, lambda d: real_photos(d, "grid", 4), "the first photos")
     page.execute_script("window.scrollTo(0, 0)")
-    assert page.execute_script("return document.documentElement.scrollWidth <= window.innerWidth")
+    assert page.execute_script(NO_OVERFLOW)
     columns = page.execute_script(
         "return getComputedStyle(document.getElementById('grid')).gridTemplateColumns.split(' ').length"
     )
     assert 2 <= columns <= 3
     page.save_screenshot(str(site.artifacts / "phone.png"))
     open_item(page, site, site.items[3]["item_id"])
-    assert page.execute_script("return document.documentElement.scrollWidth <= window.innerWidth")
+    wait(page, lambda d: len(compare_columns(d)) == 2, "the comparison (its selectors are the widest)")
+    assert page.execute_script(NO_OVERFLOW)
 
 
 def compare_columns(driver: Any) -> list[tuple[str, list[str], list[str]]]:
@@ -308,6 +311,7 @@ def test_the_item_view_shows_every_photo_and_marks_boilerplate(page: Any, site: 
     assert [s["badge"] for s in shown["slides"]] == expected
     assert (shown["thumbs"], shown["counter"]) == (3, "1 / 3")
     assert page.find_element(By.ID, "item-title").text == "Three photos"
+    assert "photos\n3" in page.find_element(By.ID, "item-data").text
     # a listing of one photo: no steps, no thumbnails
     open_item(page, site, site.items[2]["item_id"])
     wait(page, lambda d: len(gallery(d)["slides"]) == 1 and gallery(d)["counter"] == "", "one photo")
@@ -337,7 +341,8 @@ def test_a_look_alike_shows_the_photo_that_matched_next_to_the_query_photo(page:
     everything = httpx.get(f"{site.url}/similar/{MULTI}", params={"k": 100}, timeout=30).json()["results"]
     charts = [r["matched"]["photo"] for r in everything if r["item_id"] in CHARTS]
     assert charts == [0, 0]  # their photo 1 is the chart: boilerplate, never matched
-    page.execute_script("arguments[0].scrollIntoView({block: 'center'})", copy)
+    page.set_window_size(1280, 1600)  # the gallery and the first look-alikes in one picture
+    page.execute_script("document.getElementById('item-view').scrollIntoView()")
     page.save_screenshot(str(site.artifacts / "matched.png"))
 
 
@@ -371,9 +376,10 @@ def test_the_gallery_on_a_phone(page: Any, site: Site) -> None:
     wait(page, lambda d: len(gallery(d)["slides"]) == 3 and all(s["decoded"] for s in gallery(d)["slides"]), "photos")
     track = page.find_element(By.ID, "gallery-track")
     assert page.execute_script("return getComputedStyle(arguments[0]).scrollSnapType", track) == "x mandatory"
+    wait(page, lambda d: len(compare_columns(d)) == 2, "the whole item view")
     width = page.execute_script("return arguments[0].clientWidth", track)
     assert width > 300 and page.execute_script("return arguments[0].scrollWidth", track) == 3 * width
-    assert page.execute_script("return document.documentElement.scrollWidth <= window.innerWidth")
+    assert page.execute_script(NO_OVERFLOW)
     assert (shown_photo(page), gallery(page)["counter"]) == (0, "1 / 3")
     assert not page.find_element(By.ID, "gallery-prev").is_enabled()
     page.find_element(By.ID, "gallery-next").click()
@@ -383,8 +389,8 @@ def test_the_gallery_on_a_phone(page: Any, site: Site) -> None:
     assert not page.find_element(By.ID, "gallery-next").is_enabled()
     badge = page.find_element(By.CSS_SELECTOR, "#gallery-track [data-photo='2'] .not-ranked")
     assert badge.is_displayed() and badge.text == "not used to rank"
-    page.execute_script("window.scrollTo(0, 0)")
+    page.execute_script("document.getElementById('item-view').scrollIntoView()")
     page.save_screenshot(str(site.artifacts / "phone-gallery.png"))
     page.find_element(By.CSS_SELECTOR, "#gallery-thumbs [data-photo='0']").click()
     wait(page, lambda d: shown_photo(d) == 0 and gallery(d)["counter"] == "1 / 3", "photo 1 from its thumbnail")
-    assert page.execute_script("return document.documentElement.scrollWidth <= window.innerWidth")
+    assert page.execute_script(NO_OVERFLOW)

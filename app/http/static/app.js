@@ -204,7 +204,7 @@ async function showItem(itemId) {
     $("item-title").textContent = item.title || item.item_id;
     renderGallery(itemId, item.photos && item.photos.length ? item.photos : [{}], item.title || item.item_id);
     const rows = [
-      ["photos", String(item.photo_count || 1)],
+      ["photos", item.photo_count > 1 ? String(item.photo_count) : ""],
       ["item", item.item_id],
       ["price", price(item.price)],
       ["category", item.category],
