@@ -34,16 +34,19 @@ class Boilerplate:
         photos of stored listings to mark after the write ({item_id: indexes})."""
         others: dict[str, set[int]] = {}
         limit = max(2 * self._min_listings, 10)  # the marks of more of the others at once
-        for payload, rows in zip(payloads, photos, strict=True):
-            marked = []
-            for i, row in enumerate(rows if rows is not None else []):
-                copies = await self._copies(row, limit, payload["item_id"])
-                if len(copies) >= self._min_listings:
-                    marked.append(i)
-                    for item_id, indexes in copies.items():
-                        others.setdefault(item_id, set()).update(indexes)
-            if marked:
-                payload["boilerplate"] = {"write_id": payload["write_id"], "photos": marked}
+        asked = [
+            (p, i, row)
+            for p, rows in zip(payloads, photos, strict=True)
+            if rows is not None
+            for i, row in enumerate(rows)
+        ]
+        for payload, i, row in asked:  # one small query per photo, one after another: each within the store timeout
+            copies = await self._copies(row, limit, payload["item_id"])
+            if len(copies) >= self._min_listings:
+                mark = payload.setdefault("boilerplate", {"write_id": payload["write_id"], "photos": []})
+                mark["photos"].append(i)
+                for item_id, indexes in copies.items():
+                    others.setdefault(item_id, set()).update(indexes)
         for payload in payloads:  # written now: their stored payloads are replaced
             others.pop(payload["item_id"], None)
         return others

@@ -113,7 +113,16 @@ def test_results_exclude_self_respect_k_and_are_ordered(client: TestClient) -> N
     assert "it-0" not in ids
     assert scores == sorted(scores, reverse=True)
     assert answer["item_id"] == "it-0"
-    assert set(answer["results"][0]) == {"item_id", "score", "matched", "title", "category", "price", "seller_id", "status"}
+    assert set(answer["results"][0]) == {
+        "item_id",
+        "score",
+        "matched",
+        "title",
+        "category",
+        "price",
+        "seller_id",
+        "status",
+    }
 
 
 def test_filters(client: TestClient) -> None:

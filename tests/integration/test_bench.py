@@ -231,3 +231,12 @@ def test_experiments_http_quick(bench_env: dict[str, str]) -> None:
     check(r["similar"], {"outside": latency, "inside": latency})
     check(r["events"], {"batches": int, "events": int, "accepted": int, "events_per_s": NUMBER})
     assert r["events"]["accepted"] == r["events"]["events"] == 100 * r["events"]["batches"]
+
+
+def test_several_photos_quick(bench_env: dict[str, str]) -> None:
+    r = run_quick("several_photos", bench_env)
+    check(r, {"benchmark": str, "machine": MACHINE, "catalogs": list})
+    assert [c["catalog"] for c in r["catalogs"]] == ["clustered", "random"]
+    for c in r["catalogs"]:
+        check(c, {"listings": int, "photos": int, "recall_at_10": NUMBER, "p99_ratio_5_vs_1": NUMBER})
+        assert c["photos"] > c["listings"] > 0 and 0 <= c["recall_at_10"] <= 1

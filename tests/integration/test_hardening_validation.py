@@ -183,8 +183,8 @@ MULTIPART: list[tuple[str, dict[str, Any], int, str]] = [
         "bad_request",
     ),
     (
-        "two files",
-        {"data": {"item_id": "vm-1"}, "files": [("image", ("a.jpg", JPEG)), ("image", ("b.jpg", JPEG))]},
+        "more files than MAX_PHOTOS + 1",  # up to MAX_PHOTOS files are a listing's photos, one more: too_many_photos
+        {"data": {"item_id": "vm-1"}, "files": [("image", (f"{i}.jpg", JPEG)) for i in range(14)]},
         400,
         "bad_request",
     ),

@@ -56,7 +56,16 @@ def by_photo(answer: Any, k: int) -> list[tuple[str, float]]:
     assert answer.status_code == 200, answer.text
     body = answer.json()
     assert body["model_version"]
-    assert set(body["results"][0]) == {"item_id", "score", "matched", "title", "category", "price", "seller_id", "status"}
+    assert set(body["results"][0]) == {
+        "item_id",
+        "score",
+        "matched",
+        "title",
+        "category",
+        "price",
+        "seller_id",
+        "status",
+    }
     return [(r["item_id"], r["score"]) for r in body["results"] if r["item_id"] != "q"][:k]
 
 

@@ -123,7 +123,7 @@ def test_the_write_key_writes_items_but_cannot_administer_models_or_experiments(
 
 # ------------------------------------------------------------------------------ strict query parameters
 
-PATH_VALUES = {"item_id": "x", "version": "v1", "name": "e1"}
+PATH_VALUES = {"item_id": "x", "version": "v1", "name": "e1", "n": "0"}
 
 
 def api_calls(client: TestClient) -> list[tuple[str, str]]:
