@@ -7,8 +7,11 @@ them these tests fail with that message (they are never skipped). Screenshots go
 
 from __future__ import annotations
 
+import base64
+import io
 import json
 import os
+import random
 import shutil
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -26,12 +29,15 @@ CHROMEDRIVER = os.environ.get("CHROMEDRIVER", "/usr/bin/chromedriver")
 INSTALL_HINT = "install them with: apt-get update && apt-get install -y chromium chromium-driver"
 XSS_TITLE = "<img src=x onerror=alert(1)>"
 CATALOG_ITEMS = 24
+MULTI = "three-photos"  # photos: a (URL), b (base64), chart (base64; on two other listings too: boilerplate)
+COPY = "holds-b"  # photos: d, e, b: its photo 2 is an exact copy of MULTI's photo 1
+CHARTS = ("chart-1", "chart-2")  # photos: their own, then MULTI's chart
 
 
 @dataclass
 class Site:
     url: str
-    items: list[dict[str, Any]]  # as indexed (image = the photo's URL)
+    items: list[dict[str, Any]]  # as indexed (image_url = the photo's URL; or images = the listing's photos)
     catalog: Path
     artifacts: Path
 
@@ -43,6 +49,41 @@ def artifacts_dir() -> Path:
 
 
 CANDIDATE_VERSION = "v2-candidate"
+
+
+def drawn_photo(seed: int) -> bytes:
+    """A PNG of a few coloured shapes, different for each seed (any two differ for the model too)."""
+    from PIL import Image, ImageDraw
+
+    rng = random.Random(seed)
+    image = Image.new("RGB", (96, 96), tuple(rng.randrange(256) for _ in range(3)))
+    draw = ImageDraw.Draw(image)
+    for _ in range(6):
+        x, y = rng.randrange(80), rng.randrange(80)
+        box = (x, y, x + rng.randrange(16, 60), y + rng.randrange(16, 60))
+        colour = tuple(rng.randrange(256) for _ in range(3))
+        (draw.ellipse if rng.random() < 0.5 else draw.rectangle)(box, fill=colour)
+    out = io.BytesIO()
+    image.save(out, format="PNG")
+    return out.getvalue()
+
+
+def several_photo_listings(catalog: Path, photos_url: str, like: dict[str, Any]) -> list[dict[str, Any]]:
+    """MULTI, COPY and CHARTS, in the order they must be written (the chart becomes boilerplate with the last)."""
+    (catalog / "images" / "multi_a.png").write_bytes(drawn_photo(101))
+    b64 = {seed: base64.b64encode(drawn_photo(seed)).decode() for seed in (102, 103, 104, 105, 106, 107)}
+    b, chart = {"base64": b64[102]}, {"base64": b64[103]}
+    common = {k: like[k] for k in ("category", "seller_id")}
+    return [
+        {**common, "item_id": MULTI, "title": "Three photos", "price": 30.0,
+         "images": [{"url": f"{photos_url}/images/multi_a.png"}, b, chart]},
+        {**common, "item_id": COPY, "title": "Holds a copy", "price": 31.0,
+         "images": [{"base64": b64[104]}, {"base64": b64[105]}, b]},
+        {**common, "item_id": CHARTS[0], "title": "Size chart one", "price": 32.0,
+         "images": [{"base64": b64[106]}, chart]},
+        {**common, "item_id": CHARTS[1], "title": "Size chart two", "price": 33.0,
+         "images": [{"base64": b64[107]}, chart]},
+    ]  # fmt: skip
 
 
 @pytest.fixture(scope="session")
@@ -63,12 +104,17 @@ def site(tiny_model_path: Path, tmp_path_factory: pytest.TempPathFactory) -> Ite
         "LOOKALIKE_MODEL_PATH": f"{tiny_model_path},{candidate}",
         "LOOKALIKE_QDRANT_PATH": str(tmp_path_factory.mktemp("browser-store")),
         "LOOKALIKE_FETCH_ALLOW_PRIVATE": "true",  # the photo server is on loopback
+        "LOOKALIKE_BOILERPLATE_MIN_LISTINGS": "2",  # the chart on 3 listings is boilerplate
     }
     with photo_server(catalog) as photos, live_server(env) as server:
         items = [{**{k: v for k, v in r.items() if k != "image"}, "image_url": f"{photos}/{r['image']}"} for r in rows]
         items.append({**items[0], "item_id": "xss", "title": XSS_TITLE, "seller_id": "evil"})
         answer = httpx.post(server.url + "/items/batch", json={"items": items}, timeout=120)
         assert [r["status"] for r in answer.json()["results"]] == [201] * len(items), answer.text
+        for listing in several_photo_listings(catalog, photos, rows[0]):  # one by one: the marks need the others
+            written = httpx.post(server.url + "/items", json=listing, timeout=120)
+            assert written.status_code == 201, written.text
+            items.append(listing)
         yield Site(server.url, items, catalog, artifacts_dir())
 
 

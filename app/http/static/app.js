@@ -41,19 +41,49 @@ function price(value) {
   return typeof value === "number" ? value.toFixed(2) : "";
 }
 
-function photo(itemId, alt) {
+// The cover (photo 0) of an item, or its photo n.
+function imageSrc(itemId, n) {
+  const base = "/items/" + encodeURIComponent(itemId);
+  return n === undefined ? base + "/image" : base + "/images/" + n;
+}
+
+function photo(src, alt, className) {
   const img = el("img", { loading: "lazy", decoding: "async", alt: alt || "", width: 160, height: 160 });
+  if (className) img.className = className;
   img.addEventListener("error", () => {
     if (!img.src.endsWith(PLACEHOLDER)) img.src = PLACEHOLDER; // no kept image, or the host failed
   });
-  img.src = "/items/" + encodeURIComponent(itemId) + "/image";
+  img.src = src;
   return img;
 }
 
-// One result element (grid card or look-alike): a link to the item's own address.
-function card(item, score) {
+// "Your photo 2 ↔ its photo 3": the query's photo that matched, next to the label of the pair.
+function matchLine(matched, query) {
+  const theirs = "its photo " + (matched.photo + 1);
+  return el("span", { class: "match" }, [
+    photo(query.src(matched.query_photo), query.label(matched.query_photo), "query-photo"),
+    el("span", { text: query.label(matched.query_photo) + " ↔ " + theirs }),
+  ]);
+}
+
+// One result element (grid card or look-alike): a link to the item's own address. A look-alike
+// (`result` given) shows the photo of it that matched and, with `query`, the query's photo it matched.
+function card(item, result, query) {
   const link = el("a", { class: "card", href: itemAddress(item.item_id), "data-item-id": item.item_id });
-  link.append(photo(item.item_id, item.title));
+  const matched = result && result.matched;
+  if (matched) {
+    link.dataset.photo = matched.photo;
+    link.dataset.queryPhoto = matched.query_photo;
+    const alt = (item.title || item.item_id) + ", photo " + (matched.photo + 1);
+    link.append(
+      el("span", { class: "shot" }, [
+        photo(imageSrc(item.item_id, matched.photo), alt, "result-photo"),
+        el("span", { class: "matched-badge", text: "matched: photo " + (matched.photo + 1) }),
+      ]),
+    );
+  } else {
+    link.append(photo(imageSrc(item.item_id), item.title, "result-photo"));
+  }
   const meta = el("span", { class: "meta" }, [
     el("span", { class: "title", text: item.title || item.item_id }),
     el("span", { class: "line" }, [
@@ -61,7 +91,8 @@ function card(item, score) {
       el("span", { class: "category", text: item.category || "" }),
     ]),
   ]);
-  if (score !== undefined) meta.append(el("span", { class: "score", text: "score " + score.toFixed(3) }));
+  if (result) meta.append(el("span", { class: "score", text: "score " + result.score.toFixed(3) }));
+  if (matched && query) meta.append(matchLine(matched, query));
   if (item.status === "sold") meta.append(el("span", { class: "sold", text: "sold" }));
   link.append(meta);
   link.addEventListener("click", (event) => {
@@ -164,19 +195,16 @@ async function showItem(itemId) {
   state.photo = null;
   showView("item");
   $("item-title").textContent = itemId;
-  const img = $("item-photo");
-  img.onerror = () => {
-    if (!img.src.endsWith(PLACEHOLDER)) img.src = PLACEHOLDER;
-  };
-  img.src = "/items/" + encodeURIComponent(itemId) + "/image";
+  renderGallery(itemId, [{ boilerplate: false }], itemId); // the cover at once, every photo once read
   $("item-data").replaceChildren();
   $("similar").replaceChildren();
   try {
     const item = await api("/items/" + encodeURIComponent(itemId));
     if (state.item !== itemId) return;
     $("item-title").textContent = item.title || item.item_id;
-    img.alt = item.title || item.item_id;
+    renderGallery(itemId, item.photos && item.photos.length ? item.photos : [{}], item.title || item.item_id);
     const rows = [
+      ["photos", item.photo_count > 1 ? String(item.photo_count) : ""],
       ["item", item.item_id],
       ["price", price(item.price)],
       ["category", item.category],
@@ -197,23 +225,90 @@ async function showItem(itemId) {
   compareVersions();
 }
 
+// ---- the item's photos: a scroll-snap gallery (swipe on a phone), buttons and thumbnails ---------------
+
+function renderGallery(itemId, photos, title) {
+  const count = photos.length;
+  const slides = photos.map((p, n) => {
+    const alt = count > 1 ? title + ", photo " + (n + 1) + " of " + count : title;
+    const img = photo(imageSrc(itemId, n), alt, "gallery-photo");
+    img.loading = "eager"; // a few photos at most (MAX_PHOTOS), and a swipe must not wait for one
+    const slide = el("li", { class: "gallery-slide", "data-photo": n }, [img]);
+    if (p.boilerplate) {
+      slide.classList.add("boilerplate");
+      slide.append(el("span", { class: "not-ranked", text: "not used to rank", title: "on many listings" }));
+    }
+    return slide;
+  });
+  $("gallery-track").replaceChildren(...slides);
+  $("gallery-track").scrollLeft = 0;
+  const thumbs = photos.map((p, n) => {
+    const button = el("button", { type: "button", class: "thumb", "data-photo": n }, [
+      photo(imageSrc(itemId, n), "", ""),
+    ]);
+    button.setAttribute("aria-label", "photo " + (n + 1) + (p.boilerplate ? ", not used to rank" : ""));
+    if (p.boilerplate) button.classList.add("boilerplate");
+    button.addEventListener("click", () => showPhoto(n));
+    return button;
+  });
+  $("gallery-thumbs").replaceChildren(...thumbs);
+  $("gallery-thumbs").hidden = count < 2;
+  $("gallery").classList.toggle("single", count < 2);
+  updateGallery();
+}
+
+function currentPhoto() {
+  const track = $("gallery-track");
+  return track.clientWidth ? Math.round(track.scrollLeft / track.clientWidth) : 0;
+}
+
+function showPhoto(n) {
+  const track = $("gallery-track");
+  const last = track.children.length - 1;
+  track.scrollTo({ left: Math.max(0, Math.min(n, last)) * track.clientWidth, behavior: "smooth" });
+}
+
+function updateGallery() {
+  const count = $("gallery-track").children.length;
+  const n = Math.min(currentPhoto(), count - 1);
+  $("gallery-counter").textContent = count > 1 ? n + 1 + " / " + count : "";
+  $("gallery-prev").disabled = n <= 0;
+  $("gallery-next").disabled = n >= count - 1;
+  for (const thumb of $("gallery-thumbs").children) {
+    if (Number(thumb.dataset.photo) === n) thumb.setAttribute("aria-current", "true");
+    else thumb.removeAttribute("aria-current");
+  }
+}
+
+function wireGallery() {
+  $("gallery-prev").addEventListener("click", () => showPhoto(currentPhoto() - 1));
+  $("gallery-next").addEventListener("click", () => showPhoto(currentPhoto() + 1));
+  $("gallery-track").addEventListener("scroll", updateGallery, { passive: true });
+  window.addEventListener("resize", updateGallery);
+}
+
 async function loadSimilar() {
   const itemId = state.item;
   const seq = ++state.seq;
   try {
     const answer = await api("/similar/" + encodeURIComponent(itemId) + "?" + filterParams(true));
     if (seq !== state.seq) return;
-    renderResults($("similar"), answer.results);
+    renderResults($("similar"), answer.results, null, itemQuery(itemId));
     showMessage("");
   } catch (error) {
     if (seq === state.seq) showMessage("Could not find look-alikes: " + error.message);
   }
 }
 
-function renderResults(container, results, otherIds) {
+// What a look-alike matched of the viewed item: its photo i.
+function itemQuery(itemId) {
+  return { src: (i) => imageSrc(itemId, i), label: (i) => "this item's photo " + (i + 1) };
+}
+
+function renderResults(container, results, otherIds, query) {
   container.replaceChildren(
     ...results.map((r) => {
-      const node = card(r, r.score);
+      const node = card(r, r, query);
       if (otherIds && !otherIds.has(r.item_id)) {
         node.classList.add("differs");
         node.querySelector(".meta").append(el("span", { class: "badge", text: "only here" }));
@@ -255,7 +350,8 @@ async function searchByPhoto(source) {
   try {
     const answer = await api("/similar", options);
     if (seq !== state.seq) return;
-    renderResults($("photo-results"), answer.results);
+    const query = { src: () => preview.src, label: () => "your photo" };
+    renderResults($("photo-results"), answer.results, null, query);
     showMessage("");
   } catch (error) {
     if (seq !== state.seq) return;
@@ -339,7 +435,7 @@ async function compareVersions() {
   );
   const columns = lists.map((results, i) => {
     const grid = el("div", { class: "grid" });
-    renderResults(grid, results, new Set(lists[1 - i].map((r) => r.item_id)));
+    renderResults(grid, results, new Set(lists[1 - i].map((r) => r.item_id)), itemQuery(state.item));
     return el("div", {}, [el("h4", { text: picked[i] }), grid]);
   });
   $("compare-columns").replaceChildren(...columns);
@@ -396,6 +492,7 @@ function start() {
   });
   window.addEventListener("popstate", route);
   wireSearch();
+  wireGallery();
   showInfo();
   loadModels();
   route();
