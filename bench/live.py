@@ -102,6 +102,22 @@ def run_process(
     return result
 
 
+def kill_after(process: subprocess.Popen[str], seconds: float) -> list[str]:
+    """The lines a writer printed (its acknowledgements) until `seconds` passed or it ended, then SIGKILL at that
+    arbitrary point; the lines it printed before dying are included."""
+    assert process.stdout is not None
+    lines: list[str] = []
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        line = process.stdout.readline()
+        if not line:
+            break
+        lines.append(line)
+    process.send_signal(signal.SIGKILL)
+    rest, _ = process.communicate()
+    return lines + rest.splitlines()
+
+
 def leftover_processes() -> list[str]:
     """The processes started through `start_process` (and theirs) that still run."""
     return [line for sid in sorted(_SESSIONS) for line in session_processes(sid)]

@@ -5,11 +5,9 @@ from __future__ import annotations
 
 import json
 import os
-import signal
 import subprocess
 import sys
 import textwrap
-import time
 from pathlib import Path
 from typing import Any
 
@@ -23,7 +21,7 @@ from app.store.qdrant_edge.builder import record_vectors
 from tests.conftest import Catalog, ClientFactory
 from tests.factories import ImageServer, near_duplicate, photo
 from tests.hardening import assert_error, b64, wait_until
-from tests.live import start_process
+from tests.live import kill_after, start_process
 
 REPO = Path(__file__).resolve().parents[2]
 CHART = 9000  # the seed of a size chart photo some sellers put on every listing
@@ -275,17 +273,7 @@ def test_kill9_never_leaves_a_listing_with_part_of_its_photos(tmp_path: Path) ->
             env=env,
             cwd=REPO,
         )
-        assert proc.stdout is not None
-        lines: list[str] = []
-        deadline = time.monotonic() + 1.5 + 0.7 * round_
-        while time.monotonic() < deadline:  # read acknowledgements, then kill at an arbitrary point
-            line = proc.stdout.readline()
-            if not line:
-                break
-            lines.append(line)
-        proc.send_signal(signal.SIGKILL)
-        rest, _ = proc.communicate()
-        lines += rest.splitlines()
+        lines = kill_after(proc, 1.5 + 0.7 * round_)
         for line in lines:
             _, item_id, i = line.split()
             acked[item_id] = max(acked.get(item_id, -1), int(i))

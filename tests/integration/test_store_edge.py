@@ -25,7 +25,7 @@ import pytest
 from app.core.errors import ModelNotReady, StoreUnavailable
 from app.store.base import CollectionMismatch, SimilarFilters
 from app.store.qdrant_edge import EdgeStore
-from tests.live import start_process
+from tests.live import kill_after, start_process
 
 DIM = 16
 REPO = Path(__file__).resolve().parents[2]
@@ -453,17 +453,7 @@ def test_kill9_loses_no_acknowledged_write(tmp_path: Path) -> None:
     start = 0
     for round_ in range(3):
         proc = _python(WRITER, str(root), str(start), str(DIM))
-        assert proc.stdout is not None
-        lines: list[str] = []
-        deadline = time.monotonic() + 1.0 + 0.7 * round_
-        while time.monotonic() < deadline:  # read acknowledgements, then kill at an arbitrary point
-            line = proc.stdout.readline()
-            if not line:
-                break
-            lines.append(line)
-        proc.send_signal(signal.SIGKILL)
-        rest, _ = proc.communicate()
-        lines += rest.splitlines()
+        lines = kill_after(proc, 1.0 + 0.7 * round_)
         for line in lines:
             kind, *ids = line.split()
             if kind == "U":
