@@ -16,7 +16,9 @@ from pydantic import BaseModel
 
 from app.core.errors import ValidationError
 
-_declared: dict[int, frozenset[str]] = {}  # id(route) -> its query parameter names (routes live as long as the app)
+# Each route's query parameter names, computed once and kept on the route itself (routes are unhashable, and an
+# id() could be reused by a later app's route and hand it another route's names).
+DECLARED = "_lookalike_declared_query"
 
 
 def declared_query(dependant: Dependant) -> frozenset[str]:
@@ -37,9 +39,10 @@ def reject_unknown_query(request: Request) -> None:
     route = request.scope.get("route")
     if not isinstance(route, APIRoute) or not route.include_in_schema:
         return
-    allowed = _declared.get(id(route))
+    allowed: frozenset[str] | None = getattr(route, DECLARED, None)
     if allowed is None:
-        allowed = _declared[id(route)] = declared_query(route.dependant)
+        allowed = declared_query(route.dependant)
+        setattr(route, DECLARED, allowed)
     unknown = [name for name in dict.fromkeys(request.query_params.keys()) if name not in allowed]
     if unknown:
         takes = ", ".join(sorted(allowed)) or "none"
