@@ -25,6 +25,7 @@ import pytest
 from app.core.errors import ModelNotReady, StoreUnavailable
 from app.store.base import CollectionMismatch, SimilarFilters
 from app.store.qdrant_edge import EdgeStore
+from app.store.versions import PHOTOS_SUFFIX
 from tests.live import kill_after, start_process
 
 DIM = 16
@@ -521,8 +522,9 @@ def unit_vector(seed: int, dim: int) -> np.ndarray:
 
 
 def shard_vectors(store: EdgeStore) -> list[set[str]]:
+    """The model versions each shard holds vectors of (new versions keep every photo: `<version>~photos`)."""
     with store._shard_set.reading() as shards:
-        return [set(s.vectors()) for s in shards]
+        return [{name.removesuffix(PHOTOS_SUFFIX) for name in s.vectors()} for s in shards]
 
 
 def test_version_changes_during_a_build_survive_the_swap(open_store: Callable[..., EdgeStore]) -> None:
