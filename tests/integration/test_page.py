@@ -28,9 +28,9 @@ def test_page_and_static_files_carry_a_strict_policy(client: TestClient) -> None
     assert client.get("/static/app.js").headers["content-type"].startswith("text/javascript")
     # no inline script, nothing fetched from another origin at run time
     html = page.text
-    assert re.findall(r"<script[^>]*>", html) == ['<script src="/static/app.js" defer></script>'[:-9]]
+    assert re.findall(r"<script[^>]*>", html) == ['<script type="module" src="/static/app.js">']
     assert "http://" not in html and "https://" not in html.replace("https://… photo URL", "")
-    for name in ("app.js", "style.css"):
+    for name in ("app.js", "dom.js", "gallery.js", "style.css"):
         body = client.get(f"/static/{name}").text
         assert "http://" not in body and "https://" not in body
         assert "innerHTML" not in body

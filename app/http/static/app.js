@@ -1,61 +1,11 @@
 // The lookalike page: browse items, an item's look-alikes, search by photo. Reads the public API only.
 // Every piece of item data goes into the DOM through textContent / attributes, never as HTML.
-"use strict";
+import { $, PLACEHOLDER, api, el, imageSrc, photo, price, showMessage } from "./dom.js";
+import { renderGallery, wireGallery } from "./gallery.js";
 
 // Items per page of the grid: 48, or `/?limit=N` (1..200)
 const PAGE_SIZE = Math.min(200, Math.max(1, Number(new URLSearchParams(location.search).get("limit")) || 48));
-const PLACEHOLDER = "/static/placeholder.svg";
-
-const $ = (id) => document.getElementById(id);
 const state = { cursor: null, category: "", categories: new Set(), item: null, photo: null, timer: 0, seq: 0 };
-
-function el(tag, props = {}, children = []) {
-  const node = document.createElement(tag);
-  for (const [key, value] of Object.entries(props)) {
-    if (key === "class") node.className = value;
-    else if (key === "text") node.textContent = value;
-    else if (key.startsWith("data-")) node.setAttribute(key, value);
-    else node[key] = value;
-  }
-  for (const child of children) if (child) node.append(child);
-  return node;
-}
-
-async function api(path, options) {
-  const response = await fetch(path, options);
-  const body = await response.json().catch(() => null);
-  if (!response.ok) {
-    const error = (body && body.error) || { code: "http_" + response.status, message: response.statusText };
-    throw new Error(error.code + ": " + error.message);
-  }
-  return body;
-}
-
-function showMessage(text) {
-  const box = $("message");
-  box.textContent = text || "";
-  box.hidden = !text;
-}
-
-function price(value) {
-  return typeof value === "number" ? value.toFixed(2) : "";
-}
-
-// The cover (photo 0) of an item, or its photo n.
-function imageSrc(itemId, n) {
-  const base = "/items/" + encodeURIComponent(itemId);
-  return n === undefined ? base + "/image" : base + "/images/" + n;
-}
-
-function photo(src, alt, className) {
-  const img = el("img", { loading: "lazy", decoding: "async", alt: alt || "", width: 160, height: 160 });
-  if (className) img.className = className;
-  img.addEventListener("error", () => {
-    if (!img.src.endsWith(PLACEHOLDER)) img.src = PLACEHOLDER; // no kept image, or the host failed
-  });
-  img.src = src;
-  return img;
-}
 
 // "Your photo 2 ↔ its photo 3": the query's photo that matched, next to the label of the pair.
 function matchLine(matched, query) {
@@ -223,68 +173,6 @@ async function showItem(itemId) {
   }
   await loadSimilar();
   compareVersions();
-}
-
-// ---- the item's photos: a scroll-snap gallery (swipe on a phone), buttons and thumbnails ---------------
-
-function renderGallery(itemId, photos, title) {
-  const count = photos.length;
-  const slides = photos.map((p, n) => {
-    const alt = count > 1 ? title + ", photo " + (n + 1) + " of " + count : title;
-    const img = photo(imageSrc(itemId, n), alt, "gallery-photo");
-    img.loading = "eager"; // a few photos at most (MAX_PHOTOS), and a swipe must not wait for one
-    const slide = el("li", { class: "gallery-slide", "data-photo": n }, [img]);
-    if (p.boilerplate) {
-      slide.classList.add("boilerplate");
-      slide.append(el("span", { class: "not-ranked", text: "not used to rank", title: "on many listings" }));
-    }
-    return slide;
-  });
-  $("gallery-track").replaceChildren(...slides);
-  $("gallery-track").scrollLeft = 0;
-  const thumbs = photos.map((p, n) => {
-    const button = el("button", { type: "button", class: "thumb", "data-photo": n }, [
-      photo(imageSrc(itemId, n), "", ""),
-    ]);
-    button.setAttribute("aria-label", "photo " + (n + 1) + (p.boilerplate ? ", not used to rank" : ""));
-    if (p.boilerplate) button.classList.add("boilerplate");
-    button.addEventListener("click", () => showPhoto(n));
-    return button;
-  });
-  $("gallery-thumbs").replaceChildren(...thumbs);
-  $("gallery-thumbs").hidden = count < 2;
-  $("gallery").classList.toggle("single", count < 2);
-  updateGallery();
-}
-
-function currentPhoto() {
-  const track = $("gallery-track");
-  return track.clientWidth ? Math.round(track.scrollLeft / track.clientWidth) : 0;
-}
-
-function showPhoto(n) {
-  const track = $("gallery-track");
-  const last = track.children.length - 1;
-  track.scrollTo({ left: Math.max(0, Math.min(n, last)) * track.clientWidth, behavior: "smooth" });
-}
-
-function updateGallery() {
-  const count = $("gallery-track").children.length;
-  const n = Math.min(currentPhoto(), count - 1);
-  $("gallery-counter").textContent = count > 1 ? n + 1 + " / " + count : "";
-  $("gallery-prev").disabled = n <= 0;
-  $("gallery-next").disabled = n >= count - 1;
-  for (const thumb of $("gallery-thumbs").children) {
-    if (Number(thumb.dataset.photo) === n) thumb.setAttribute("aria-current", "true");
-    else thumb.removeAttribute("aria-current");
-  }
-}
-
-function wireGallery() {
-  $("gallery-prev").addEventListener("click", () => showPhoto(currentPhoto() - 1));
-  $("gallery-next").addEventListener("click", () => showPhoto(currentPhoto() + 1));
-  $("gallery-track").addEventListener("scroll", updateGallery, { passive: true });
-  window.addEventListener("resize", updateGallery);
 }
 
 async function loadSimilar() {
