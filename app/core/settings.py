@@ -57,6 +57,12 @@ class Settings(BaseSettings):
     edge_merge_fanin: int = Field(2, ge=2, le=64)  # embedded: sealed shards merged at once
     # embedded: no merge makes a bigger shard; None = 16 * edge_hot_max (see app/store/qdrant_edge)
     edge_max_shard_points: int | None = Field(None, ge=100, le=100_000_000)
+    # embedded, sealed shards (BENCHMARKS.md "Catalogue scale"): an int8 copy of each vector in RAM is searched,
+    # the float32 originals stay on disk and re-score oversampling x k candidates; hnsw_ef bounds the graph walk
+    edge_quantization: Literal["int8", "none"] = "int8"
+    edge_vectors_on_disk: bool = True
+    edge_hnsw_ef: int = Field(128, ge=4, le=4096)
+    edge_oversampling: float = Field(2.0, ge=1.0, le=16.0)
     store_workers: int = Field(8, ge=1, le=256)  # threads that run store calls (app/store/guard.py)
     store_breaker_cooldown_s: float = Field(1.0, gt=0, le=600)  # after a failure, fail fast this long
     store_close_wait_s: float = Field(5.0, ge=0, le=600)  # embedded: closing waits this long for searches

@@ -84,6 +84,7 @@ def make_store(settings: Settings) -> VectorStore:
 
         return ServerStore.from_settings(settings)
     from app.store.qdrant_edge import EdgeStore
+    from app.store.qdrant_edge.builder import IndexOptions
 
     return EdgeStore(
         settings.qdrant_path,
@@ -93,6 +94,12 @@ def make_store(settings: Settings) -> VectorStore:
         max_shard_points=settings.edge_max_shard_points,
         # close() waits this long for searches in progress (part of Settings.shutdown_budget_s())
         close_wait_s=settings.store_close_wait_s,
+        index=IndexOptions(
+            quantization=settings.edge_quantization,
+            vectors_on_disk=settings.edge_vectors_on_disk,
+            hnsw_ef=settings.edge_hnsw_ef,
+            oversampling=settings.edge_oversampling,
+        ),
     )
 
 

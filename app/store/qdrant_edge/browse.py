@@ -18,6 +18,7 @@ from qdrant_edge import (
     QueryBatchRequest,
     QueryRequest,
     ScrollRequest,
+    SearchParams,
 )
 
 from app.core.errors import ModelNotReady
@@ -36,6 +37,7 @@ def candidates(
     query_filter: Filter | None,
     using: str = "",
     leave_out: str | None = None,
+    params: SearchParams | None = None,
 ) -> list[tuple[dict[str, Any], np.ndarray]]:
     """The listings among the `limit` nearest of any query vector (by MaxSim: their closest photo) over all
     shards, with their payload and photo rows [P, dim] of `using`, for an exact re-score (app/store/photos.py);
@@ -49,6 +51,7 @@ def candidates(
             filter=query_filter,
             with_payload=False,  # payloads only for the candidates: reading them has a cost per shard (BENCHMARKS.md)
             with_vector=False,
+            params=params,  # hnsw_ef and the int8 re-score of sealed shards; plain (hot) shards ignore them
         )
         for q in queries
     ]
@@ -73,7 +76,12 @@ def candidates(
 
 
 def similar_listings(
-    shards: list[Shard], item_id: str, v: StoredVersion, k: int, filters: SimilarFilters
+    shards: list[Shard],
+    item_id: str,
+    v: StoredVersion,
+    k: int,
+    filters: SimilarFilters,
+    params: SearchParams | None = None,
 ) -> list[Hit] | None:
     """GET /similar on a snapshot: the listing's usable photos query the index, the candidates are re-scored
     exactly (app/store/photos.py). None for an unknown item; ModelNotReady when it lacks `v`'s vector."""
@@ -89,7 +97,8 @@ def similar_listings(
     payload = item.payload or {}
     usable = photos.usable(rows, payload)
     limit = photos.candidates_for(k)
-    found = candidates(shards, [rows[i] for i in usable], limit, build_filter(payload, filters), v.vector, pid)
+    query_filter = build_filter(payload, filters)
+    found = candidates(shards, [rows[i] for i in usable], limit, query_filter, v.vector, pid, params)
     return photos.rank(rows, usable, found, k)
 
 

@@ -37,6 +37,7 @@ import os
 import signal
 import sys
 import time
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
@@ -49,10 +50,15 @@ from qdrant_edge import (
     FloatIndexParams,
     HnswIndexConfig,
     KeywordIndexParams,
+    Memory,
     MultiVectorComparator,
     MultiVectorConfig,
     Point,
+    QuantizationSearchParams,
+    ScalarQuantizationConfig,
+    ScalarType,
     ScrollRequest,
+    SearchParams,
     UpdateOperation,
 )
 
@@ -81,9 +87,39 @@ _NO_HNSW_LINKS = frozenset({"status", "seller_id"})
 SCROLL_PAGE = 512
 
 
-def shard_config(vectors: dict[str, int], *, indexing_threshold_kb: int, indexing_threads: int = 0) -> EdgeConfig:
+@dataclass(frozen=True)
+class IndexOptions:
+    """How a sealed (HNSW-indexed) shard stores its vectors and how searches use them (Settings:
+    LOOKALIKE_EDGE_QUANTIZATION, _VECTORS_ON_DISK, _HNSW_EF, _OVERSAMPLING; measured in BENCHMARKS.md,
+    "Catalogue scale"). Hot shards are searched exactly and keep float32 vectors in RAM whatever this says."""
+
+    quantization: str = "int8"  # "int8": an int8 copy of every vector in RAM is what HNSW walks; "none"
+    vectors_on_disk: bool = True  # the float32 originals stay in the page cache, read only to re-score
+    hnsw_ef: int = 128  # candidates kept while walking the graph (recall against cost)
+    oversampling: float = 2.0  # int8 search keeps oversampling * limit candidates for the exact re-score
+
+    def to_json(self) -> str:
+        return json.dumps(asdict(self))
+
+    @classmethod
+    def from_json(cls, text: str) -> IndexOptions:
+        return cls(**json.loads(text))
+
+    def search_params(self) -> SearchParams:
+        rescore = QuantizationSearchParams(rescore=True, oversampling=self.oversampling)
+        return SearchParams(hnsw_ef=self.hnsw_ef, quantization=rescore if self.quantization == "int8" else None)
+
+
+def shard_config(
+    vectors: dict[str, int],
+    *,
+    indexing_threshold_kb: int,
+    indexing_threads: int = 0,
+    index: IndexOptions | None = None,
+) -> EdgeConfig:
+    """A shard's configuration: `index` for a sealed shard (quantisation, on-disk originals), None for a hot one."""
     return EdgeConfig(
-        vectors={name: vector_params(name, dim) for name, dim in vectors.items()},
+        vectors={name: vector_params(name, dim, index) for name, dim in vectors.items()},
         hnsw_config=HnswIndexConfig(
             m=HNSW_M,
             ef_construct=HNSW_EF_CONSTRUCT,
@@ -107,9 +143,20 @@ def create_payload_indexes(shard: EdgeShard) -> None:
 MAX_SIM = MultiVectorConfig(MultiVectorComparator.MaxSim)
 
 
-def vector_params(name: str, dim: int) -> EdgeVectorParams:
+def vector_params(name: str, dim: int, index: IndexOptions | None = None) -> EdgeVectorParams:
     multi = MAX_SIM if is_multi(name) else None
-    return EdgeVectorParams(size=dim, distance=Distance.Cosine, multivector_config=multi)
+    if index is None:
+        return EdgeVectorParams(size=dim, distance=Distance.Cosine, multivector_config=multi)
+    # Pinned: the int8 copy is what every search reads, so it never leaves RAM; Cold: the originals are
+    # mapped from disk and only the few re-scored per query are read.
+    quantization = ScalarQuantizationConfig(ScalarType.Int8, quantile=0.99, memory=Memory.Pinned)
+    return EdgeVectorParams(
+        size=dim,
+        distance=Distance.Cosine,
+        multivector_config=multi,
+        quantization_config=quantization if index.quantization == "int8" else None,
+        memory=Memory.Cold if index.vectors_on_disk else None,
+    )
 
 
 def create_vector(name: str, dim: int) -> UpdateOperation:
@@ -144,11 +191,17 @@ def create(target: Path, vectors: dict[str, int]) -> dict[str, Any]:
     return {"target": str(target), "points": 0}
 
 
-def build(target: Path, vectors: dict[str, int], sources: list[Path], indexing_threads: int = 0) -> dict[str, Any]:
+def build(
+    target: Path,
+    vectors: dict[str, int],
+    sources: list[Path],
+    indexing_threads: int = 0,
+    index: IndexOptions | None = None,
+) -> dict[str, Any]:
     t0 = time.perf_counter()
     shard = EdgeShard.create(
         str(target),
-        shard_config(vectors, indexing_threshold_kb=ALWAYS_INDEX_KB, indexing_threads=indexing_threads),
+        shard_config(vectors, indexing_threshold_kb=ALWAYS_INDEX_KB, indexing_threads=indexing_threads, index=index),
     )
     create_payload_indexes(shard)
     copied = 0
@@ -178,7 +231,7 @@ def build(target: Path, vectors: dict[str, int], sources: list[Path], indexing_t
     # Reopen once to store the serving configuration (indexing off) in the shard itself, so that the
     # server loads it without passing a config (loading with a config rewrites it on disk, with fsyncs,
     # while holding the GIL).
-    shard = EdgeShard.load(str(target), shard_config(vectors, indexing_threshold_kb=NEVER_INDEX_KB))
+    shard = EdgeShard.load(str(target), shard_config(vectors, indexing_threshold_kb=NEVER_INDEX_KB, index=index))
     info = shard.info()
     result = {
         "target": str(target),
@@ -229,6 +282,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("command", choices=("build", "create"))
     parser.add_argument("--target", type=Path, required=True)
     parser.add_argument("--vectors", type=json.loads, required=True, help='active vectors, {"name": dim}')
+    parser.add_argument(
+        "--index", type=IndexOptions.from_json, default=IndexOptions(), help="sealed-shard options (IndexOptions JSON)"
+    )
     parser.add_argument("--threads", type=int, default=0, help="HNSW indexing threads (0 = all cores)")
     parser.add_argument("--nice", type=int, default=10, help="added CPU niceness (request threads win)")
     parser.add_argument("--parent-pid", type=int, default=0, help="exit when this process dies")
@@ -244,7 +300,7 @@ def main(argv: list[str] | None = None) -> int:
     else:
         if not args.sources:
             parser.error("build needs at least one source shard")
-        result = build(args.target, args.vectors, args.sources, args.threads)
+        result = build(args.target, args.vectors, args.sources, args.threads, args.index)
     if args.hold:
         pin_and_wait(args.target, result)
     else:

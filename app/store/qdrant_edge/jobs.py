@@ -106,6 +106,8 @@ class JobRunner:
             args[0],
             "--vectors",
             json.dumps(state.manifest.vector_dims()),
+            "--index",
+            state.config.index.to_json(),
             "--nice",
             str(state.config.builder_nice),
             "--parent-pid",

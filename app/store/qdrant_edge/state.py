@@ -11,6 +11,7 @@ import threading
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from app.store.qdrant_edge.builder import IndexOptions
 from app.store.qdrant_edge.manifest import Manifest
 from app.store.qdrant_edge.planning import Job, MaintenanceHook
 from app.store.qdrant_edge.shard import Shard
@@ -35,6 +36,7 @@ class StoreConfig:
     sync_wal: bool = True
     builder_nice: int = 10  # CPU niceness added by builder children (request threads win)
     close_wait_s: float = 30.0  # close(): how long to wait for readers still querying a shard
+    index: IndexOptions = field(default_factory=IndexOptions)  # how sealed shards store vectors and are searched
 
     def __post_init__(self) -> None:
         if self.hot_max < 1 or self.merge_fanin < 2:

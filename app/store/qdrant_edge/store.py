@@ -27,7 +27,7 @@ from app.core.errors import StoreUnavailable
 from app.store import photos
 from app.store.base import Hit, ItemPage, ModelVersion, PhotoVectors, SimilarFilters, point_id
 from app.store.qdrant_edge import browse
-from app.store.qdrant_edge.builder import create_vector
+from app.store.qdrant_edge.builder import IndexOptions, create_vector
 from app.store.qdrant_edge.collection import open_collection
 from app.store.qdrant_edge.files import DirLock, read_json, write_json_atomic
 from app.store.qdrant_edge.filters import build_filter
@@ -68,6 +68,7 @@ class EdgeStore:
         sync_wal: bool = True,
         builder_nice: int = 10,
         close_wait_s: float = 30.0,
+        index: IndexOptions | None = None,
     ) -> None:
         root = Path(path) / collection
         config = StoreConfig(
@@ -79,6 +80,7 @@ class EdgeStore:
             sync_wal=sync_wal,
             builder_nice=builder_nice,
             close_wait_s=close_wait_s,
+            index=index or IndexOptions(),
         )
         self.root = root
         self.collection = collection
@@ -88,6 +90,7 @@ class EdgeStore:
         self._maintenance = MaintenanceScheduler(self._state, JobRunner(self._state, self._shard_set))
         self._dir_lock = DirLock(root, LOCK_FILE)
         self._meta_lock = threading.Lock()
+        self._search = config.index.search_params()  # one immutable SearchParams for every query
 
     @property
     def _maintenance_hook(self) -> MaintenanceHook | None:
@@ -314,7 +317,7 @@ class EdgeStore:
     def similar(self, item_id: str, k: int, filters: SimilarFilters, version: str | None = None) -> list[Hit] | None:
         v = find(self._state.manifest.versions, version)
         with self._retire_raced(version), self._shard_set.reading() as shards:
-            return browse.similar_listings(shards, item_id, v, k, filters)
+            return browse.similar_listings(shards, item_id, v, k, filters, self._search)
 
     def similar_to_vector(
         self, vector: np.ndarray, k: int, filters: SimilarFilters, version: str | None = None
@@ -323,7 +326,8 @@ class EdgeStore:
         query = np.asarray(vector, dtype=np.float32).reshape(1, -1)
         with self._retire_raced(version), self._shard_set.reading() as shards:
             query_filter = build_filter({"seller_id": filters.seller_id}, filters)
-            found = browse.candidates(shards, [query[0]], photos.candidates_for(k), query_filter, v.vector)
+            limit = photos.candidates_for(k)
+            found = browse.candidates(shards, [query[0]], limit, query_filter, v.vector, params=self._search)
             return photos.rank(query, [0], found, k)
 
     def photo_copies(
@@ -331,7 +335,8 @@ class EdgeStore:
     ) -> dict[str, list[int]]:
         v = find(self._state.manifest.versions, version)
         with self._retire_raced(version), self._shard_set.reading() as shards:
-            found = browse.candidates(shards, [vector], limit, None, v.vector, leave_out=point_id(leave_out))
+            pid = point_id(leave_out)
+            found = browse.candidates(shards, [vector], limit, None, v.vector, leave_out=pid, params=self._search)
         return photos.copies(vector, min_cosine, found)
 
     def _retire_raced(self, version: str | None) -> contextlib.AbstractContextManager[None]:
