@@ -93,6 +93,10 @@ class EdgeStore:
         self._search = config.index.search_params()  # one immutable SearchParams for every query
 
     @property
+    def index_options(self) -> IndexOptions:
+        return self._state.config.index
+
+    @property
     def _maintenance_hook(self) -> MaintenanceHook | None:
         """Tests: called with (phase, job info) as a job goes through "copied", "spawned", "built"."""
         return self._state.maintenance_hook
@@ -179,19 +183,7 @@ class EdgeStore:
     def stats(self) -> dict[str, Any]:
         state = self._state
         with self._shard_set.reading() as shards:
-            rows = []
-            for s in shards:
-                info = s.edge.info()
-                rows.append(
-                    {
-                        "name": s.name,
-                        "role": s.role,
-                        "rank": s.rank,
-                        "points": info.points_count,
-                        "indexed_vectors": info.indexed_vectors_count,
-                        "segments": info.segments_count,
-                    }
-                )
+            rows = [s.stats_row() for s in shards]
             with state.cond:
                 job = state.job.info() if state.job is not None else None
                 return {
