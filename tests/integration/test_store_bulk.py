@@ -140,6 +140,20 @@ def test_reload_replaces_items_and_drops_emptied_shards(open_store: Callable[...
     assert [h.item_id for h in store.similar("item-3", 1, ANY) or []] == ["item-303"]
 
 
+def test_bulk_load_keeps_every_photo(open_store: Callable[..., EdgeStore]) -> None:
+    store = open_store(hot_max=50)
+    rng = np.random.default_rng(3)
+    photos = [rng.standard_normal((1 + i % 3, DIM)).astype(np.float32) for i in range(30)]
+    photos = [p / np.linalg.norm(p, axis=1, keepdims=True) for p in photos]
+    given = [({"item_id": f"item-{i}"}, {"m-1": p if i % 3 else p[0]}) for i, p in enumerate(photos)]  # [dim]: one
+    assert store.bulk_load(given, shard_points=100).items == 30
+    for i in (0, 4, 5, 29):  # 1, 2, 3 and 3 photos
+        for j in range(len(photos[i])):
+            hit = store.similar_to_vector(photos[i][j], 1, ANY)[0]
+            assert (hit.item_id, hit.matched.photo) == (f"item-{i}", j)
+            assert hit.score == pytest.approx(1.0, abs=1e-5)
+
+
 @pytest.mark.parametrize(
     ("bad", "message"),
     [
@@ -204,9 +218,11 @@ def _kill_at(proc: subprocess.Popen[str], last_line: str, *, in_build: bool) -> 
             break
         lines.append(line.strip())
     assert last_line in lines, lines[-3:]
-    while in_build and time.monotonic() < deadline and not any(" bulk " in p for p in session_processes(proc.pid)):
+    while (
+        in_build and time.monotonic() < deadline and not any("builder bulk" in p for p in session_processes(proc.pid))
+    ):
         time.sleep(0.02)
-    assert not in_build or any(" bulk " in p for p in session_processes(proc.pid)), "no builder bulk child"
+    assert not in_build or any("builder bulk" in p for p in session_processes(proc.pid)), "no builder bulk child"
     proc.kill()
     proc.communicate()
     while session_processes(proc.pid) and time.monotonic() < deadline:  # the builder dies with its parent
