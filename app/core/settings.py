@@ -59,6 +59,7 @@ class Settings(BaseSettings):
     edge_max_shard_points: int | None = Field(None, ge=100, le=100_000_000)
     # embedded, sealed shards (BENCHMARKS.md "Catalogue scale"): an int8 copy of each vector in RAM is searched,
     # the float32 originals stay on disk and re-score oversampling x k candidates; hnsw_ef bounds the graph walk
+    edge_bulk_shard_points: int = Field(1_000_000, ge=100, le=100_000_000)  # embedded: points per bulk-built shard
     edge_quantization: Literal["int8", "none"] = "int8"
     edge_vectors_on_disk: bool = True
     edge_hnsw_ef: int = Field(128, ge=4, le=4096)

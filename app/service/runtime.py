@@ -100,6 +100,7 @@ def make_store(settings: Settings) -> VectorStore:
             hnsw_ef=settings.edge_hnsw_ef,
             oversampling=settings.edge_oversampling,
         ),
+        bulk_shard_points=settings.edge_bulk_shard_points,
     )
 
 

@@ -65,8 +65,8 @@ class Shard:
         """This shard as a manifest row."""
         return ShardRecord(name=self.name, role=self.role, rank=self.rank, points=self.points)
 
-    def stats_row(self) -> dict[str, Any]:
-        """This shard in EdgeStore.stats(): its place in the manifest and what the engine counts."""
+    def stats(self) -> dict[str, Any]:
+        """This shard as EdgeStore.stats() lists it."""
         info = self.edge.info()
         return {
             "name": self.name,

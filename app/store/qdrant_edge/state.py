@@ -37,6 +37,7 @@ class StoreConfig:
     builder_nice: int = 10  # CPU niceness added by builder children (request threads win)
     close_wait_s: float = 30.0  # close(): how long to wait for readers still querying a shard
     index: IndexOptions = field(default_factory=IndexOptions)  # how sealed shards store vectors and are searched
+    bulk_shard_points: int = 1_000_000  # points per shard a bulk load builds (one HNSW graph each)
 
     def __post_init__(self) -> None:
         if self.hot_max < 1 or self.merge_fanin < 2:
@@ -44,7 +45,8 @@ class StoreConfig:
 
 
 def new_counters() -> dict[str, int]:
-    return {"builds": 0, "merges": 0, "reseals": 0, "failed_jobs": 0, "freezes": 0}
+    # points_built: points passed into an HNSW build (jobs and bulk loads) since the store was opened
+    return {"builds": 0, "merges": 0, "reseals": 0, "failed_jobs": 0, "freezes": 0, "points_built": 0}
 
 
 @dataclass(eq=False)

@@ -9,7 +9,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import threading
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -28,6 +28,7 @@ from app.store import photos
 from app.store.base import Hit, ItemPage, ModelVersion, PhotoVectors, SimilarFilters, point_id
 from app.store.qdrant_edge import browse
 from app.store.qdrant_edge.builder import IndexOptions, create_vector
+from app.store.qdrant_edge.bulk import BulkLoader, BulkReport, BulkRow
 from app.store.qdrant_edge.collection import open_collection
 from app.store.qdrant_edge.files import DirLock, read_json, write_json_atomic
 from app.store.qdrant_edge.filters import build_filter
@@ -69,6 +70,7 @@ class EdgeStore:
         builder_nice: int = 10,
         close_wait_s: float = 30.0,
         index: IndexOptions | None = None,
+        bulk_shard_points: int = 1_000_000,
     ) -> None:
         root = Path(path) / collection
         config = StoreConfig(
@@ -81,6 +83,7 @@ class EdgeStore:
             builder_nice=builder_nice,
             close_wait_s=close_wait_s,
             index=index or IndexOptions(),
+            bulk_shard_points=bulk_shard_points,
         )
         self.root = root
         self.collection = collection
@@ -90,11 +93,8 @@ class EdgeStore:
         self._maintenance = MaintenanceScheduler(self._state, JobRunner(self._state, self._shard_set))
         self._dir_lock = DirLock(root, LOCK_FILE)
         self._meta_lock = threading.Lock()
+        self.index_options = config.index
         self._search = config.index.search_params()  # one immutable SearchParams for every query
-
-    @property
-    def index_options(self) -> IndexOptions:
-        return self._state.config.index
 
     @property
     def _maintenance_hook(self) -> MaintenanceHook | None:
@@ -183,7 +183,7 @@ class EdgeStore:
     def stats(self) -> dict[str, Any]:
         state = self._state
         with self._shard_set.reading() as shards:
-            rows = [s.stats_row() for s in shards]
+            rows = [s.stats() for s in shards]
             with state.cond:
                 job = state.job.info() if state.job is not None else None
                 return {
@@ -193,6 +193,13 @@ class EdgeStore:
                     "spare_ready": state.spare is not None,
                     **state.counters,
                 }
+
+    def bulk_load(
+        self, rows: Iterable[BulkRow], *, shard_points: int | None = None, progress: Callable[[int], None] | None = None
+    ) -> BulkReport:
+        """Load many items, each vector indexed once (rows: payload, {version: photo vectors}; see bulk.py)."""
+        loader = BulkLoader(self._state, self._maintenance.runner, self._writer, self._maintenance.wake)
+        return loader.load(rows, shard_points, progress)
 
     # ------------------------------------------------------------ VectorStore API
 
