@@ -4,15 +4,17 @@ Qdrant Edge's `optimize()` (the HNSW build) and `EdgeShard.create()` hold the Py
 whole run, so the serving process never calls them while it serves: it runs this module instead.
 
     python -m app.store.qdrant_edge.builder build  --target DIR --vectors JSON SRC [SRC ...]
+    python -m app.store.qdrant_edge.builder bulk   --target DIR --vectors JSON --input STAGING
     python -m app.store.qdrant_edge.builder create --target DIR --vectors JSON
 
 JSON is the active vector set, {name: dim} ("" = the unnamed vector of a collection from before model
 versions). `build` loads each SRC (copies of the server's shards, oldest first, so a later copy of a
 duplicated point wins), upserts every point with its payload and its vectors of the active names (a
 version retired meanwhile is left behind) into a new shard at DIR, which has an HNSW index per name,
-creates the payload indexes, runs `optimize()`, flushes and closes. `create` makes an empty plain
-shard (the next hot shard). Both log to stderr, which the server copies into its log, and lower
-their own CPU priority so that request threads in the server win the two cores.
+creates the payload indexes, runs `optimize()`, flushes and closes. `bulk` does the same with the
+points of a bulk load's staging folder (staging.py) instead of shard copies: each is indexed once.
+`create` makes an empty plain shard (the next hot shard). All log to stderr, which the server copies
+into its log, and lower their own CPU priority so that request threads in the server win the two cores.
 
 Then, with `--hold`, the process maps every file of the result and touches each page, prints one
 JSON line (the result) on stdout and waits until the server closes its stdin. Why: EdgeShard.load()
@@ -22,8 +24,8 @@ freeze, BENCHMARKS.md "Index maintenance"). Linux never drops pages that some pr
 while this process holds the mapping the server's load() finds everything in memory.
 
 The shard configuration helpers live here (not in the app.store.qdrant_edge package) because this
-module must stay importable without the server's dependencies: it imports only qdrant_edge and
-app.store.base.
+module must stay importable without the server's dependencies: it imports only qdrant_edge, numpy and
+app.store (base, versions, qdrant_edge.staging).
 """
 
 from __future__ import annotations
@@ -57,6 +59,7 @@ from qdrant_edge import (
 )
 
 from app.store.base import FLOAT_FIELDS, KEYWORD_FIELDS
+from app.store.qdrant_edge.staging import read_points
 from app.store.versions import is_multi
 
 log = logging.getLogger("lookalike.store.edge_builder")
@@ -144,13 +147,47 @@ def create(target: Path, vectors: dict[str, int]) -> dict[str, Any]:
     return {"target": str(target), "points": 0}
 
 
-def build(target: Path, vectors: dict[str, int], sources: list[Path], indexing_threads: int = 0) -> dict[str, Any]:
-    t0 = time.perf_counter()
+def new_index_shard(target: Path, vectors: dict[str, int], indexing_threads: int) -> EdgeShard:
+    """An empty shard at `target` that optimize() will index (every segment), with the payload indexes."""
     shard = EdgeShard.create(
         str(target),
         shard_config(vectors, indexing_threshold_kb=ALWAYS_INDEX_KB, indexing_threads=indexing_threads),
     )
     create_payload_indexes(shard)
+    return shard
+
+
+def finish_index(shard: EdgeShard, target: Path, vectors: dict[str, int], t0: float, upserted: int) -> dict[str, Any]:
+    """Build the HNSW indexes of a filled shard (one optimize()), store the serving config in it and
+    close it; returns the result line (`upserted`: the points passed into the build)."""
+    t1 = time.perf_counter()
+    shard.optimize()
+    t2 = time.perf_counter()
+    shard.flush()
+    shard.close()
+    # Reopen once to store the serving configuration (indexing off) in the shard itself, so that the
+    # server loads it without passing a config (loading with a config rewrites it on disk, with fsyncs,
+    # while holding the GIL).
+    shard = EdgeShard.load(str(target), shard_config(vectors, indexing_threshold_kb=NEVER_INDEX_KB))
+    info = shard.info()
+    result = {
+        "target": str(target),
+        "points": info.points_count,
+        "upserted": upserted,
+        "indexed_vectors": info.indexed_vectors_count,
+        "segments": info.segments_count,
+        "copy_s": round(t1 - t0, 3),
+        "optimize_s": round(t2 - t1, 3),
+    }
+    shard.flush()
+    shard.close()
+    log.info("built %s: %s", target.name, result)
+    return result
+
+
+def build(target: Path, vectors: dict[str, int], sources: list[Path], indexing_threads: int = 0) -> dict[str, Any]:
+    t0 = time.perf_counter()
+    shard = new_index_shard(target, vectors, indexing_threads)
     copied = 0
     for src in sources:
         source = EdgeShard.load(str(src))
@@ -170,28 +207,19 @@ def build(target: Path, vectors: dict[str, int], sources: list[Path], indexing_t
                 break
         source.close()
         log.info("copied %s (%d points so far)", src.name, copied)
-    t1 = time.perf_counter()
-    shard.optimize()
-    t2 = time.perf_counter()
-    shard.flush()
-    shard.close()
-    # Reopen once to store the serving configuration (indexing off) in the shard itself, so that the
-    # server loads it without passing a config (loading with a config rewrites it on disk, with fsyncs,
-    # while holding the GIL).
-    shard = EdgeShard.load(str(target), shard_config(vectors, indexing_threshold_kb=NEVER_INDEX_KB))
-    info = shard.info()
-    result = {
-        "target": str(target),
-        "points": info.points_count,
-        "indexed_vectors": info.indexed_vectors_count,
-        "segments": info.segments_count,
-        "copy_s": round(t1 - t0, 3),
-        "optimize_s": round(t2 - t1, 3),
-    }
-    shard.flush()
-    shard.close()
-    log.info("built %s: %s", target.name, result)
-    return result
+    return finish_index(shard, target, vectors, t0, copied)
+
+
+def bulk(target: Path, vectors: dict[str, int], staging: Path, indexing_threads: int = 0) -> dict[str, Any]:
+    """A sealed shard at `target` from the points of a bulk load's staging folder (staging.py), indexed once."""
+    t0 = time.perf_counter()
+    shard = new_index_shard(target, vectors, indexing_threads)
+    staged = 0
+    for points in read_points(staging, vectors, SCROLL_PAGE):
+        shard.update(UpdateOperation.upsert_points(points))
+        staged += len(points)
+    log.info("upserted %d staged points", staged)
+    return finish_index(shard, target, vectors, t0, staged)
 
 
 def pin_and_wait(root: Path, result: dict[str, Any]) -> None:
@@ -226,13 +254,14 @@ def _die_with_parent(parent_pid: int) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m app.store.qdrant_edge.builder", description=__doc__.split("\n")[0])
-    parser.add_argument("command", choices=("build", "create"))
+    parser.add_argument("command", choices=("build", "bulk", "create"))
     parser.add_argument("--target", type=Path, required=True)
     parser.add_argument("--vectors", type=json.loads, required=True, help='active vectors, {"name": dim}')
     parser.add_argument("--threads", type=int, default=0, help="HNSW indexing threads (0 = all cores)")
     parser.add_argument("--nice", type=int, default=10, help="added CPU niceness (request threads win)")
     parser.add_argument("--parent-pid", type=int, default=0, help="exit when this process dies")
     parser.add_argument("--hold", action="store_true", help="pin the result in memory until stdin closes")
+    parser.add_argument("--input", type=Path, help="bulk: the staging folder of the points")
     parser.add_argument("sources", nargs="*", type=Path)
     args = parser.parse_intermixed_args(argv)
     _die_with_parent(args.parent_pid)
@@ -241,6 +270,10 @@ def main(argv: list[str] | None = None) -> int:
         os.nice(args.nice)
     if args.command == "create":
         result = create(args.target, args.vectors)
+    elif args.command == "bulk":
+        if args.input is None:
+            parser.error("bulk needs --input")
+        result = bulk(args.target, args.vectors, args.input, args.threads)
     else:
         if not args.sources:
             parser.error("build needs at least one source shard")

@@ -53,6 +53,21 @@ def builder_env() -> dict[str, str]:
 Recorded = tuple[str | None, UpdateOperation, tuple[str, int] | None]
 
 
+def move_into_place(built: Path, final: Path) -> None:
+    """Move a builder's result from its staging folder to its place in the collection (not in the
+    manifest yet: garbage on open until a swap names it)."""
+    os.replace(built, final)
+    fsync_path(final.parent, directory=True)
+
+
+def load_built(final: Path) -> tuple[EdgeShard, float]:
+    """Load a built shard while its builder still maps it (see builder.py); returns it and the ms taken."""
+    t = time.perf_counter()
+    with gil_hold(f"load of {final.name}"):
+        edge = EdgeShard.load(str(final))  # the one unavoidable GIL hold of a job
+    return edge, (time.perf_counter() - t) * 1e3
+
+
 def replay(target: Shard, ops: list[Recorded], wanted: dict[str, int]) -> None:
     """Apply the writes recorded during a job to its result, then give it exactly the `wanted` vectors.
 
@@ -196,13 +211,9 @@ class JobRunner:
 
         def load(result: dict[str, Any]) -> None:
             nonlocal target, load_ms
-            os.replace(staging / job.target, final)
-            fsync_path(root, directory=True)
+            move_into_place(staging / job.target, final)
             self.run_hook("built", job)
-            t_load = time.perf_counter()
-            with gil_hold(f"load of {job.target}"):
-                edge = EdgeShard.load(str(final))  # the one unavoidable GIL hold of a job
-            load_ms = (time.perf_counter() - t_load) * 1e3
+            edge, load_ms = load_built(final)
             target = Shard(
                 name=job.target,
                 path=final,
@@ -228,7 +239,9 @@ class JobRunner:
             raise
         finally:
             remove_dir(staging)
-        state.counters[{"build": "builds", "merge": "merges", "reseal": "reseals"}[job.kind]] += 1
+        with state.cond:
+            state.counters[{"build": "builds", "merge": "merges", "reseal": "reseals"}[job.kind]] += 1
+            state.counters["points_built"] += int(result.get("upserted", target.points))
         self.shard_set.dispose(job.sources)
         log.info(
             "%s %s -> %s (%d points; build %.1f s, optimize %.1f s, load %.0f ms)",
@@ -265,15 +278,21 @@ class JobRunner:
 
     def swap(self, job: Job, target: Shard) -> None:
         """Replay the recorded ops onto `target`, persist and publish it in place of the sources."""
-        state = self.state
-        with state.gate.exclusive():  # no write is in flight while the op log is replayed
-            if state.stopping:
+        with self.state.gate.exclusive():  # no write is in flight while the op log is replayed
+            if self.state.stopping:
                 raise JobAborted
-            replay(target, job.ops, state.manifest.vector_dims())
-            target.wal.sync()
-            target.points = target.edge.info().points_count
-            new_list = self.shard_set.swap(job.sources, target)
-            state.manifest.write([s.record() for s in new_list])
-            self.shard_set.publish(new_list, retired=job.sources)
+            self.install(job.sources, target, job.ops)
             if job.ops:
                 log.info("replayed %d ops recorded during the job onto %s", len(job.ops), target.name)
+
+    def install(self, sources: list[Shard], target: Shard, ops: list[Recorded]) -> None:
+        """Give `target` the recorded ops and the manifest's vectors, then write the manifest with it in
+        place of `sources` (none: a bulk load's shard) and publish the list. The caller holds the gate
+        exclusively."""
+        state = self.state
+        replay(target, ops, state.manifest.vector_dims())
+        target.wal.sync()
+        target.points = target.edge.info().points_count
+        new_list = self.shard_set.swap(sources, target)
+        state.manifest.write([s.record() for s in new_list])
+        self.shard_set.publish(new_list, retired=sources)

@@ -9,6 +9,7 @@ import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from qdrant_edge import EdgeShard, UpdateOperation
 
@@ -63,6 +64,18 @@ class Shard:
     def record(self) -> ShardRecord:
         """This shard as a manifest row."""
         return ShardRecord(name=self.name, role=self.role, rank=self.rank, points=self.points)
+
+    def stats(self) -> dict[str, Any]:
+        """This shard as EdgeStore.stats() lists it."""
+        info = self.edge.info()
+        return {
+            "name": self.name,
+            "role": self.role,
+            "rank": self.rank,
+            "points": info.points_count,
+            "indexed_vectors": info.indexed_vectors_count,
+            "segments": info.segments_count,
+        }
 
     def vectors(self) -> dict[str, int]:
         """{named vector: dim} this shard has."""

@@ -42,7 +42,8 @@ class StoreConfig:
 
 
 def new_counters() -> dict[str, int]:
-    return {"builds": 0, "merges": 0, "reseals": 0, "failed_jobs": 0, "freezes": 0}
+    # points_built: points passed into an HNSW build (jobs and bulk loads) since the store was opened
+    return {"builds": 0, "merges": 0, "reseals": 0, "failed_jobs": 0, "freezes": 0, "points_built": 0}
 
 
 @dataclass(eq=False)

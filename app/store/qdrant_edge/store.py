@@ -9,7 +9,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import threading
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -28,6 +28,7 @@ from app.store import photos
 from app.store.base import Hit, ItemPage, ModelVersion, PhotoVectors, SimilarFilters, point_id
 from app.store.qdrant_edge import browse
 from app.store.qdrant_edge.builder import create_vector
+from app.store.qdrant_edge.bulk import BulkLoader, BulkReport, BulkRow
 from app.store.qdrant_edge.collection import open_collection
 from app.store.qdrant_edge.files import DirLock, read_json, write_json_atomic
 from app.store.qdrant_edge.filters import build_filter
@@ -176,19 +177,7 @@ class EdgeStore:
     def stats(self) -> dict[str, Any]:
         state = self._state
         with self._shard_set.reading() as shards:
-            rows = []
-            for s in shards:
-                info = s.edge.info()
-                rows.append(
-                    {
-                        "name": s.name,
-                        "role": s.role,
-                        "rank": s.rank,
-                        "points": info.points_count,
-                        "indexed_vectors": info.indexed_vectors_count,
-                        "segments": info.segments_count,
-                    }
-                )
+            rows = [s.stats() for s in shards]
             with state.cond:
                 job = state.job.info() if state.job is not None else None
                 return {
@@ -198,6 +187,15 @@ class EdgeStore:
                     "spare_ready": state.spare is not None,
                     **state.counters,
                 }
+
+    def bulk_load(
+        self, rows: Iterable[BulkRow], *, shard_points: int | None = None, progress: Callable[[int], None] | None = None
+    ) -> BulkReport:
+        """Load many items, each vector indexed once: sealed shards of `shard_points` (default: max_shard_points)
+        built out of process and swapped in. Rows: (payload, {model version: photo vectors}). See bulk.py."""
+        return BulkLoader(self._state, self._maintenance.runner, self._writer, self._maintenance.wake).load(
+            rows, shard_points, progress
+        )
 
     # ------------------------------------------------------------ VectorStore API
 
