@@ -66,26 +66,13 @@ TARGETS = {
 COLLECTION = "items"
 K = 10
 QUERIES = 200  # recall query items
-LEVEL_REQUESTS = 4000  # per concurrency level, and at most LEVEL_SECONDS
-LEVEL_SECONDS = 20.0
+LEVEL_REQUESTS = 4000  # per concurrency level, and at most --level-seconds (default 20)
 WARMUP = 5
 LIVE_BATCH = 1000  # the live write path's upsert batch
 MARKER = "scale.json"  # written last: a work folder without it holds no complete store
 
 
 # ---------------------------------------------------------------- import
-
-
-class PointsBuilt:
-    """Counts the points every build or merge job of a store copies into a new index (its sources' points)."""
-
-    def __init__(self, store: Any) -> None:
-        self.store, self.points = store, 0
-
-    def __call__(self, phase: str, job: dict[str, Any]) -> None:
-        if phase == "copied":
-            sizes = {s["name"]: s["points"] for s in self.store.stats()["shards"]}
-            self.points += sum(sizes.get(name, 0) for name in job["sources"])
 
 
 @contextmanager
@@ -101,15 +88,15 @@ def open_store(path: Path, model_version: str, dim: int, **options: Any) -> Iter
         store.close()
 
 
-def bulk_import(path: Path, model_version: str, dim: int, rows: Iterable[Any], shard_points: int) -> dict[str, Any]:
+def bulk_import(
+    path: Path, model_version: str, dim: int, rows: Iterable[Any], count: int, shard_points: int, label: str
+) -> dict[str, Any]:
     """The first catalogue load: EdgeStore.bulk_load, then index maintenance waited for."""
-    from app.store.qdrant_edge import EdgeStore
+    from tqdm import tqdm
 
-    if not hasattr(EdgeStore, "bulk_load"):  # FALLBACK until bulk_load is merged: delete
-        return live_import(path, model_version, dim, rows, None, shard_points)
     t0 = time.perf_counter()
-    with open_store(path, model_version, dim) as store:
-        report = store.bulk_load(rows, shard_points=shard_points, progress=_progress)
+    with open_store(path, model_version, dim) as store, tqdm(total=count, desc=label, unit="vec") as bar:
+        report = store.bulk_load(rows, shard_points=shard_points, progress=lambda done: bar.update(done - bar.n))
         if not store.wait_for_maintenance(timeout_s=3600):
             raise TimeoutError("index maintenance did not finish within an hour")
     return {
@@ -118,11 +105,6 @@ def bulk_import(path: Path, model_version: str, dim: int, rows: Iterable[Any], s
         "points_built": report.points_built,
         "seconds": round(time.perf_counter() - t0, 1),
     }
-
-
-def _progress(*args: Any, **kwargs: Any) -> None:
-    """bulk_load's progress callback: one log line per call, whatever it reports."""
-    log("bulk load: " + " ".join([*map(str, args), *(f"{k}={v}" for k, v in kwargs.items())]))
 
 
 def live_import(
@@ -134,8 +116,6 @@ def live_import(
 
     t0 = time.perf_counter()
     with open_store(path, model_version, dim, hot_max=hot_max) as store:
-        built = PointsBuilt(store)
-        store._maintenance_hook = built  # the hook the store's own tests use to watch jobs
         batch: list[Any] = []
         seen = 0
 
@@ -155,11 +135,11 @@ def live_import(
                 flush()
         if not store.wait_for_maintenance(timeout_s=1800):
             raise TimeoutError("index maintenance did not finish within 30 min")
-        shards = len(store.stats()["shards"])
+        stats = store.stats()
     return {
         "items": seen,
-        "shards": shards,
-        "points_built": built.points,
+        "shards": len(stats["shards"]),
+        "points_built": stats["points_built"],  # by every build and merge job since the store was opened
         "seconds": round(time.perf_counter() - t0, 1),
     }
 
@@ -193,24 +173,14 @@ def prepare(work: Path, n: int, dim: int, seed: int, model: Path, model_version:
     scale_data.generate(n, dim, seed, work / "vectors.npy", work / "fields.npz")
     generate_s = round(time.perf_counter() - t0, 1)
     vectors, fields = np.load(work / "vectors.npy", mmap_mode="r"), scale_data.Fields.load(work / "fields.npz")
-    rows = _counted(scale_data.rows(vectors, fields, model_version, n), n, "bulk load")
-    report = bulk_import(work / "qdrant", model_version, dim, rows, shard_points)
+    rows = scale_data.rows(vectors, fields, model_version, n)
+    report = bulk_import(work / "qdrant", model_version, dim, rows, n, shard_points, "bulk load")
     (work / "ids.json").write_text(json.dumps([item_id(i) for i in range(n)]))
     _link(model, work / "model.onnx")
     (work / "serve.env").write_text("".join(f"{k}={v}\n" for k, v in serve_env(work).items()))
     info = {**wanted, "shard_points": shard_points, "generate_seconds": generate_s, "import": report}
     marker.write_text(json.dumps(info, indent=1))
     return {**info, "reused": False}
-
-
-def _counted(rows: Iterator[Any], total: int, label: str) -> Iterator[Any]:
-    """The rows, with a progress bar of how many the importer has taken."""
-    from tqdm import tqdm
-
-    with tqdm(total=total, desc=label, unit="vec", mininterval=2) as bar:
-        for row in rows:
-            yield row
-            bar.update(1)
 
 
 def _link(source: Path, target: Path) -> None:
@@ -269,7 +239,7 @@ def memory(service: LiveServer) -> dict[str, Any]:
     }
 
 
-def level(service: LiveServer, paths: list[str], concurrency: int) -> dict[str, Any]:
+def level(service: LiveServer, paths: list[str], concurrency: int, max_s: float) -> dict[str, Any]:
     """Closed loop at `concurrency` over keep-alive connections, bounded in requests and seconds."""
     clients = [KeepAliveClient(service.host, service.port) for _ in range(concurrency)]
 
@@ -282,7 +252,7 @@ def level(service: LiveServer, paths: list[str], concurrency: int) -> dict[str, 
             request,
             concurrency=concurrency,
             total=LEVEL_REQUESTS,
-            max_s=LEVEL_SECONDS,
+            max_s=max_s,
             warmup_per_worker=WARMUP,
             progress=f"GET /similar c={concurrency}",
         )
@@ -292,14 +262,16 @@ def level(service: LiveServer, paths: list[str], concurrency: int) -> dict[str, 
     return res.summary()
 
 
-def measure(service: LiveServer, queries: dict[str, Any], filtered: bool) -> dict[str, Any]:
+def measure(service: LiveServer, queries: dict[str, Any], filtered: bool, level_s: float) -> dict[str, Any]:
     """Recall (plain and within the item's category), then the closed-loop levels, then memory."""
     from tqdm import tqdm
 
     client = KeepAliveClient(service.host, service.port)
     served: dict[str, list[list[str]]] = {"plain": [], "filtered": []}
     try:
-        for q, cat in tqdm(list(zip(queries["ids"], queries["categories"], strict=True)), desc="recall queries"):
+        for q, cat in tqdm(
+            list(zip(queries["ids"], queries["categories"], strict=True)), desc="recall queries", mininterval=2
+        ):
             served["plain"].append(similar_ids(client, q, None))
             served["filtered"].append(similar_ids(client, q, cat))
     finally:
@@ -307,7 +279,7 @@ def measure(service: LiveServer, queries: dict[str, Any], filtered: bool) -> dic
     # --filtered: every latency request names a category (the one most items carry, as a shop's filter would)
     suffix = f"&category={queries['top_category']}" if filtered else ""
     paths = [f"/similar/{i}?k={K}{suffix}" for i in queries["load_ids"]]
-    levels = {c: level(service, paths, c) for c in (1, 8)}
+    levels = {c: level(service, paths, c, level_s) for c in (1, 8)}
     c1, c8 = levels[1], levels[8]
     return {
         "recall_at_10": recall(served["plain"], queries["exact"]),
@@ -339,12 +311,14 @@ def pick_queries(vectors: np.ndarray, fields: scale_data.Fields, seed: int) -> d
     }
 
 
-def serve_and_measure(env: dict[str, str], queries: dict[str, Any], filtered: bool, name: str) -> dict[str, Any]:
+def serve_and_measure(
+    env: dict[str, str], queries: dict[str, Any], filtered: bool, level_s: float, name: str
+) -> dict[str, Any]:
     log(f"starting the service ({name}) ...")
     t0 = time.perf_counter()
     with running_service(env, name=name, timeout_s=900) as service:
         ready_s = round(time.perf_counter() - t0, 1)
-        return {**measure(service, queries, filtered), "ready_seconds": ready_s}
+        return {**measure(service, queries, filtered, level_s), "ready_seconds": ready_s}
 
 
 # ---------------------------------------------------------------- the run
@@ -357,7 +331,13 @@ def live_hot_max(shard_points: int) -> int:
 
 
 def run_baseline(
-    work: Path, info: dict[str, Any], queries: dict[str, Any], filtered: bool, count: int, shard_points: int
+    work: Path,
+    info: dict[str, Any],
+    queries: dict[str, Any],
+    filtered: bool,
+    level_s: float,
+    count: int,
+    shard_points: int,
 ) -> dict[str, Any]:
     """The write path and the serving settings as they were before, on the same catalogue."""
     dim, model_version = info["dim"], info["model_version"]
@@ -372,12 +352,14 @@ def run_baseline(
         if count == info["items"]:
             bulk = info["import"]
         else:
-            rows = _counted(scale_data.rows(vectors, fields, model_version, count), count, "bulk load (baseline count)")
-            bulk = bulk_import(scratch / "bulk", model_version, dim, rows, shard_points)
+            rows = scale_data.rows(vectors, fields, model_version, count)
+            bulk = bulk_import(
+                scratch / "bulk", model_version, dim, rows, count, shard_points, "bulk load (same count)"
+            )
     finally:
         shutil.rmtree(scratch, ignore_errors=True)
     applied, skipped = known_settings(BASELINE_ENV)
-    serving = serve_and_measure({**serve_env(work), **applied}, queries, filtered, "scale-baseline")
+    serving = serve_and_measure({**serve_env(work), **applied}, queries, filtered, level_s, "scale-baseline")
     return {
         "import": {"items": count, "live": import_rates(live), "bulk": import_rates(bulk), "live_hot_max": hot_max},
         "env": applied,
@@ -424,6 +406,7 @@ def run(
     baseline: bool = False,
     baseline_items: int = 20_000,
     shard_points: int = 100_000,
+    level_s: float = 20.0,
 ) -> dict[str, Any]:
     if dim not in CONFIG_BY_DIM:
         raise SystemExit(f"--dim must be one of {sorted(CONFIG_BY_DIM)} (the embedding size of a SigLIP config)")
@@ -436,7 +419,7 @@ def run(
         vectors, fields = np.load(work / "vectors.npy", mmap_mode="r"), scale_data.Fields.load(work / "fields.npz")
         queries = pick_queries(vectors, fields, seed)
         del vectors
-        served = serve_and_measure(serve_env(work), queries, filtered, "scale")
+        served = serve_and_measure(serve_env(work), queries, filtered, level_s, "scale")
         imported = info["import"]
         result: dict[str, Any] = {
             "benchmark": "scale",
@@ -453,12 +436,13 @@ def run(
             "shard_points": info["shard_points"],
             "generate_seconds": info["generate_seconds"],
             **served,
+            "level_seconds": level_s,
             "kept": str(work) if keep is not None else None,
         }
         result["targets"] = {**TARGETS, "met": targets(result), "for": "1M x 768 on 2 cores"}
         if baseline:
             count = min(items, baseline_items)
-            result["baseline"] = run_baseline(work, info, queries, filtered, count, shard_points)
+            result["baseline"] = run_baseline(work, info, queries, filtered, level_s, count, shard_points)
             result["ratios"] = ratios(result, result["baseline"])
         return result
     finally:
@@ -545,6 +529,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--baseline", action="store_true", help="also the write path and serving settings before")
     parser.add_argument("--baseline-items", type=int, default=20_000, help="items of the live write path baseline")
     parser.add_argument("--shard-points", type=int, default=100_000, help="points per shard the bulk load builds")
+    parser.add_argument("--level-seconds", type=float, default=20.0, help="time bound per concurrency level")
     args = parser.parse_args(argv)
     if args.quick:
         args.items, args.dim, args.shard_points, args.baseline_items = 3000, 32, 1000, 2000
@@ -559,6 +544,7 @@ def main(argv: list[str] | None = None) -> int:
         baseline=args.baseline,
         baseline_items=args.baseline_items,
         shard_points=args.shard_points,
+        level_s=args.level_seconds,
     )
     emit(result, args.json, render)
     return 0
