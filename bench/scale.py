@@ -70,6 +70,9 @@ LEVEL_REQUESTS = 4000  # per concurrency level, and at most --level-seconds (def
 WARMUP = 5
 LIVE_BATCH = 1000  # the live write path's upsert batch
 MARKER = "scale.json"  # written last: a work folder without it holds no complete store
+# What a run writes in its work folder (`events` is the service's own), the marker first: all made anew
+# when the folder holds another catalogue. Nothing else in a --keep DIR is touched.
+WORK_FILES = (MARKER, "qdrant", "vectors.npy", "fields.npz", "ids.json", "model.onnx", "serve.env", "events")
 
 
 # ---------------------------------------------------------------- import
@@ -166,8 +169,12 @@ def prepare(work: Path, n: int, dim: int, seed: int, model: Path, model_version:
             log(f"reusing the complete store in {work} (no generation, no import)")
             return {**info, "reused": True}
         log(f"{work} holds another catalogue ({info.get('items')} x {info.get('dim')}): making it again")
-    for name in ("qdrant", "vectors.npy", "fields.npz", "ids.json", "model.onnx", "serve.env", MARKER):
-        shutil.rmtree(work / name, ignore_errors=True) if (work / name).is_dir() else (work / name).unlink(True)
+    for name in WORK_FILES:
+        path = work / name
+        if path.is_dir():
+            shutil.rmtree(path)
+        else:
+            path.unlink(missing_ok=True)
     work.mkdir(parents=True, exist_ok=True)
     t0 = time.perf_counter()
     scale_data.generate(n, dim, seed, work / "vectors.npy", work / "fields.npz")
