@@ -163,6 +163,19 @@ def process_memory(pid: int) -> dict[str, int]:
     return values
 
 
+def proportional_memory(pid: int) -> int:
+    """Bytes of `pid`'s resident pages with each shared page split among the processes mapping it (Pss,
+    Linux): summed over processes that map the same files, shared pages count once. 0 when unknown."""
+    try:
+        for line in Path(f"/proc/{pid}/smaps_rollup").read_text(encoding="utf-8").splitlines():
+            key, _, rest = line.partition(":")
+            if key == "Pss":
+                return int(rest.split()[0]) * 1024
+    except OSError:
+        pass
+    return 0
+
+
 def _tail(log_path: Path | None, process: subprocess.Popen) -> str:
     if log_path is not None and log_path.is_file():
         return log_path.read_text(encoding="utf-8", errors="replace")[-3000:]

@@ -16,8 +16,9 @@
    DIR/serve.env (the LOOKALIKE_* lines that serve them); a later run with the same DIR, --items,
    --dim and --seed reuses that store (no generation, no import) and measures it again.
 5. --baseline: side by side, (a) the live write path (upserts of 1000, index maintenance waited for) on
-   min(N, --baseline-items) items against the bulk load on the same count, and (b) the service with the
-   settings that reproduce the previous serving path (BASELINE_ENV) on the same store.
+   min(N, --baseline-items) items against the bulk load on the same count, and (b) the same catalogue in
+   the previous store layout (float32 in RAM, the shard sizes the live path's merges leave, Qdrant's
+   default search, no read workers: BASELINE_INDEX / BASELINE_ENV), served and measured the same way.
 
 Targets (for 1M x 768 on 2 cores): recall_at_10 and recall_at_10_filtered >= 0.95, http_p99_ms <= 15,
 rps_c8 >= 1.5 x rps_c1, points_built <= 1.5 x items, rss_mb <= 2500.
@@ -25,6 +26,7 @@ rps_c8 >= 1.5 x rps_c1, points_built <= 1.5 x items, rss_mb <= 2500.
 
 from __future__ import annotations
 
+import itertools
 import json
 import os
 import shutil
@@ -49,12 +51,20 @@ from bench.common import (
     machine_line,
     table,
 )
-from bench.live import LiveServer, process_memory, running_service, session_processes
+from bench.live import LiveServer, process_memory, proportional_memory, running_service, session_processes
 from bench.read_path import CONFIG_BY_DIM, item_id
 
-# The previous serving path. Only the names app/core/settings.py knows are passed (it refuses unknown
-# LOOKALIKE_* names); the others are listed in the output as not applied.
-BASELINE_ENV = {"LOOKALIKE_EDGE_QUANTIZATION": "none", "LOOKALIKE_EDGE_READ_WORKERS": "0"}
+# The store as it was before this layout, for --baseline: float32 vectors in RAM, Qdrant's default graph
+# walk (ef = ef_construct, 100) with no int8 re-score, reads in the serving process only, and the shard
+# sizes the live path's merges leave (at most 16 x hot_max points). Passed to the service as settings.
+BASELINE_INDEX = {"quantization": "none", "vectors_on_disk": False, "hnsw_ef": 100, "oversampling": 1.0}
+BASELINE_ENV = {
+    "LOOKALIKE_EDGE_QUANTIZATION": "none",
+    "LOOKALIKE_EDGE_VECTORS_ON_DISK": "false",
+    "LOOKALIKE_EDGE_HNSW_EF": "100",
+    "LOOKALIKE_EDGE_OVERSAMPLING": "1",
+    "LOOKALIKE_EDGE_READ_WORKERS": "0",
+}
 TARGETS = {
     "recall_at_10_min": 0.95,
     "recall_at_10_filtered_min": 0.95,
@@ -72,7 +82,17 @@ LIVE_BATCH = 1000  # the live write path's upsert batch
 MARKER = "scale.json"  # written last: a work folder without it holds no complete store
 # What a run writes in its work folder (`events` is the service's own), the marker first: all made anew
 # when the folder holds another catalogue. Nothing else in a --keep DIR is touched.
-WORK_FILES = (MARKER, "qdrant", "vectors.npy", "fields.npz", "ids.json", "model.onnx", "serve.env", "events")
+WORK_FILES = (
+    MARKER,
+    "qdrant",
+    "baseline-qdrant",
+    "vectors.npy",
+    "fields.npz",
+    "ids.json",
+    "model.onnx",
+    "serve.env",
+    "events",
+)
 
 
 # ---------------------------------------------------------------- import
@@ -207,14 +227,6 @@ def serve_env(work: Path) -> dict[str, str]:
     }
 
 
-def known_settings(env: dict[str, str]) -> tuple[dict[str, str], list[str]]:
-    """The names Settings knows (applied) and the others (left out: the service would refuse them)."""
-    from app.core.settings import ENV_PREFIX, Settings
-
-    names = {ENV_PREFIX + field.upper() for field in Settings.model_fields}
-    return {k: v for k, v in env.items() if k in names}, sorted(k for k in env if k not in names)
-
-
 # ---------------------------------------------------------------- measuring the service
 
 
@@ -233,15 +245,16 @@ def recall(served: list[list[str]], exact: list[list[str]]) -> float:
 
 
 def memory(service: LiveServer) -> dict[str, Any]:
-    """Resident memory of the service and of each process it started (its session), in MB. Pages two
-    processes share (the store's memory-mapped files) count in each."""
+    """Memory of the service and of each process it started (its session), in MB. `rss_mb` is what they
+    hold together: each one's resident pages with the pages they share (the store's mapped files, which
+    read workers map too) counted once (the sum of Pss); `rss_mb_main` is the main process's own RSS."""
     main = service.process.pid
     others = [int(line.split()[0]) for line in session_processes(main) if int(line.split()[0]) != main]
-    mb = {pid: round(process_memory(pid).get("rss_bytes", 0) / 2**20, 1) for pid in [main, *others]}
+    pss = {pid: proportional_memory(pid) / 2**20 for pid in [main, *others]}
     return {
-        "rss_mb": round(sum(mb.values()), 1),
-        "rss_mb_main": mb[main],
-        "rss_mb_children": [mb[pid] for pid in others],
+        "rss_mb": round(sum(pss.values()), 1),
+        "rss_mb_main": round(process_memory(main).get("rss_bytes", 0) / 2**20, 1),
+        "rss_mb_children": [round(process_memory(pid).get("rss_bytes", 0) / 2**20, 1) for pid in others],
         "peak_rss_mb_main": round(process_memory(main).get("peak_rss_bytes", 0) / 2**20, 1),
     }
 
@@ -337,6 +350,33 @@ def live_hot_max(shard_points: int) -> int:
     return min(Settings.model_fields["edge_hot_max"].default, shard_points)
 
 
+def live_layout(n: int, hot_max: int) -> list[int]:
+    """The shard sizes the live write path leaves for n points (size-tiered merges of fan-in 2, up to
+    16 x hot_max): whole largest shards, the rest in powers of two of hot_max, then the hot shard's part."""
+    largest = 16 * hot_max
+    sizes = [largest] * (n // largest)
+    blocks, tail = divmod(n % largest, hot_max)
+    sizes += [hot_max << bit for bit in reversed(range(blocks.bit_length())) if blocks >> bit & 1]
+    return sizes + ([tail] if tail else [])
+
+
+def baseline_store(work: Path, model_version: str, dim: int, hot_max: int) -> list[int]:
+    """The same catalogue in the previous layout (BASELINE_INDEX, live_layout) in work/baseline-qdrant."""
+    from app.store.qdrant_edge.builder import IndexOptions
+
+    vectors, fields = np.load(work / "vectors.npy", mmap_mode="r"), scale_data.Fields.load(work / "fields.npz")
+    n = len(vectors)
+    sizes = live_layout(n, hot_max)
+    path = work / "baseline-qdrant"
+    shutil.rmtree(path, ignore_errors=True)
+    rows = scale_data.rows(vectors, fields, model_version, n)
+    with open_store(path, model_version, dim, index=IndexOptions(**BASELINE_INDEX)) as store:
+        for size in sizes:
+            log(f"baseline layout: a float32 shard of {size} points")
+            store.bulk_load(itertools.islice(rows, size), shard_points=size)
+    return sizes
+
+
 def run_baseline(
     work: Path,
     info: dict[str, Any],
@@ -346,13 +386,13 @@ def run_baseline(
     count: int,
     shard_points: int,
 ) -> dict[str, Any]:
-    """The write path and the serving settings as they were before, on the same catalogue."""
+    """The write path and the store as they were before, on the same catalogue."""
     dim, model_version = info["dim"], info["model_version"]
     vectors, fields = np.load(work / "vectors.npy", mmap_mode="r"), scale_data.Fields.load(work / "fields.npz")
     scratch = work / "baseline-import"
     shutil.rmtree(scratch, ignore_errors=True)
+    hot_max = live_hot_max(shard_points)
     try:
-        hot_max = live_hot_max(shard_points)
         live = live_import(
             scratch / "live", model_version, dim, scale_data.rows(vectors, fields, model_version, count), count, hot_max
         )
@@ -365,12 +405,14 @@ def run_baseline(
             )
     finally:
         shutil.rmtree(scratch, ignore_errors=True)
-    applied, skipped = known_settings(BASELINE_ENV)
-    serving = serve_and_measure({**serve_env(work), **applied}, queries, filtered, level_s, "scale-baseline")
+    del vectors
+    layout = baseline_store(work, model_version, dim, hot_max)
+    env = {**serve_env(work), "LOOKALIKE_QDRANT_PATH": str((work / "baseline-qdrant").resolve()), **BASELINE_ENV}
+    serving = serve_and_measure(env, queries, filtered, level_s, "scale-baseline")
     return {
         "import": {"items": count, "live": import_rates(live), "bulk": import_rates(bulk), "live_hot_max": hot_max},
-        "env": applied,
-        "env_not_applied": skipped,
+        "env": BASELINE_ENV,
+        "shard_sizes": layout,
         **serving,
     }
 
@@ -412,7 +454,7 @@ def run(
     keep: Path | None = None,
     baseline: bool = False,
     baseline_items: int = 20_000,
-    shard_points: int = 100_000,
+    shard_points: int = 1_000_000,
     level_s: float = 20.0,
 ) -> dict[str, Any]:
     if dim not in CONFIG_BY_DIM:
@@ -515,9 +557,8 @@ def render(r: dict[str, Any]) -> str:
                 "vs bulk load",
             )
         )
-        lines.append("baseline env: " + (" ".join(f"{k}={v}" for k, v in base["env"].items()) or "(none applied)"))
-        if base["env_not_applied"]:
-            lines.append("not known to this version's settings, so not applied: " + ", ".join(base["env_not_applied"]))
+        lines.append("baseline env: " + " ".join(f"{k}={v}" for k, v in base["env"].items()))
+        lines.append(f"baseline shards: {base['shard_sizes']}")
         lines.append("ratios: " + ", ".join(f"{k}={v}" for k, v in r["ratios"].items()))
     if r["kept"]:
         lines.append(f"kept in {r['kept']} (serve with the lines of {r['kept']}/serve.env)")
@@ -535,7 +576,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--keep", type=Path, default=None, metavar="DIR", help="keep (or reuse) the store in DIR")
     parser.add_argument("--baseline", action="store_true", help="also the write path and serving settings before")
     parser.add_argument("--baseline-items", type=int, default=20_000, help="items of the live write path baseline")
-    parser.add_argument("--shard-points", type=int, default=100_000, help="points per shard the bulk load builds")
+    parser.add_argument(
+        "--shard-points", type=int, default=1_000_000, help="points per shard the bulk load builds (default 1000000)"
+    )
     parser.add_argument("--level-seconds", type=float, default=20.0, help="time bound per concurrency level")
     args = parser.parse_args(argv)
     if args.quick:

@@ -68,7 +68,8 @@ def test_report_has_every_figure(kept: tuple[dict, Path]) -> None:
     assert 0 < report["recall_at_10_filtered"] <= 1
     assert report["points_built"] == ITEMS  # the bulk load builds every vector once
     assert report["shards"] >= ITEMS // 1500
-    assert report["rss_mb"] >= report["rss_mb_main"] > 0
+    # shared pages count once in rss_mb (the sum of Pss), in full in each process's own RSS
+    assert 0 < report["rss_mb"] <= report["rss_mb_main"] + sum(report["rss_mb_children"]) + 1
     assert 0 < report["http_p50_ms"] <= report["http_p99_ms"]
     assert report["rps_c1"] > 0 and report["rps_c8"] > 0
     assert report["import_seconds"] > 0
