@@ -198,6 +198,8 @@ class JobRunner:
             nonlocal target, load_ms
             os.replace(staging / job.target, final)
             fsync_path(root, directory=True)
+            if state.readers is not None:  # now, while its files are exactly what the builder flushed
+                state.readers.link(job.target, final)
             self.run_hook("built", job)
             t_load = time.perf_counter()
             with gil_hold(f"load of {job.target}"):
@@ -221,6 +223,8 @@ class JobRunner:
             assert target is not None
             self.swap(job, target)
         except BaseException:
+            if state.readers is not None and (target is None or target not in state.shards):
+                state.readers.drop(job.target)
             if target is not None and target not in state.shards:
                 target.close()
             if final.exists() and (target is None or target not in state.shards):
@@ -269,6 +273,11 @@ class JobRunner:
         with state.gate.exclusive():  # no write is in flight while the op log is replayed
             if state.stopping:
                 raise JobAborted
+            # The view was linked before the replay: it has none of the replayed writes.
+            target.touched = set(job.touched)
+            for _, _, vector in job.ops:
+                if vector is not None and state.readers is not None:
+                    state.readers.forget_vector(target.name, vector[0])
             replay(target, job.ops, state.manifest.vector_dims())
             target.wal.sync()
             target.points = target.edge.info().points_count

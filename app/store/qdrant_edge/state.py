@@ -13,6 +13,7 @@ from pathlib import Path
 
 from app.store.qdrant_edge.manifest import Manifest
 from app.store.qdrant_edge.planning import Job, MaintenanceHook
+from app.store.qdrant_edge.readers import ReaderPool
 from app.store.qdrant_edge.shard import Shard
 from app.store.qdrant_edge.write_gate import WriteGate
 
@@ -35,6 +36,7 @@ class StoreConfig:
     sync_wal: bool = True
     builder_nice: int = 10  # CPU niceness added by builder children (request threads win)
     close_wait_s: float = 30.0  # close(): how long to wait for readers still querying a shard
+    read_workers: int = 0  # reader processes searching sealed shards (readers.py); 0: in-process
 
     def __post_init__(self) -> None:
         if self.hot_max < 1 or self.merge_fanin < 2:
@@ -59,3 +61,4 @@ class StoreState:
     stopping: bool = False  # cond
     counters: dict[str, int] = field(default_factory=new_counters)
     maintenance_hook: MaintenanceHook | None = None  # tests: observe/hold/kill a job
+    readers: ReaderPool | None = None  # set by EdgeStore; searches of sealed shards in reader processes

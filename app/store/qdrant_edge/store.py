@@ -30,11 +30,11 @@ from app.store.qdrant_edge import browse
 from app.store.qdrant_edge.builder import create_vector
 from app.store.qdrant_edge.collection import open_collection
 from app.store.qdrant_edge.files import DirLock, read_json, write_json_atomic
-from app.store.qdrant_edge.filters import build_filter
-from app.store.qdrant_edge.jobs import JobRunner
+from app.store.qdrant_edge.jobs import JobRunner, builder_env
 from app.store.qdrant_edge.maintenance import MaintenanceScheduler
 from app.store.qdrant_edge.manifest import LOCK_FILE, META_FILE, Manifest
 from app.store.qdrant_edge.planning import MaintenanceHook
+from app.store.qdrant_edge.readers import ReaderPool
 from app.store.qdrant_edge.shard import Shard
 from app.store.qdrant_edge.shard_set import ShardSet
 from app.store.qdrant_edge.state import StoreConfig, StoreState, default_max_shard_points
@@ -68,6 +68,7 @@ class EdgeStore:
         sync_wal: bool = True,
         builder_nice: int = 10,
         close_wait_s: float = 30.0,
+        read_workers: int = 0,
     ) -> None:
         root = Path(path) / collection
         config = StoreConfig(
@@ -79,10 +80,12 @@ class EdgeStore:
             sync_wal=sync_wal,
             builder_nice=builder_nice,
             close_wait_s=close_wait_s,
+            read_workers=read_workers,
         )
         self.root = root
         self.collection = collection
         self._state = StoreState(config=config, manifest=Manifest(root))
+        self._readers = self._state.readers = ReaderPool(root, read_workers, builder_env())
         self._shard_set = ShardSet(self._state)
         self._writer = ShardWriter(self._state)
         self._maintenance = MaintenanceScheduler(self._state, JobRunner(self._state, self._shard_set))
@@ -116,6 +119,7 @@ class EdgeStore:
         except BaseException:
             self._dir_lock.release()
             raise
+        self._readers.start([s for s in shards if s.role == "sealed"])
         self._shard_set.install(shards)
         self._maintenance.start()
         return self.versions()
@@ -167,6 +171,7 @@ class EdgeStore:
         self._maintenance.stop()
         with state.gate.exclusive():
             self._shard_set.close_all(timeout_s=state.config.close_wait_s)
+        self._readers.close()
         self._dir_lock.release()
 
     def wait_for_maintenance(self, timeout_s: float) -> bool:
@@ -235,11 +240,11 @@ class EdgeStore:
                     elsewhere.append((s, found))
 
             def apply() -> None:
-                self._writer.apply(hot, UpdateOperation.upsert_points(points), None)
+                self._writer.apply(hot, UpdateOperation.upsert_points(points), None, points=last)
                 # Written first, removed from older shards second: a crash in between leaves a
                 # duplicate that reads resolve by rank, never a lost item.
                 for s, found in elsewhere:
-                    self._writer.apply(s, UpdateOperation.delete_points(found), None)
+                    self._writer.apply(s, UpdateOperation.delete_points(found), None, points=found)
 
             return [hot] + [s for s, _ in elsewhere], apply
 
@@ -284,9 +289,9 @@ class EdgeStore:
                 holders[:] = [s for s in holders if s.edge.retrieve([pid], False, False)]
                 for s in holders:
                     if to_set:
-                        self._writer.apply(s, UpdateOperation.set_payload([pid], to_set), pid)
+                        self._writer.apply(s, UpdateOperation.set_payload([pid], to_set), pid, points=[pid])
                     if to_unset:
-                        self._writer.apply(s, UpdateOperation.delete_payload([pid], to_unset), pid)
+                        self._writer.apply(s, UpdateOperation.delete_payload([pid], to_unset), pid, points=[pid])
                 if not holders:
                     return None
                 records = holders[0].edge.retrieve([pid], True, False)
@@ -304,7 +309,7 @@ class EdgeStore:
 
             def apply() -> bool:
                 for s in holders:
-                    self._writer.apply(s, UpdateOperation.delete_points([pid]), None)
+                    self._writer.apply(s, UpdateOperation.delete_points([pid]), None, points=[pid])
                 return bool(holders)
 
             return holders, apply
@@ -314,7 +319,7 @@ class EdgeStore:
     def similar(self, item_id: str, k: int, filters: SimilarFilters, version: str | None = None) -> list[Hit] | None:
         v = find(self._state.manifest.versions, version)
         with self._retire_raced(version), self._shard_set.reading() as shards:
-            return browse.similar_listings(shards, item_id, v, k, filters)
+            return browse.similar_listings(shards, item_id, v, k, filters, self._readers)
 
     def similar_to_vector(
         self, vector: np.ndarray, k: int, filters: SimilarFilters, version: str | None = None
@@ -322,8 +327,9 @@ class EdgeStore:
         v = find(self._state.manifest.versions, version)
         query = np.asarray(vector, dtype=np.float32).reshape(1, -1)
         with self._retire_raced(version), self._shard_set.reading() as shards:
-            query_filter = build_filter({"seller_id": filters.seller_id}, filters)
-            found = browse.candidates(shards, [query[0]], photos.candidates_for(k), query_filter, v.vector)
+            where = ({"seller_id": filters.seller_id}, filters)
+            limit = photos.candidates_for(k)
+            found = browse.candidates(shards, [query[0]], limit, where, v.vector, readers=self._readers)
             return photos.rank(query, [0], found, k)
 
     def photo_copies(
@@ -331,7 +337,7 @@ class EdgeStore:
     ) -> dict[str, list[int]]:
         v = find(self._state.manifest.versions, version)
         with self._retire_raced(version), self._shard_set.reading() as shards:
-            found = browse.candidates(shards, [vector], limit, None, v.vector, leave_out=point_id(leave_out))
+            found = browse.candidates(shards, [vector], limit, None, v.vector, point_id(leave_out), self._readers)
         return photos.copies(vector, min_cosine, found)
 
     def _retire_raced(self, version: str | None) -> contextlib.AbstractContextManager[None]:
@@ -366,7 +372,7 @@ class EdgeStore:
                 if not records or (records[0].payload or {}).get("write_id") != write_id:
                     return False
                 op = UpdateOperation.update_vectors([PointVectors(pid, {v.vector: stored})])
-                self._writer.apply(holder, op, pid)
+                self._writer.apply(holder, op, pid, points=[pid])
                 if holder.role == "sealed":
                     holder.rewritten += 1  # the point left the indexed segments: see planning.RESEAL_FRACTION
                     self._maintenance.wake()
