@@ -57,6 +57,9 @@ class Settings(BaseSettings):
     edge_merge_fanin: int = Field(2, ge=2, le=64)  # embedded: sealed shards merged at once
     # embedded: no merge makes a bigger shard; None = 16 * edge_hot_max (see app/store/qdrant_edge)
     edge_max_shard_points: int | None = Field(None, ge=100, le=100_000_000)
+    # embedded: reader processes that search the indexed shards (Qdrant Edge holds the GIL while it searches);
+    # None = one per CPU (os.cpu_count()), 0 = search in the serving process
+    edge_read_workers: int | None = Field(None, ge=0, le=256)
     store_workers: int = Field(8, ge=1, le=256)  # threads that run store calls (app/store/guard.py)
     store_breaker_cooldown_s: float = Field(1.0, gt=0, le=600)  # after a failure, fail fast this long
     store_close_wait_s: float = Field(5.0, ge=0, le=600)  # embedded: closing waits this long for searches
