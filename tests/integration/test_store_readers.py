@@ -22,7 +22,7 @@ from qdrant_edge import ScrollRequest
 from app.store.base import SimilarFilters
 from app.store.qdrant_edge import EdgeStore
 from app.store.qdrant_edge.readers import READERS_DIR
-from tests.integration.test_store_edge import DIM, WAIT_S, Mirror, assert_matches, make_items
+from tests.integration.test_store_edge import DIM, WAIT_S, Mirror, assert_matches, hold_builds, make_items
 
 N = 160
 
@@ -32,7 +32,8 @@ def open_store(tmp_path: Path) -> Iterator[Callable[..., EdgeStore]]:
     stores: list[EdgeStore] = []
 
     def factory(**kw: Any) -> EdgeStore:
-        store = EdgeStore(tmp_path / "qdrant", "items", hot_max=40, merge_fanin=10, builder_nice=0, **kw)
+        kw = {"hot_max": 40, "merge_fanin": 10, "builder_nice": 0, **kw}
+        store = EdgeStore(tmp_path / "qdrant", "items", **kw)
         store.open({"m-1": DIM})
         stores.append(store)
         return store
@@ -186,3 +187,47 @@ def test_close_leaves_no_reader_and_no_view(open_store: Callable[..., EdgeStore]
         s.name for s in again._state.shards if s.role == "sealed"
     )
     assert_matches(again, mirror, QUERIES[:2])
+
+
+def view_names(store: EdgeStore) -> list[str]:
+    return sorted(p.name for p in (store.root / READERS_DIR).iterdir())
+
+
+def sealed_names(store: EdgeStore) -> list[str]:
+    return sorted(s["name"] for s in store.stats()["shards"] if s["role"] == "sealed")
+
+
+def test_writes_during_a_build_and_merges_keep_reads_exact(open_store: Callable[..., EdgeStore]) -> None:
+    """Writes replayed onto a built shard are not in its view (linked before the replay): still seen. Merged
+    shards' views are dropped; the merge result gets one."""
+    store = open_store(read_workers=2, merge_fanin=2, hot_max=100)  # 4 touched points: under 5% of a shard
+    mirror = Mirror()
+    held, release, phases = hold_builds(store)
+    payloads, vectors = make_items(0, 110)
+    store.upsert(payloads, vectors)
+    mirror.upsert(payloads, vectors)
+    for phase, gone, patched in (("copied", "item-1", "item-2"), ("built", "item-11", "item-12")):
+        assert held.wait(WAIT_S), phases
+        held.clear()
+        assert phases[-1] == phase
+        assert store.delete(gone)
+        mirror.delete(gone)
+        store.patch(patched, {"status": "sold"})
+        mirror.patch(patched, {"status": "sold"})
+        release.set()
+        time.sleep(0.05)
+        release.clear()
+    release.set()
+    assert store.wait_for_maintenance(WAIT_S)
+    assert view_names(store) == sealed_names(store) != []
+    before = store._readers.served
+    assert_matches(store, mirror, ["item-3", "item-13", "item-30", "item-40"])
+    assert store._readers.served > before
+    for start in range(110, 410, 100):  # more builds, then merges retire sealed shards
+        payloads, vectors = make_items(start, 100)
+        store.upsert(payloads, vectors)
+        mirror.upsert(payloads, vectors)
+        assert store.wait_for_maintenance(WAIT_S)
+    assert store.stats()["merges"] >= 1
+    assert view_names(store) == sealed_names(store)
+    assert_matches(store, mirror, ["item-3", "item-13", "item-160", "item-350"])

@@ -93,7 +93,10 @@ def serve(conn: Connection, slot: int) -> None:
             reply: Any = ("ok", reader.handle(drops, searches))
         except Exception:  # answered, not fatal: the server searches in-process instead
             reply = ("error", traceback.format_exc(limit=3))
-        conn.send_bytes(pickle.dumps(reply, protocol=pickle.HIGHEST_PROTOCOL))
+        try:
+            conn.send_bytes(pickle.dumps(reply, protocol=pickle.HIGHEST_PROTOCOL))
+        except OSError:
+            return  # the server closed the socket while this search ran
 
 
 def main(argv: list[str] | None = None) -> int:
