@@ -85,6 +85,7 @@ def make_store(settings: Settings) -> VectorStore:
         return ServerStore.from_settings(settings)
     from app.store.qdrant_edge import EdgeStore
     from app.store.qdrant_edge.builder import IndexOptions
+    from app.store.qdrant_edge.readers import default_workers
 
     return EdgeStore(
         settings.qdrant_path,
@@ -92,6 +93,7 @@ def make_store(settings: Settings) -> VectorStore:
         hot_max=settings.edge_hot_max,
         merge_fanin=settings.edge_merge_fanin,
         max_shard_points=settings.edge_max_shard_points,
+        read_workers=settings.edge_read_workers if settings.edge_read_workers is not None else default_workers(),
         # close() waits this long for searches in progress (part of Settings.shutdown_budget_s())
         close_wait_s=settings.store_close_wait_s,
         index=IndexOptions(

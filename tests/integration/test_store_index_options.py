@@ -94,4 +94,4 @@ def test_settings_reach_the_store(tmp_path: Path) -> None:
     )
     store = make_store(settings)
     assert isinstance(store, EdgeStore)
-    assert store.index_options == IndexOptions(quantization="none", vectors_on_disk=False, hnsw_ef=64, oversampling=3.0)
+    assert store._state.config.index == IndexOptions(quantization="none", vectors_on_disk=False, hnsw_ef=64, oversampling=3.0)

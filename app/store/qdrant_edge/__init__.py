@@ -95,6 +95,15 @@ Concurrency
 - Readers (get/similar/count) take the store's one lock (`StoreState.cond`) only to copy the shard
   list and bump reference counts, then query outside any lock; a retired shard is closed after its
   readers leave.
+- Reader processes (`edge_read_workers`, readers.py): Qdrant Edge holds the GIL while it searches, so
+  the HNSW searches of sealed shards run in `python -m app.store.qdrant_edge.reader` children, on
+  *views* (`readers/<shard>/<slot>/`: the segment files hardlinked, an empty WAL; one copy per child
+  because a shard directory can be loaded by one process) made when the shard's files are exactly what
+  its builder flushed (or, at open, right after a flush). A request thread sends its batch to an idle
+  child and waits in a GIL-free recv while it searches the hot and frozen shards itself. Every point a
+  sealed shard took a write for after its view was made (delete, patch, set_vector, a job's replay) is
+  in the shard's `touched` set: children leave those out and the server searches them itself (a has-id
+  filter), so reads see every write. A child that dies is replaced and its search answered in-process.
 - Writers hold the write gate in shared mode plus the lock of each shard they touch (taken without
   waiting; if a job is copying that shard, the writer leaves the gate, waits, and re-plans).
   Freeze and swap take the gate exclusively (a few ms), so a write never sees the shard set change.
@@ -135,6 +144,8 @@ EdgeStore is a facade over parts that share one state object and are composed, n
 - `shard.py`, `files.py`, `filters.py`: one open shard, file helpers (fsync, cp/rm, WAL syncer,
   directory lock), Qdrant filters for GET /similar.
 - `builder.py` (`python -m app.store.qdrant_edge.builder`): the out-of-process builder.
+- `readers.py`, `reader.py` (`python -m app.store.qdrant_edge.reader`): the reader processes (the pool and views
+  in the server, and the child).
 """
 
 from __future__ import annotations

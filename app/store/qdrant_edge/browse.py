@@ -6,6 +6,7 @@ in two shards counts once, with its newest copy.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -25,42 +26,47 @@ from app.core.errors import ModelNotReady
 from app.store import photos
 from app.store.base import Hit, ItemPage, SimilarFilters, point_id
 from app.store.qdrant_edge.builder import record_vectors
-from app.store.qdrant_edge.filters import build_filter
+from app.store.qdrant_edge.filters import build_filter, with_ids
+from app.store.qdrant_edge.readers import ReaderPool
 from app.store.qdrant_edge.shard import Shard
 from app.store.versions import StoredVersion, photo_rows
+
+
+@dataclass(frozen=True)
+class Searching:
+    """How shards are searched: `params` (hnsw_ef, the int8 re-score; plain hot shards ignore them) and the
+    reader processes that take sealed shards' searches off this process's GIL (None: all in-process)."""
+
+    params: SearchParams | None = None
+    readers: ReaderPool | None = None
+
+
+Where = tuple[dict[str, Any], SimilarFilters]  # filters.build_filter's arguments: picklable, unlike a Filter
+Answers = list[list[tuple[str, float]]]  # per query: (point id, score), best first
 
 
 def candidates(
     shards: list[Shard],
     queries: list[Any],
     limit: int,
-    query_filter: Filter | None,
+    where: Where | None,
     using: str = "",
     leave_out: str | None = None,
-    params: SearchParams | None = None,
+    how: Searching = Searching(),
 ) -> list[tuple[dict[str, Any], np.ndarray]]:
     """The listings among the `limit` nearest of any query vector (by MaxSim: their closest photo) over all
     shards, with their payload and photo rows [P, dim] of `using`, for an exact re-score (app/store/photos.py);
-    `leave_out`: a point id never returned (the query item of GET /similar)."""
-    requests = [
-        QueryRequest(
-            limit=limit + (leave_out is not None),  # room for the left-out point, dropped below
-            query=Query.Nearest(np.asarray(q, dtype=np.float32).tolist(), using=using)
-            if using
-            else Query.Nearest(np.asarray(q, dtype=np.float32).tolist()),
-            filter=query_filter,
-            with_payload=False,  # payloads only for the candidates: reading them has a cost per shard (BENCHMARKS.md)
-            with_vector=False,
-            params=params,  # hnsw_ef and the int8 re-score of sealed shards; plain (hot) shards ignore them
-        )
-        for q in queries
-    ]
+    `where`: (query item payload, SimilarFilters) for filters.build_filter, or None; `leave_out`: a point id
+    never returned (the query item of GET /similar). Sealed shards are searched by `how.readers` when they can."""
+    rows = np.asarray(queries, dtype=np.float32).reshape(len(queries), -1)
+    wanted = limit + (leave_out is not None)  # room for the left-out point, dropped below
+    answers = _search(shards, rows, wanted, where, using, how)
     found: dict[str, tuple[float, Shard]] = {}  # point id -> (best score of any query, newest shard holding it)
     for s in shards:
-        for answer in s.edge.query_batch(QueryBatchRequest(queries=requests)):
-            for p in answer:
-                score, holder = found.get(str(p.id), (p.score, s))
-                found[str(p.id)] = (max(score, p.score), holder)
+        for answer in answers[s.name]:
+            for pid, score in answer:
+                best, holder = found.get(pid, (score, s))
+                found[pid] = (max(best, score), holder)
     found.pop(leave_out or "", None)
     by_shard: dict[int, tuple[Shard, list[str]]] = {}
     for point in photos.shortlist({pid: score for pid, (score, _) in found.items()}, limit):
@@ -75,13 +81,63 @@ def candidates(
     return out
 
 
+def _search(
+    shards: list[Shard], rows: np.ndarray, limit: int, where: Where | None, using: str, how: Searching
+) -> dict[str, Answers]:
+    """Each shard's answers (per query: (point id, score), best first). The sealed shards that have a
+    reader view are sent to one reader (minus their touched points) while this thread searches the
+    others and the touched points; a reader that fails is made up for in-process."""
+    base = build_filter(*where) if where is not None else None
+    readers, params = how.readers, how.params
+    offload: list[tuple[Shard, list[str]]] = []
+    searches = []
+    for s in shards if readers is not None else []:
+        touched = list(s.touched)  # one C-level copy: atomic under the GIL
+        view = readers.view(s.name, using, s.points, len(touched)) if s.role == "sealed" else None
+        if view is not None:
+            offload.append((s, touched))
+            searches.append((s.name, str(view), using, limit, where, touched, rows.tobytes(), rows.shape[1]))
+    pending = readers.submit(searches) if readers is not None and searches else None
+    sent = {s.name for s, _ in offload} if pending is not None else set()
+    answers = {s.name: _query(s, rows, limit, base, using, params) for s in shards if s.name not in sent}
+    remote = pending.wait() if pending is not None else None
+    for (s, touched), answer in zip(offload, remote or [None] * len(offload), strict=True):
+        if s.name in answers:
+            continue
+        if answer is None:  # the reader failed: search here
+            answers[s.name] = _query(s, rows, limit, base, using, params)
+            continue
+        mine = _query(s, rows, limit, with_ids(base, touched), using, params) if touched else [[] for _ in answer]
+        gone = set(touched)
+        answers[s.name] = [[p for p in a if p[0] not in gone] + m for a, m in zip(answer, mine, strict=True)]
+    return answers
+
+
+def _query(
+    s: Shard, rows: np.ndarray, limit: int, query_filter: Filter | None, using: str, params: SearchParams | None
+) -> Answers:
+    requests = [
+        QueryRequest(
+            limit=limit,
+            query=Query.Nearest(q.tolist(), using=using) if using else Query.Nearest(q.tolist()),
+            filter=query_filter,
+            with_payload=False,  # payloads only for the candidates: reading them has a cost per shard (BENCHMARKS.md)
+            with_vector=False,
+            params=params,
+        )
+        for q in rows
+    ]
+    answers = s.edge.query_batch(QueryBatchRequest(queries=requests))
+    return [[(str(p.id), p.score) for p in answer] for answer in answers]
+
+
 def similar_listings(
     shards: list[Shard],
     item_id: str,
     v: StoredVersion,
     k: int,
     filters: SimilarFilters,
-    params: SearchParams | None = None,
+    how: Searching = Searching(),
 ) -> list[Hit] | None:
     """GET /similar on a snapshot: the listing's usable photos query the index, the candidates are re-scored
     exactly (app/store/photos.py). None for an unknown item; ModelNotReady when it lacks `v`'s vector."""
@@ -97,8 +153,8 @@ def similar_listings(
     payload = item.payload or {}
     usable = photos.usable(rows, payload)
     limit = photos.candidates_for(k)
-    query_filter = build_filter(payload, filters)
-    found = candidates(shards, [rows[i] for i in usable], limit, query_filter, v.vector, pid, params)
+    where = ({"seller_id": payload.get("seller_id")}, filters)
+    found = candidates(shards, [rows[i] for i in usable], limit, where, v.vector, pid, how)
     return photos.rank(rows, usable, found, k)
 
 

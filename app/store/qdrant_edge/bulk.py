@@ -151,6 +151,8 @@ class BulkLoader:
         def load(result: dict[str, Any]) -> None:
             nonlocal target, load_ms
             move_into_place(staging / name, final)
+            if self.state.readers is not None:  # now, while its files are exactly what the builder flushed
+                self.state.readers.link(name, final)
             edge, load_ms = load_built(final)
             target = Shard(name=name, path=final, edge=edge, role="sealed", rank=0, points=int(result["points"]))
 

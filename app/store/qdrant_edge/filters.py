@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from qdrant_edge import FieldCondition, Filter, MatchValue, RangeFloat
+from qdrant_edge import FieldCondition, Filter, HasIdCondition, MatchValue, RangeFloat
 
 from app.store.base import SimilarFilters
 
@@ -24,3 +24,10 @@ def build_filter(item_payload: dict[str, Any], filters: SimilarFilters) -> Filte
     if filters.exclude_same_seller and seller is not None:
         must_not.append(FieldCondition("seller_id", match=MatchValue(seller)))
     return Filter(must=must or None, must_not=must_not or None) if must or must_not else None
+
+
+def with_ids(base: Filter | None, ids: list[str]) -> Filter:
+    """`base` restricted to the points `ids` (a sealed shard's touched points: qdrant_edge/readers.py)."""
+    if base is None:
+        return Filter(must=[HasIdCondition(set(ids))])
+    return Filter(must=[HasIdCondition(set(ids)), *(base.must or [])], must_not=base.must_not)

@@ -214,6 +214,8 @@ class JobRunner:
         def load(result: dict[str, Any]) -> None:
             nonlocal target, load_ms
             move_into_place(staging / job.target, final)
+            if state.readers is not None:  # now, while its files are exactly what the builder flushed
+                state.readers.link(job.target, final)
             self.run_hook("built", job)
             edge, load_ms = load_built(final)
             target = Shard(
@@ -234,6 +236,8 @@ class JobRunner:
             assert target is not None
             self.swap(job, target)
         except BaseException:
+            if state.readers is not None and (target is None or target not in state.shards):
+                state.readers.drop(job.target)
             if target is not None and target not in state.shards:
                 target.close()
             if final.exists() and (target is None or target not in state.shards):
@@ -283,6 +287,11 @@ class JobRunner:
         with self.state.gate.exclusive():  # no write is in flight while the op log is replayed
             if self.state.stopping:
                 raise JobAborted
+            # The view was linked before the replay: it has none of the replayed writes.
+            target.touched = set(job.touched)
+            for _, _, vector in job.ops:
+                if vector is not None and self.state.readers is not None:
+                    self.state.readers.forget_vector(target.name, vector[0])
             self.install(job.sources, target, job.ops)
             if job.ops:
                 log.info("replayed %d ops recorded during the job onto %s", len(job.ops), target.name)

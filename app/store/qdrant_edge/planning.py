@@ -47,6 +47,7 @@ class Job:
     # (point id whose existence the op needs, or None; the op; the named vector (name, dim) the op
     # creates or deletes, or None), in application order
     ops: list[tuple[str | None, UpdateOperation, tuple[str, int] | None]] = field(default_factory=list)
+    touched: set[str] = field(default_factory=set)  # the point ids of `ops`: the target's view lacks them
     proc: subprocess.Popen[str] | None = None
     phase: str = "planned"
 

@@ -47,6 +47,8 @@ class Shard:
     readers: int = 0  # guarded by StoreState.cond (see ShardSet)
     retired: bool = False
     rewritten: int = 0  # points given a vector in place since this process opened it (reseal planning)
+    # sealed: points written since its reader view was made (readers.py); searched in-process, not in the view
+    touched: set[str] = field(default_factory=set)
     wal: WalSyncer = field(init=False)
 
     def __post_init__(self) -> None:

@@ -99,6 +99,9 @@ class ShardSet:
     def dispose(self, shards: list[Shard]) -> None:
         """Close and delete retired shards once their readers are gone, one GIL hold at a time."""
         self.wait_unread(shards)
+        if self.state.readers is not None:
+            for s in shards:
+                self.state.readers.drop(s.name)  # no search of it is in flight any more
         write_back()  # close() flushes under the GIL; make that flush find nothing to do
         for i, s in enumerate(shards):
             if i:

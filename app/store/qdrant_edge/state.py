@@ -14,6 +14,7 @@ from pathlib import Path
 from app.store.qdrant_edge.builder import IndexOptions
 from app.store.qdrant_edge.manifest import Manifest
 from app.store.qdrant_edge.planning import Job, MaintenanceHook
+from app.store.qdrant_edge.readers import ReaderPool
 from app.store.qdrant_edge.shard import Shard
 from app.store.qdrant_edge.write_gate import WriteGate
 
@@ -38,6 +39,7 @@ class StoreConfig:
     close_wait_s: float = 30.0  # close(): how long to wait for readers still querying a shard
     index: IndexOptions = field(default_factory=IndexOptions)  # how sealed shards store vectors and are searched
     bulk_shard_points: int = 1_000_000  # points per shard a bulk load builds (one HNSW graph each)
+    read_workers: int = 0  # reader processes searching sealed shards (readers.py); 0: in-process
 
     def __post_init__(self) -> None:
         if self.hot_max < 1 or self.merge_fanin < 2:
@@ -63,3 +65,4 @@ class StoreState:
     stopping: bool = False  # cond
     counters: dict[str, int] = field(default_factory=new_counters)
     maintenance_hook: MaintenanceHook | None = None  # tests: observe/hold/kill a job
+    readers: ReaderPool | None = None  # set by EdgeStore; searches of sealed shards in reader processes

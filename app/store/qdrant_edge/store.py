@@ -31,11 +31,11 @@ from app.store.qdrant_edge.builder import IndexOptions, create_vector
 from app.store.qdrant_edge.bulk import BulkLoader, BulkReport, BulkRow
 from app.store.qdrant_edge.collection import open_collection
 from app.store.qdrant_edge.files import DirLock, read_json, write_json_atomic
-from app.store.qdrant_edge.filters import build_filter
-from app.store.qdrant_edge.jobs import JobRunner
+from app.store.qdrant_edge.jobs import JobRunner, builder_env
 from app.store.qdrant_edge.maintenance import MaintenanceScheduler
 from app.store.qdrant_edge.manifest import LOCK_FILE, META_FILE, Manifest
 from app.store.qdrant_edge.planning import MaintenanceHook
+from app.store.qdrant_edge.readers import ReaderPool
 from app.store.qdrant_edge.shard import Shard
 from app.store.qdrant_edge.shard_set import ShardSet
 from app.store.qdrant_edge.state import StoreConfig, StoreState, default_max_shard_points
@@ -71,6 +71,7 @@ class EdgeStore:
         close_wait_s: float = 30.0,
         index: IndexOptions | None = None,
         bulk_shard_points: int = 1_000_000,
+        read_workers: int = 0,
     ) -> None:
         root = Path(path) / collection
         config = StoreConfig(
@@ -84,17 +85,18 @@ class EdgeStore:
             close_wait_s=close_wait_s,
             index=index or IndexOptions(),
             bulk_shard_points=bulk_shard_points,
+            read_workers=read_workers,
         )
         self.root = root
         self.collection = collection
         self._state = StoreState(config=config, manifest=Manifest(root))
+        self._readers = self._state.readers = ReaderPool(root, read_workers, builder_env(), config.index)
         self._shard_set = ShardSet(self._state)
         self._writer = ShardWriter(self._state)
         self._maintenance = MaintenanceScheduler(self._state, JobRunner(self._state, self._shard_set))
         self._dir_lock = DirLock(root, LOCK_FILE)
         self._meta_lock = threading.Lock()
-        self.index_options = config.index
-        self._search = config.index.search_params()  # one immutable SearchParams for every query
+        self._searching = browse.Searching(config.index.search_params(), self._readers)
 
     @property
     def _maintenance_hook(self) -> MaintenanceHook | None:
@@ -123,6 +125,7 @@ class EdgeStore:
         except BaseException:
             self._dir_lock.release()
             raise
+        self._readers.start([s for s in shards if s.role == "sealed"])
         self._shard_set.install(shards)
         self._maintenance.start()
         return self.versions()
@@ -142,10 +145,8 @@ class EdgeStore:
     def _change_versions(
         self, rows: list[StoredVersion], create: list[tuple[str, int]], drop: list[tuple[str, int]]
     ) -> None:
-        """Persist a new registry and give every shard its vectors; the caller holds the write gate
-        exclusively (no write is in flight). New vectors go into the shards before the manifest names
-        them, retired ones leave the shards after: a crash in between is repaired on open
-        (collection.py). Each shard's lock is taken too: a job may be copying it (and records the ops)."""
+        """Persist a new registry and give every shard its vectors, under the exclusive gate: new vectors before the
+        manifest names them, retired ones after (open repairs a crash between); shard locks: a job may copy one."""
         state = self._state
         if not self.ready():
             raise StoreUnavailable("the embedded store is not open")
@@ -174,6 +175,7 @@ class EdgeStore:
         self._maintenance.stop()
         with state.gate.exclusive():
             self._shard_set.close_all(timeout_s=state.config.close_wait_s)
+        self._readers.close()
         self._dir_lock.release()
 
     def wait_for_maintenance(self, timeout_s: float) -> bool:
@@ -237,11 +239,11 @@ class EdgeStore:
                     elsewhere.append((s, found))
 
             def apply() -> None:
-                self._writer.apply(hot, UpdateOperation.upsert_points(points), None)
+                self._writer.apply(hot, UpdateOperation.upsert_points(points), None, points=last)
                 # Written first, removed from older shards second: a crash in between leaves a
                 # duplicate that reads resolve by rank, never a lost item.
                 for s, found in elsewhere:
-                    self._writer.apply(s, UpdateOperation.delete_points(found), None)
+                    self._writer.apply(s, UpdateOperation.delete_points(found), None, points=found)
 
             return [hot] + [s for s, _ in elsewhere], apply
 
@@ -286,9 +288,9 @@ class EdgeStore:
                 holders[:] = [s for s in holders if s.edge.retrieve([pid], False, False)]
                 for s in holders:
                     if to_set:
-                        self._writer.apply(s, UpdateOperation.set_payload([pid], to_set), pid)
+                        self._writer.apply(s, UpdateOperation.set_payload([pid], to_set), pid, points=[pid])
                     if to_unset:
-                        self._writer.apply(s, UpdateOperation.delete_payload([pid], to_unset), pid)
+                        self._writer.apply(s, UpdateOperation.delete_payload([pid], to_unset), pid, points=[pid])
                 if not holders:
                     return None
                 records = holders[0].edge.retrieve([pid], True, False)
@@ -306,7 +308,7 @@ class EdgeStore:
 
             def apply() -> bool:
                 for s in holders:
-                    self._writer.apply(s, UpdateOperation.delete_points([pid]), None)
+                    self._writer.apply(s, UpdateOperation.delete_points([pid]), None, points=[pid])
                 return bool(holders)
 
             return holders, apply
@@ -316,7 +318,7 @@ class EdgeStore:
     def similar(self, item_id: str, k: int, filters: SimilarFilters, version: str | None = None) -> list[Hit] | None:
         v = find(self._state.manifest.versions, version)
         with self._retire_raced(version), self._shard_set.reading() as shards:
-            return browse.similar_listings(shards, item_id, v, k, filters, self._search)
+            return browse.similar_listings(shards, item_id, v, k, filters, self._searching)
 
     def similar_to_vector(
         self, vector: np.ndarray, k: int, filters: SimilarFilters, version: str | None = None
@@ -324,9 +326,9 @@ class EdgeStore:
         v = find(self._state.manifest.versions, version)
         query = np.asarray(vector, dtype=np.float32).reshape(1, -1)
         with self._retire_raced(version), self._shard_set.reading() as shards:
-            query_filter = build_filter({"seller_id": filters.seller_id}, filters)
+            where = ({"seller_id": filters.seller_id}, filters)
             limit = photos.candidates_for(k)
-            found = browse.candidates(shards, [query[0]], limit, query_filter, v.vector, params=self._search)
+            found = browse.candidates(shards, [query[0]], limit, where, v.vector, how=self._searching)
             return photos.rank(query, [0], found, k)
 
     def photo_copies(
@@ -335,7 +337,7 @@ class EdgeStore:
         v = find(self._state.manifest.versions, version)
         with self._retire_raced(version), self._shard_set.reading() as shards:
             pid = point_id(leave_out)
-            found = browse.candidates(shards, [vector], limit, None, v.vector, leave_out=pid, params=self._search)
+            found = browse.candidates(shards, [vector], limit, None, v.vector, pid, self._searching)
         return photos.copies(vector, min_cosine, found)
 
     def _retire_raced(self, version: str | None) -> contextlib.AbstractContextManager[None]:
@@ -370,7 +372,7 @@ class EdgeStore:
                 if not records or (records[0].payload or {}).get("write_id") != write_id:
                     return False
                 op = UpdateOperation.update_vectors([PointVectors(pid, {v.vector: stored})])
-                self._writer.apply(holder, op, pid)
+                self._writer.apply(holder, op, pid, points=[pid])
                 if holder.role == "sealed":
                     holder.rewritten += 1  # the point left the indexed segments: see planning.RESEAL_FRACTION
                     self._maintenance.wake()

@@ -6,7 +6,7 @@ of each shard it touches, and records its ops for a job that is copying one of t
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from typing import TypeVar
 
 from qdrant_edge import UpdateOperation
@@ -58,16 +58,31 @@ class ShardWriter:
                 pass
 
     def apply(
-        self, shard: Shard, op: UpdateOperation, needs_point: str | None, vector: tuple[str, int] | None = None
+        self,
+        shard: Shard,
+        op: UpdateOperation,
+        needs_point: str | None,
+        vector: tuple[str, int] | None = None,
+        points: Iterable[str] = (),
     ) -> None:
         """Apply one op to a shard (caller holds its lock or the exclusive gate) and record it for a job
         copying it.
 
         `needs_point`: the point the op needs to exist (a patch), so that its replay skips it if the
         point is gone from the job's result. `vector`: the named vector (name, dim) the op creates or
-        deletes (a model version added or retired), so that its replay is idempotent.
+        deletes (a model version added or retired), so that its replay is idempotent. `points`: the
+        point ids the op changes; a sealed shard's reader view no longer answers for them (readers.py).
         """
-        shard.edge.update(op)
+        points = list(points)
         job = self.state.job
-        if job is not None and job.recording and shard in job.sources:
+        recorded = job is not None and job.recording and shard in job.sources
+        # Marked before the write: a search that starts after this write returns never trusts a view for them.
+        if shard.role == "sealed":
+            shard.touched.update(points)
+        if job is not None and recorded:
+            job.touched.update(points)
+        if vector is not None and self.state.readers is not None:
+            self.state.readers.forget_vector(shard.name, vector[0])
+        shard.edge.update(op)
+        if job is not None and recorded:
             job.ops.append((needs_point, op, vector))

@@ -1,0 +1,119 @@
+"""A reader child of the embedded store: HNSW searches of sealed shards, off the server's GIL.
+
+    python -m app.store.qdrant_edge.reader --fd FD --slot N --parent-pid PID
+
+Qdrant Edge holds the GIL during a query, so one serving process searches on one core. A reader
+process loads *views* of sealed shards (their segment files hardlinked into `readers/<shard>/` with an
+empty WAL, app/store/qdrant_edge/readers.py; reader N loads copy `<view>/N/`: one process per
+directory, because of the WAL lock) and answers search batches sent over the socket FD:
+each message is a pickled request, each answer a pickled list (see `handle`). A view is loaded on its
+first search and closed when a request names it in `drops`. The reader only reads: it never writes
+into the shared segment files (tests/integration/test_store_readers.py hashes them).
+
+It dies with the server (PR_SET_PDEATHSIG, like the builder) and exits when its socket closes.
+"""
+
+from __future__ import annotations
+
+import argparse
+import pickle
+import socket
+import sys
+import traceback
+from multiprocessing.connection import Connection
+from typing import Any
+
+import numpy as np
+from qdrant_edge import EdgeShard, Filter, HasIdCondition, Query, QueryBatchRequest, QueryRequest, SearchParams
+
+from app.store.qdrant_edge.builder import IndexOptions, _die_with_parent
+from app.store.qdrant_edge.filters import build_filter
+
+# One shard's part of a request: (view name, view path, named vector, limit, where, excluded ids,
+# float32 query rows as bytes, dim). `where` is (query item payload, SimilarFilters) or None.
+ShardSearch = tuple[str, str, str, int, Any, list[str], bytes, int]
+
+
+def search_filter(where: Any, exclude: list[str]) -> Filter | None:
+    """The filter of GET /similar (filters.build_filter), minus the points `exclude` names."""
+    base = build_filter(*where) if where is not None else None
+    if not exclude:
+        return base
+    must_not = [HasIdCondition(set(exclude)), *((base.must_not or []) if base is not None else [])]
+    return Filter(must=base.must if base is not None else None, must_not=must_not)
+
+
+def requests(
+    using: str, limit: int, where: Any, exclude: list[str], rows: bytes, dim: int, params: SearchParams
+) -> QueryBatchRequest:
+    query_filter = search_filter(where, exclude)
+    vectors = np.frombuffer(rows, dtype=np.float32).reshape(-1, dim)
+    return QueryBatchRequest(
+        queries=[
+            QueryRequest(
+                limit=limit,
+                query=Query.Nearest(v.tolist(), using=using) if using else Query.Nearest(v.tolist()),
+                filter=query_filter,
+                with_payload=False,
+                with_vector=False,
+                params=params,
+            )
+            for v in vectors
+        ]
+    )
+
+
+class Reader:
+    def __init__(self, slot: int, params: SearchParams) -> None:
+        self.slot = slot
+        self.params = params
+        self.views: dict[str, EdgeShard] = {}
+
+    def handle(self, drops: list[str], searches: list[ShardSearch]) -> list[list[list[tuple[str, float]]]]:
+        """Close the dropped views, then run each shard's batch: per shard, per query, (point id, score)."""
+        for name in drops:
+            view = self.views.pop(name, None)
+            if view is not None:
+                view.close()
+        out = []
+        for name, path, using, limit, where, exclude, rows, dim in searches:
+            view = self.views.get(name)
+            if view is None:
+                view = self.views[name] = EdgeShard.load(f"{path}/{self.slot}")
+            answers = view.query_batch(requests(using, limit, where, exclude, rows, dim, self.params))
+            out.append([[(str(p.id), float(p.score)) for p in answer] for answer in answers])
+        return out
+
+
+def serve(conn: Connection, reader: Reader) -> None:
+    while True:
+        try:
+            message = conn.recv_bytes()
+        except (EOFError, OSError):
+            return  # the server closed the socket (or died)
+        drops, searches = pickle.loads(message)
+        try:
+            reply: Any = ("ok", reader.handle(drops, searches))
+        except Exception:  # answered, not fatal: the server searches in-process instead
+            reply = ("error", traceback.format_exc(limit=3))
+        try:
+            conn.send_bytes(pickle.dumps(reply, protocol=pickle.HIGHEST_PROTOCOL))
+        except OSError:
+            return  # the server closed the socket while this search ran
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m app.store.qdrant_edge.reader", description=__doc__.split("\n")[0])
+    parser.add_argument("--fd", type=int, required=True, help="the socket to the server")
+    parser.add_argument("--slot", type=int, required=True, help="which copy of each view to load")
+    parser.add_argument("--parent-pid", type=int, default=0, help="exit when this process dies")
+    parser.add_argument("--index", type=IndexOptions.from_json, default=IndexOptions(), help="search options (JSON)")
+    args = parser.parse_args(argv)
+    _die_with_parent(args.parent_pid)
+    sock = socket.socket(fileno=args.fd)
+    serve(Connection(sock.detach()), Reader(args.slot, args.index.search_params()))
+    return 0  # no close() of the views: exiting never writes anything into the shared files
+
+
+if __name__ == "__main__":
+    sys.exit(main())
