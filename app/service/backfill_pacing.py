@@ -17,8 +17,8 @@ import time
 from collections.abc import Callable
 
 BUSY_POLL_S = 0.05  # how often a runner paused for live writes looks again
-# Measured with bench/model_upgrade.py (BENCHMARKS.md "Model upgrade"): a closed loop of clients sends its next
-# read within a millisecond of the last answer, so a few ms of quiet means nobody is reading.
+# A client that reads in a loop sends its next read within a millisecond of its answer, so a few ms of quiet
+# means nobody is reading (bench/model_upgrade.py measures the rule's effect, not these two values' best setting).
 READ_QUIET_S = 0.005
 READ_PAUSE_MAX_S = 0.25  # the longest one image waits for reads: the backfill's minimum rate under constant reads
 READ_POLL_S = 0.002  # how often a runner paused for reads looks again
