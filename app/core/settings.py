@@ -88,6 +88,8 @@ class Settings(BaseSettings):
     admission_images: int | None = Field(None, ge=1, le=100_000)
     admission_body_bytes: int = Field(256 * 1024 * 1024, ge=1024, le=64 * 1024**3)  # request bodies in memory
     decode_slots: int | None = Field(None, ge=1, le=256)  # None ("auto") = min(8, cores)
+    # a backfill pauses its next image while look-alike reads are in flight (docs/architecture.md "Backfill")
+    backfill_yield_to_reads: bool = True
 
     # Images
     fetch_timeout_s: float = Field(10.0, gt=0, le=120)

@@ -14,12 +14,9 @@ Why it is safe to run at any time, and to kill at any time:
 - an item whose image can no longer be fetched or decoded is reported (count + the first ids in the status)
   and left as it is: it keeps serving with the versions it has.
 
-Yielding to live traffic (the rule): at most one of VERSION's batches of images in flight (`concurrency`,
-default the micro-batcher's max batch size, so its batches fill without waiting), and before it starts the
-next image the runner waits while live encoder work is under way: while half or more of the admission
-permits are held (every live write and photo search holds one from its download to its vectors; the
-backfill takes none), or while the serving version's encoder queue holds a full batch or more. A live
-write therefore waits behind at most one backfill batch; reads (GET /similar) never use the encoder.
+Yielding to live traffic: at most one of VERSION's batches of images in flight (`concurrency`, default the
+micro-batcher's max batch size, so its batches fill without waiting), and before it starts the next image the
+runner waits for live writes and reads to go first (the rule: app/service/backfill_pacing.py).
 """
 
 from __future__ import annotations
@@ -45,6 +42,7 @@ from app.core.errors import (
     Overloaded,
     ValidationError,
 )
+from app.service.backfill_pacing import BUSY_POLL_S, Pacing
 from app.service.items import ItemService
 from app.store.images import photo_payloads
 
@@ -53,7 +51,6 @@ log = logging.getLogger("lookalike")
 # Not settings: none of these bounds memory, load or what a client sees beyond the status' sample of ids.
 FAILED_IDS_MAX = 100  # ids of failed items kept in the status (the counts cover them all)
 PAGE_SIZE = 256  # items read per store page; the encoder, not this, sets the pace
-BUSY_POLL_S = 0.05  # how often a paused runner looks at the live traffic again
 RETRY_MAX = 50  # an image refused by a full encoder queue is tried again this many times (BUSY_POLL_S apart)
 
 State = Literal["idle", "running", "done", "failed", "stopped"]  # idle: no run yet (status routes)
@@ -143,6 +140,7 @@ class Backfill:
         load_image: LoadImage,
         embed: Embed,
         busy: Callable[[], bool] = lambda: False,
+        reads_quiet_s: Callable[[], float] | None = None,
         partition: Partition | None = None,
         concurrency: int = 2,
         page_size: int = PAGE_SIZE,
@@ -157,7 +155,7 @@ class Backfill:
         self.status = BackfillStatus(version=version, partition=str(self.partition))
         self._load_image = load_image
         self._embed = embed
-        self._busy = busy
+        self._pacing = Pacing(busy, reads_quiet_s)
         self._slots = asyncio.Semaphore(concurrency)
         self._page_size = page_size
         self._store_call = store_call
@@ -177,7 +175,7 @@ class Backfill:
                 status.scanned += len(mine)
                 async with asyncio.TaskGroup() as tasks:
                     for payload in mine:
-                        await self._wait_for_quiet()
+                        await self._pacing.wait()
                         await self._slots.acquire()
                         tasks.create_task(self._one(payload))
                 await self._update_coverage()
@@ -244,10 +242,6 @@ class Backfill:
             except Overloaded:  # a burst of live writes filled the queue since we looked: let it pass
                 await asyncio.sleep(BUSY_POLL_S)
         return await self._embed(data)
-
-    async def _wait_for_quiet(self) -> None:
-        while self._busy():
-            await asyncio.sleep(BUSY_POLL_S)
 
     def _fail(self, item_id: str, why: str) -> None:
         log.warning("backfill of %s: item %s left as it is: %s", self.version, item_id, why)
@@ -322,6 +316,7 @@ def service_backfill(
         load_image=load_image,
         embed=embed,
         busy=busy,
+        reads_quiet_s=service.read_traffic.quiet_s if service.settings.backfill_yield_to_reads else None,
         partition=partition,
         concurrency=concurrency or batcher.max_batch_size,
         # store calls go through the service's guard (timeout, breaker, worker pool) like every route's

@@ -40,7 +40,7 @@ from app.ingest.fetch import ImageFetcher
 from app.service.admission import Budget
 from app.service.embedding import Embedder, Pending
 from app.service.model_admin import ModelAdmin
-from app.service.reads import ItemReads, KeptImage
+from app.service.reads import ItemReads, KeptImage, ReadTraffic
 from app.service.store_access import StoreAccess, Versions
 from app.service.writes import ItemWrites
 from app.store.base import ModelVersion, VectorStore
@@ -61,6 +61,7 @@ class ItemService:
         fetcher: ImageFetcher,
         image_permits: Budget,
         image_store: ImageStore,
+        read_traffic: ReadTraffic | None = None,
     ) -> None:
         self.settings = settings
         self.models = models
@@ -71,7 +72,8 @@ class ItemService:
         self._access = StoreAccess(settings, store, versions)
         self._embedder = Embedder(settings, models, fetcher, image_permits)
         self.writes = ItemWrites(self._access, self._embedder, image_store)
-        self.reads = ItemReads(self._access, self._embedder, image_store)
+        self.reads = ItemReads(self._access, self._embedder, image_store, read_traffic)
+        self.read_traffic = self.reads.traffic  # look-alike reads in progress: a backfill yields to them
         self.admin = ModelAdmin(self._access, models)
 
     def close(self) -> None:

@@ -1,6 +1,7 @@
 """Reads: one item, its look-alikes (of an item or of a photo), a page of items, an item's photo.
 
 store.similar(item_id, k, filters, version), version = the serving one unless the request names another.
+The look-alike reads (GET /similar, POST /similar) are counted in ReadTraffic: a backfill yields to them.
 """
 
 from __future__ import annotations
@@ -8,8 +9,12 @@ from __future__ import annotations
 import asyncio
 import base64
 import binascii
+import contextlib
+import math
 import re
+import time
 import uuid
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -46,11 +51,40 @@ class KeptImage:
     etag: str  # the write_id: a new image write changes it, a patch does not
 
 
+class ReadTraffic:
+    """Look-alike reads in progress and when the last one ended: what a backfill yields to (app/service/backfill.py).
+
+    Reads take no admission permit, so without this a backfill cannot tell a reading service from an idle one.
+    Single event loop: entered and left on the loop thread, so a plain counter is enough.
+    """
+
+    def __init__(self, clock: Callable[[], float] = time.monotonic) -> None:
+        self._clock = clock
+        self.in_flight = 0
+        self._last_end = -math.inf
+
+    @contextlib.contextmanager
+    def reading(self) -> Iterator[None]:
+        self.in_flight += 1
+        try:
+            yield
+        finally:
+            self.in_flight -= 1
+            self._last_end = self._clock()
+
+    def quiet_s(self) -> float:
+        """Seconds since the last read ended; 0 while one is in flight (inf when none ever ran)."""
+        return 0.0 if self.in_flight else self._clock() - self._last_end
+
+
 class ItemReads:
-    def __init__(self, access: StoreAccess, embedder: Embedder, image_store: ImageStore) -> None:
+    def __init__(
+        self, access: StoreAccess, embedder: Embedder, image_store: ImageStore, traffic: ReadTraffic | None = None
+    ) -> None:
         self._access = access
         self._embedder = embedder
         self._image_store = image_store
+        self.traffic = traffic or ReadTraffic()
 
     async def get(self, item_id: str) -> ItemOut:
         payload = await self._access.call("get", self._access.store.get, item_id)
@@ -59,6 +93,10 @@ class ItemReads:
         return ItemOut.model_validate(payload)
 
     async def similar(self, item_id: str, query: SimilarQuery) -> SimilarResponse:
+        with self.traffic.reading():
+            return await self._similar(item_id, query)
+
+    async def _similar(self, item_id: str, query: SimilarQuery) -> SimilarResponse:
         version = (await self._access.versions()).check_active(query.model_version)
         store = self._access.store
         hits: list[Hit] | None = await self._access.call(
@@ -74,6 +112,10 @@ class ItemReads:
         The photo takes the write path's way to the encoder (app/service/embedding.py: admission, fetch guard,
         decode limits, micro-batching), so it is refused (429, 413, 415, 422...) exactly as a POST /items would be.
         """
+        with self.traffic.reading():
+            return await self._similar_to_image(image, query)
+
+    async def _similar_to_image(self, image: bytes | str, query: SimilarImageFields) -> SimilarImageResponse:
         version = (await self._access.versions()).check_active(query.model_version)
         if self._embedder.models.get(version) is None:
             raise ModelNotFound(f"model version {version!r} has no model file loaded here to embed the photo")

@@ -25,6 +25,7 @@ from app.service.admission import Budget
 from app.service.backfill import Backfills
 from app.service.experiments import ExperimentService, apply_experiments_file, events_secret, experiment_registry
 from app.service.items import ItemService
+from app.service.reads import ReadTraffic
 from app.store.base import ModelVersion, VectorStore
 from app.store.images import ImageStore
 
@@ -162,7 +163,11 @@ async def running_service(
         image_permits = Budget("images", settings.admitted_images(largest_batch))
         await model_set.start(limits)
         image_store = ImageStore(settings.image_store_dir())
-        service = ItemService(settings, model_set, vector_store, versions, fetcher, image_permits, image_store)
+        # reads in progress, counted by the read routes and watched by backfills (they yield to reads)
+        read_traffic = ReadTraffic()
+        service = ItemService(
+            settings, model_set, vector_store, versions, fetcher, image_permits, image_store, read_traffic
+        )
         _log_ready(service, versions, vector_store.count())
         try:
             yield service

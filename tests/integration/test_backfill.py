@@ -13,6 +13,7 @@ import signal
 import subprocess
 import sys
 import threading
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -23,6 +24,7 @@ from typing import Any
 import pytest
 from fastapi.testclient import TestClient
 
+from app.service import backfill_pacing
 from app.service.backfill import partition_of
 from tests.conftest import Catalog, make_store
 from tests.factories import photo
@@ -167,6 +169,39 @@ def test_backfill_fills_the_new_version_and_partitions_cover_every_item_once(
         metrics = client.get("/metrics").text
         assert 'lookalike_model_coverage_ratio{version="v2"} 1.0' in metrics
         assert 'lookalike_backfill_items_total{outcome="embedded",version="v2"}' in metrics
+
+
+def test_a_backfill_with_a_read_always_in_flight_completes_and_every_read_is_answered(
+    catalog: Catalog, host: HeldImages, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(backfill_pacing, "READ_PAUSE_MAX_S", 0.05)  # the minimum rate, quick for a test
+    m = catalog.models
+    with catalog.app(m.v1) as client:
+        ids = write_items(client, host, n_url=4, n_b64=6)
+    with catalog.app(m.v1, m.v2) as client:
+        traffic = client.app.state.services.items.read_traffic  # type: ignore[attr-defined]
+        assert traffic.quiet_s() == float("inf")
+        assert client.get("/similar/url-0", params={"k": 3}).status_code == 200
+        assert traffic.quiet_s() < float("inf") and traffic.in_flight == 0  # GET /similar is counted
+        held = traffic.reading()  # a read in flight through the whole run: the yielding rule's worst case
+        client.portal.call(held.__enter__)  # type: ignore[union-attr]
+        try:
+            assert client.post("/models/v2/backfill").status_code == 202
+            status, answered, deadline = client.get("/models/v2/backfill").json(), 0, time.monotonic() + 120
+            while status["state"] == "running" and time.monotonic() < deadline:
+                answer = client.get(f"/similar/{ids[answered % len(ids)]}", params={"k": 3})
+                assert answer.status_code == 200, answer.text
+                assert [r["item_id"] for r in answer.json()["results"]] != []
+                answered += 1
+                status = client.get("/models/v2/backfill").json()
+            assert traffic.in_flight == 1  # the held read was in flight all along
+        finally:
+            client.portal.call(held.__exit__, None, None, None)  # type: ignore[union-attr]
+        assert status["state"] == "done", status
+        assert (status["embedded"], status["failed"]) == (len(ids), 0)
+        assert answered >= 1 and coverage(client, "v2") == 1.0
+        answer = client.get("/similar/b64-0", params={"model_version": "v2", "k": 3})
+        assert answer.status_code == 200 and len(answer.json()["results"]) == 3
 
 
 def test_backfill_never_resurrects_a_deleted_item_nor_overwrites_a_replaced_one(

@@ -194,7 +194,17 @@ def test_experiments_quick(bench_env: dict[str, str]) -> None:
 def test_model_upgrade_quick(bench_env: dict[str, str]) -> None:
     r = run_quick("model_upgrade", bench_env)
     cost = {"items": int, "items_per_s": NUMBER, "cpu_ms_per_item": NUMBER, "encoder_ms_per_item": NUMBER}
-    reads = {"requests": int, "errors": int, "rps": NUMBER, "http_p99_ms": NUMBER}
+    reads = {"requests": int, "errors": int, "rps": NUMBER, "p50_ms": NUMBER, "http_p99_ms": NUMBER}
+    mode = {
+        "backfill_yield_to_reads": bool,
+        "reads_idle": reads,
+        "reads_during_backfill": reads,
+        "similar_p99_ratio": NUMBER,
+        "backfill_items_per_s": NUMBER,
+        "backfill_items_per_s_during_reads": NUMBER,
+        "backfill_still_running_after_reads": bool,
+        "backfill_embedded": int,
+    }
     check(
         r,
         {
@@ -207,11 +217,9 @@ def test_model_upgrade_quick(bench_env: dict[str, str]) -> None:
             "bulk_items_per_s": NUMBER,
             "backfill_items_per_s": NUMBER,
             "backfill_vs_bulk": NUMBER,
-            "backfill_embedded": int,
-            "reads_idle": reads,
-            "reads_during_backfill": reads,
-            "backfill_still_running_after_reads": bool,
+            "reads_first": {"off": mode, "on": mode},
             "similar_p99_ratio": NUMBER,
+            "similar_p99_ratio_without_reads_first": NUMBER,
             "image_store_bytes_per_item": NUMBER,
             "memory_one_version": {"rss_bytes": int, "peak_rss_bytes": int},
             "memory_two_versions": {"rss_bytes": int, "peak_rss_bytes": int},
@@ -219,8 +227,10 @@ def test_model_upgrade_quick(bench_env: dict[str, str]) -> None:
         },
     )
     assert r["benchmark"] == "model_upgrade"
-    assert r["backfill_embedded"] == r["items"]  # both partitions filled every item of the catalog
-    assert r["reads_idle"]["errors"] == r["reads_during_backfill"]["errors"] == 0
+    for m in r["reads_first"].values():  # reads first off and on, each on its own copy of the catalog
+        assert m["backfill_embedded"] == r["items"]  # both partitions filled every item of the catalog
+        assert m["reads_idle"]["errors"] == m["reads_during_backfill"]["errors"] == 0
+    assert [m["backfill_yield_to_reads"] for m in r["reads_first"].values()] == [False, True]
     assert r["image_store_bytes_per_item"] > 0
 
 

@@ -1,4 +1,5 @@
-"""The backfill runner's bookkeeping without a model: partitions, outcomes, failures, concurrency, yielding.
+"""The backfill runner's bookkeeping without a model: partitions, outcomes, failures, concurrency, yielding (to
+live writes and to reads).
 
 The store here is a small in-memory stand-in with the store contract's missing / set_vector / coverage semantics
 (conditional on write_id, never creating a point); the real stores run the same paths in
@@ -15,7 +16,9 @@ import numpy as np
 import pytest
 
 from app.core.errors import ImageFetchFailed, StoreUnavailable, ValidationError
+from app.service import backfill_pacing
 from app.service.backfill import Backfill, ItemChanged, Partition, partition_of
+from app.service.reads import ReadTraffic
 
 
 class MemoryStore:
@@ -188,6 +191,65 @@ def test_no_image_starts_while_live_traffic_is_busy() -> None:
     assert status.embedded == 6
     assert min(looks_at_load) > 5  # the first image waited for the quiet look
     assert looks >= 6 + 5  # and every image looked first
+
+
+def test_read_traffic_is_quiet_only_some_time_after_the_last_read_ended() -> None:
+    now = 100.0
+    traffic = ReadTraffic(clock=lambda: now)
+    assert traffic.quiet_s() == float("inf")  # no read ever
+    with traffic.reading(), traffic.reading():
+        now += 5
+        assert (traffic.in_flight, traffic.quiet_s()) == (2, 0.0)
+    now += 0.003
+    assert traffic.in_flight == 0 and traffic.quiet_s() == pytest.approx(0.003)
+    with pytest.raises(RuntimeError), traffic.reading():  # a failed read ends too
+        raise RuntimeError("store down")
+    assert traffic.in_flight == 0 and traffic.quiet_s() == 0.0
+
+
+def test_no_image_starts_while_a_read_is_in_flight(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(backfill_pacing, "READ_PAUSE_MAX_S", 3600.0)  # the bound out of the way: only the rule
+    store = MemoryStore(6)
+    traffic = ReadTraffic()
+    reads_left = 20
+    in_flight_at_load: list[int] = []
+
+    async def load(payload: dict[str, Any]) -> bytes:
+        in_flight_at_load.append(traffic.in_flight + reads_left)
+        return await load_url(payload)
+
+    async def reads_back_to_back() -> None:
+        nonlocal reads_left
+        while reads_left:
+            with traffic.reading():
+                await asyncio.sleep(0.001)
+            reads_left -= 1
+
+    async def main() -> Any:
+        reader = asyncio.create_task(reads_back_to_back())
+        await asyncio.sleep(0)  # the first read is in flight before the backfill starts
+        status = await backfill(store, load_image=load, reads_quiet_s=traffic.quiet_s).run()
+        await reader
+        return status
+
+    status = asyncio.run(asyncio.wait_for(main(), 60))
+    assert status.embedded == 6
+    assert in_flight_at_load == [0] * 6  # every image waited until the last read was over
+
+
+def test_constant_reads_slow_the_backfill_but_never_stop_it(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(backfill_pacing, "READ_PAUSE_MAX_S", 0.01)
+    store = MemoryStore(5)
+    looks = 0
+
+    def always_reading() -> float:  # a read is always in flight
+        nonlocal looks
+        looks += 1
+        return 0.0
+
+    status = asyncio.run(asyncio.wait_for(backfill(store, reads_quiet_s=always_reading).run(), 60))
+    assert (status.state, status.embedded) == ("done", 5)
+    assert looks >= 5 * 2  # each image paused (looked again) before it went ahead at the minimum rate
 
 
 def test_a_store_outage_fails_the_run_with_its_reason() -> None:
