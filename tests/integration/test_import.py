@@ -131,9 +131,9 @@ def test_bad_rows_are_reported_and_skipped(files: Files, two_models: TwoModels, 
     for i, row in enumerate(rows):
         vector = np.asarray(row["vector"], dtype=np.float64)
         if i == 1:
-            vector[3] = np.nan
+            vector[..., 3] = np.nan
         if i == 2:
-            vector = vector[:-1]
+            vector = vector[..., :-1]
         if i == 3:
             row["item_id"] = "bad id!"
         lines.append({k: v for k, v in row.items() if v is not None} | {"vector": vector.tolist()})
@@ -212,3 +212,27 @@ def test_import_route_writes_through_the_service(files: Files, two_models: TwoMo
         assert client.get("/similar/item-0", params={"k": 1}).json()["results"][0]["item_id"] == "dup-0"
         unknown = client.post("/items/import", json={"model_version": "v9", "items": rows[:1]})
         assert (unknown.status_code, unknown.json()["error"]["code"]) == (404, "model_not_found")
+
+
+def test_import_over_http_to_a_running_service(files: Files, two_models: TwoModels, tmp_path: Path) -> None:
+    import httpx
+
+    from tests.live import live_server
+
+    qdrant = tmp_path / "qdrant"
+    keys = {"LOOKALIKE_API_KEY": "write-key", "LOOKALIKE_ADMIN_API_KEY": "admin-key"}
+    env = {k: v for k, v in _env(two_models, qdrant, **keys).items() if k.startswith("LOOKALIKE_")}
+    with live_server(env) as server:
+        locked = _import(two_models, qdrant, str(files.v1))  # in-process while the service holds the store
+        assert locked.returncode == 1
+        assert "stop the service first, or import through it with --url" in locked.stderr
+
+        forbidden = _import(two_models, qdrant, str(files.v1), "--url", server.url, "--api-key", "write-key")
+        assert forbidden.returncode == 1
+        assert "403 forbidden" in forbidden.stderr
+
+        done = _import(two_models, qdrant, str(files.v1), "--url", server.url, "--api-key", "admin-key", "--batch", "3")
+        assert done.returncode == 0, done.stderr
+        assert "imported 8 item(s)" in done.stderr
+        similar = httpx.get(f"{server.url}/similar/item-0", params={"k": 1}).json()["results"]
+        assert similar[0]["item_id"] == "dup-0"
