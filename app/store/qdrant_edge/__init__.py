@@ -74,6 +74,22 @@ Maintenance (two background threads that mostly wait on subprocesses; one job at
   run, so a per-file walk stalled one swap for many seconds under a closed-loop reader
   (BENCHMARKS.md, "Index maintenance").
 
+Bulk load
+---------
+Through the live path a point is indexed once when its hot shard is sealed and again in every merge
+of its size tier (about 4-5 times before shards reach `max_shard_points`). `EdgeStore.bulk_load(rows)`
+(a catalogue's first load, a re-import) indexes each point once: rows (payload with item_id,
+{model version: photo vectors}, checked like an upsert; a bad row raises ValueError naming it) are
+streamed into `tmp-bulk-<n>/` (float32 rows appended to files, payloads in a JSONL: memory stays
+bounded), and every `shard_points` rows (default `max_shard_points`) the builder's `bulk` command
+makes one sealed shard of them (one optimize()). It is loaded and swapped in like a job's result,
+with a rank above every shard but the hot one (re-ranked above it), then older copies of its items
+are deleted from the other shards (upsert semantics; a sealed shard this empties is dropped). Reads,
+writes and maintenance go on meanwhile; a live write of an item the load also holds, made before its
+shard is swapped in, is replaced by the load's copy. A kill -9 leaves whole shards and `tmp-*`
+garbage; re-running the same load is idempotent. `stats()["points_built"]` counts the points passed
+into HNSW builds (jobs and bulk loads) since open.
+
 Concurrency
 -----------
 - Readers (get/similar/count) take the store's one lock (`StoreState.cond`) only to copy the shard
@@ -113,6 +129,8 @@ EdgeStore is a facade over parts that share one state object and are composed, n
 - `write_gate.py`: WriteGate, shared for writes, exclusive for freeze, swap and close.
 - `jobs.py`: JobRunner, one build/merge job (builder subprocess, source snapshots, swap) and the spare.
 - `maintenance.py`: MaintenanceScheduler, freezes and the spare and job threads.
+- `bulk.py`, `staging.py`: BulkLoader (EdgeStore.bulk_load), and the staging folder format it shares
+  with the builder.
 - `planning.py`: the job record and which job is next (build first, then size-tiered merges).
 - `shard.py`, `files.py`, `filters.py`: one open shard, file helpers (fsync, cp/rm, WAL syncer,
   directory lock), Qdrant filters for GET /similar.

@@ -183,9 +183,8 @@ class BulkLoader:
     def _swap(self, target: Shard, pids: list[str]) -> int:
         """Publish `target` as the newest sealed shard, then delete older copies of its points from the
         other shards (written first, removed second: a crash in between leaves duplicates that reads resolve
-        by rank); returns how many copies were deleted."""
+        by rank) and drop the sealed shards that this empties (a re-load); returns the copies deleted."""
         state = self.state
-        replaced = 0
         with state.gate.exclusive():
             if state.stopping:
                 raise JobAborted
@@ -193,17 +192,32 @@ class BulkLoader:
                 target.rank = state.manifest.take_number()
                 state.shards[0].rank = state.manifest.take_number()  # the hot shard stays the newest
             self.runner.install([], target, [])
-            for s in state.shards:
-                if s is target:
-                    continue
-                with s.lock:  # a job may be copying it (the deletes are recorded for its replay)
-                    found = [
-                        str(r.id)
-                        for i in range(0, len(pids), LOOKUP_PAGE)
-                        for r in s.edge.retrieve(pids[i : i + LOOKUP_PAGE], False, False)
-                    ]
-                    if found:
-                        self.writer.apply(s, UpdateOperation.delete_points(found), None)
-                        s.wal.sync()
-                        replaced += len(found)
+            replaced, emptied = self._delete_older(target, pids)
+            emptied = self.runner.shard_set.drop_idle(emptied)
+        if emptied:
+            self.runner.shard_set.dispose(emptied)
+            log.info("bulk load: dropped %s, emptied by newer copies", [s.name for s in emptied])
         return replaced
+
+    def _delete_older(self, target: Shard, pids: list[str]) -> tuple[int, list[Shard]]:
+        """Delete the points `pids` from every shard but `target` (the caller holds the gate exclusively);
+        returns how many were deleted and the sealed shards left empty."""
+        state = self.state
+        replaced, emptied = 0, []
+        for s in state.shards:
+            if s is target:
+                continue
+            with s.lock:  # a job may be copying it (the deletes are recorded for its replay)
+                found = [
+                    str(r.id)
+                    for i in range(0, len(pids), LOOKUP_PAGE)
+                    for r in s.edge.retrieve(pids[i : i + LOOKUP_PAGE], False, False)
+                ]
+                if not found:
+                    continue
+                self.writer.apply(s, UpdateOperation.delete_points(found), None)
+                s.wal.sync()
+                replaced += len(found)
+                if s.role == "sealed" and s.edge.info().points_count == 0:
+                    emptied.append(s)
+        return replaced, emptied

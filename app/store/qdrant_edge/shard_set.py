@@ -64,6 +64,24 @@ class ShardSet:
                 s.retired = True
             self.state.cond.notify_all()
 
+    def drop_idle(self, shards: list[Shard]) -> list[Shard]:
+        """Take `shards` out of the list (persisted first; retired) but those the running job rebuilds (its
+        swap retires them); returns the ones taken out. The caller holds the write gate exclusively.
+
+        Under `cond` from the check to the publish, so that no job is planned on a shard being dropped; the
+        manifest write (an fsync) holds readers for that long, which only a re-load's emptied shards cost."""
+        with self.state.cond:
+            busy = self.state.job.sources if self.state.job is not None else []
+            gone = [s for s in shards if s not in busy]
+            if gone:
+                remaining = [s for s in self.state.shards if s not in gone]
+                self.state.manifest.write([s.record() for s in remaining])
+                self.state.shards = remaining
+                for s in gone:
+                    s.retired = True
+                self.state.cond.notify_all()
+        return gone
+
     def wait_unread(self, shards: list[Shard], timeout_s: float | None = None) -> bool:
         """Wait until no reader holds any of `shards`; False if `timeout_s` ran out first."""
         with self.state.cond:
