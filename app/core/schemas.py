@@ -147,15 +147,6 @@ class BatchIn(BaseModel):
     items: list[Any] = Field(min_length=1, max_length=BATCH_MAX)
 
 
-class ImportIn(BaseModel):
-    """POST /items/import: items (POST /items bodies, each with `vector`: one photo's, or one per photo) whose
-    vectors a batch job made with `model_version`; each item is checked on its own, like in /items/batch."""
-
-    model_config = ConfigDict(extra="forbid")
-    model_version: str = Field(pattern=MODEL_VERSION_PATTERN)
-    items: list[Any] = Field(min_length=1, max_length=BATCH_MAX)
-
-
 class ItemWriteOut(BaseModel):
     item_id: str
     model_version: str

@@ -25,7 +25,6 @@ from app.core.schemas import (
     BatchIn,
     BatchOut,
     ErrorBody,
-    ImportIn,
     InfoOut,
     ItemForm,
     ItemIn,
@@ -49,6 +48,7 @@ from app.http.answers import answer, write_answer
 from app.http.page import router as page_router
 from app.service.backfill import Backfills
 from app.service.experiments import ExperimentService
+from app.service.import_rows import ImportIn
 from app.service.items import ItemService, KeptImage
 from app.service.runtime import Services
 

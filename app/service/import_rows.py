@@ -15,13 +15,22 @@ from typing import Any
 
 import numpy as np
 import pydantic
+from pydantic import BaseModel, ConfigDict, Field
 
 from app.core.errors import LookalikeError, validation_message
-from app.core.schemas import ItemIn
+from app.core.schemas import BATCH_MAX, MODEL_VERSION_PATTERN, ItemIn
 from app.service.embedding import Listing, decode_base64
 
 # Columns a row may carry besides the ItemIn fields.
 VECTOR_FIELD = "vector"
+
+
+class ImportIn(BaseModel):
+    """POST /items/import: items whose vectors a batch job made with `model_version`; each is checked alone."""
+
+    model_config = ConfigDict(extra="forbid")
+    model_version: str = Field(pattern=MODEL_VERSION_PATTERN)
+    items: list[Any] = Field(min_length=1, max_length=BATCH_MAX)
 
 
 class RowError(ValueError):
