@@ -88,14 +88,15 @@ def bulk_load(store: Any, settings: Settings, scanned: Scan, args: argparse.Name
     bar = tqdm(total=scanned.valid, unit="item", desc=f"importing {path.name}", disable=None)
     loaded = 0
     chunk: list[tuple[dict[str, Any], dict[str, Any]]] = []
-    last = scanned.done
+    committed = scanned.done
 
     def commit(upto: int) -> None:
-        nonlocal loaded, chunk
+        nonlocal loaded, chunk, committed
         base = bar.n
         if chunk:
             store.bulk_load(iter(chunk), shard_points=args.batch, progress=lambda n: bar.update(base + n - bar.n))
         progress.commit(upto, path)
+        committed = upto
         loaded += len(chunk)
         tqdm.write(f"committed rows 1..{upto} ({loaded} item(s) in this run)", file=sys.stderr)
         chunk = []
@@ -108,10 +109,9 @@ def bulk_load(store: Any, settings: Settings, scanned: Scan, args: argparse.Name
                 if isinstance(data, bytes):  # durable before the store names them, as in a write
                     images.put(photo["image_key"], data)
             chunk.append((payload, {args.model_version: row.vectors}))
-            last = row.number
             if len(chunk) == args.batch:
-                commit(last)
-        if chunk or scanned.last > scanned.done:
+                commit(row.number)
+        if scanned.last > committed:  # the last rows, and rejected rows after the last shard
             commit(scanned.last)
     finally:
         bar.close()
