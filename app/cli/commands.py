@@ -1,7 +1,8 @@
 """The `lookalike` parser (one module per command group) and `main`, which turns every failure into one line.
 
 Exit codes: 0 done; 1 the command failed (error answer, unreachable service, failed run); 2 bad arguments or
-settings (argparse's usage line); 3 done, but some items failed (index, backfill); 130 interrupted.
+settings (argparse's usage line); 3 done, but some items failed (index, import, backfill); 130 interrupted.
+`import` exits 2 also when its spot-check refuses the file.
 """
 
 from __future__ import annotations
@@ -13,7 +14,7 @@ from pathlib import Path
 
 import httpx
 
-from app.cli import experiments, images, index, models, similar
+from app.cli import experiments, images, imports, index, models, similar
 from app.cli.client import CommandError, unreachable
 from app.cli.options import int_range
 from app.core.errors import LookalikeError
@@ -24,6 +25,7 @@ def parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="lookalike", description="Visually similar marketplace listings")
     sub = p.add_subparsers(dest="command", required=True)
     index.add_parser(sub)
+    imports.add_parser(sub)
     similar.add_parser(sub)
     models.add_parser(sub)
     experiments.add_parser(sub)

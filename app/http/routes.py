@@ -48,6 +48,7 @@ from app.http.answers import answer, write_answer
 from app.http.page import router as page_router
 from app.service.backfill import Backfills
 from app.service.experiments import ExperimentService
+from app.service.import_rows import ImportIn
 from app.service.items import ItemService, KeptImage
 from app.service.runtime import Services
 
@@ -202,6 +203,13 @@ def _validated(model: type[M], data: Any) -> M:
 @router.post("/items/batch", response_model=BatchOut, responses=ERRORS, dependencies=[WriteAuth])
 async def post_batch(batch: BatchIn, service: Service) -> JSONResponse:
     return answer(BatchOut(results=await service.index_items(batch.items)))
+
+
+@router.post("/items/import", response_model=BatchOut, responses=ERRORS, dependencies=[AdminAuth])
+async def post_import(body: ImportIn, service: Service) -> JSONResponse:
+    """Items with the vectors a batch job made (`lookalike import --url`): checked, then written like a batch,
+    nothing fetched or embedded."""
+    return answer(BatchOut(results=await service.import_items(body.model_version, body.items)))
 
 
 @router.get("/items/{item_id}", response_model=ItemOut, responses=ERRORS)

@@ -53,6 +53,18 @@ class EmbeddedListing:
     vectors: dict[str, np.ndarray]  # [photos, dim] per asked model version
 
 
+def decode_base64(text: str, max_bytes: int) -> bytes:
+    """image_base64 (or a data URL) to bytes: 413 over `max_bytes` (FETCH_MAX_BYTES), 422 when it is not base64."""
+    if text.startswith("data:") and "," in text:  # accept data URLs as browsers produce them
+        text = text.split(",", 1)[1]
+    if len(text) > (max_bytes * 4) // 3 + 4:
+        raise ImageTooLarge(f"the image is over the limit of {max_bytes} bytes")
+    try:
+        return base64.b64decode(text, validate=True)
+    except (binascii.Error, ValueError):
+        raise ValidationError("image_base64 is not valid base64") from None
+
+
 class Embedder:
     def __init__(self, settings: Settings, models: ModelSet, fetcher: ImageFetcher, image_permits: Budget) -> None:
         self.settings = settings
@@ -64,15 +76,7 @@ class Embedder:
         self._decode_slots = asyncio.Semaphore(settings.decode_concurrency())
 
     def decode_base64(self, text: str) -> bytes:
-        """image_base64 (or a data URL) to bytes: 413 over FETCH_MAX_BYTES, 422 when it is not base64."""
-        if text.startswith("data:") and "," in text:  # accept data URLs as browsers produce them
-            text = text.split(",", 1)[1]
-        if len(text) > (self.settings.fetch_max_bytes * 4) // 3 + 4:
-            raise ImageTooLarge(f"the image is over the limit of {self.settings.fetch_max_bytes} bytes")
-        try:
-            return base64.b64decode(text, validate=True)
-        except (binascii.Error, ValueError):
-            raise ValidationError("image_base64 is not valid base64") from None
+        return decode_base64(text, self.settings.fetch_max_bytes)
 
     async def admitted_listing(self, listing: Listing, versions: list[str]) -> EmbeddedListing:
         """Every photo of a listing through `admitted` (one permit per photo), all or nothing: the first photo

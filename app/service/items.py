@@ -107,6 +107,9 @@ class ItemService:
     async def index_items(self, raw_items: list[dict[str, Any]]) -> list[BatchResult]:
         return await self.writes.index_items(raw_items)
 
+    async def import_items(self, version: str, raw_items: list[Any]) -> list[BatchResult]:
+        return await self.writes.import_items(version, raw_items)
+
     async def patch(self, item_id: str, patch: ItemPatch) -> ItemOut:
         return await self.writes.patch(item_id, patch)
 

@@ -19,6 +19,7 @@ from app.core import metrics
 from app.core.errors import (
     ItemNotFound,
     LookalikeError,
+    ModelNotFound,
     NotReady,
     StoreUnavailable,
     ValidationError,
@@ -27,6 +28,7 @@ from app.core.errors import (
 from app.core.schemas import BatchResult, ItemIn, ItemOut, ItemPatch, ItemWriteOut
 from app.service.boilerplate import Boilerplate
 from app.service.embedding import EmbeddedListing, Embedder, Listing
+from app.service.import_rows import RowError, check_row
 from app.service.store_access import StoreAccess
 from app.store.base import VersionsChanged
 from app.store.images import ImageStore, image_key, payload_image_keys
@@ -79,6 +81,42 @@ class ItemWrites:
             else:
                 for (i, _, _), result in zip(ready, written, strict=True):
                     results[i] = BatchResult(item_id=result.item_id, status=201 if result.created else 200)
+        return [r for r in results if r is not None]
+
+    async def import_items(self, version: str, raw_items: list[Any]) -> list[BatchResult]:
+        """POST /items/import: items with their vectors of `version` (checked like `lookalike import` rows), written
+        through the ordinary write path (kept photos, boilerplate marks, upsert) with no image fetched or embedded."""
+        active = (await self._access.versions()).active
+        if version not in active:
+            raise ModelNotFound(f"model version {version!r} is not active here (active: {active})")
+        if active != [version]:
+            raise ValidationError(
+                f"the active model versions are {active}; an import brings {version!r} only and every item needs "
+                "each active version's vector: import while it is the only active version"
+            )
+        dim = self._embedder.encoder(version).dim
+        settings = self._embedder.settings
+        results: list[BatchResult | None] = [None] * len(raw_items)
+        ready: list[tuple[int, Listing, EmbeddedListing]] = []
+        seen: set[str] = set()
+        for i, raw in enumerate(raw_items):
+            given_id = raw.get("item_id") if isinstance(raw, dict) else None
+            try:
+                row = check_row(i, raw, dim, settings.max_photos, settings.fetch_max_bytes)
+                if row.item.item_id in seen:
+                    raise RowError(f"item_id {row.item.item_id!r} appears more than once in this batch")
+                seen.add(row.item.item_id)
+            except RowError as exc:
+                failed = ValidationError(str(exc))
+                results[i] = BatchResult.failed(given_id if isinstance(given_id, str) else None, failed)
+                continue
+            listing = row.listing(settings.fetch_max_bytes)
+            photos = [p if isinstance(p, bytes) else b"" for p in listing.photos]  # a URL photo keeps no bytes
+            ready.append((i, listing, EmbeddedListing(photos, {version: row.vectors})))
+        if ready:
+            written = await self._upsert([p for _, p, _ in ready], [e for _, _, e in ready])
+            for (i, _, _), result in zip(ready, written, strict=True):
+                results[i] = BatchResult(item_id=result.item_id, status=201 if result.created else 200)
         return [r for r in results if r is not None]
 
     def _validate_batch(
@@ -161,23 +199,7 @@ class ItemWrites:
             return await self._access.call("upsert", store.upsert, payloads, subset)
 
     def _payload(self, pending: Listing, now: float) -> dict[str, Any]:
-        fields = {k: v for k, v in pending.metadata.items() if v is not None}
-        write_id = uuid.uuid4().hex  # new on every image write; patches keep it (backfills check it)
-        photos: list[dict[str, Any]] = []
-        for i, photo in enumerate(pending.photos):
-            if isinstance(photo, str):  # written from a URL: keep it (GET /items/{id}/images/{i} redirects to it)
-                photos.append({"image_url": photo})
-            else:  # written from bytes: kept in the ImageStore under this key (the cover's as before photos)
-                photos.append({"image_key": image_key(pending.item_id, write_id if i == 0 else f"{write_id}-{i}")})
-        fields.update(photos[0])  # the cover, as listings from before several photos have it
-        return {
-            "item_id": pending.item_id,
-            **fields,
-            "photos": photos,
-            "write_id": write_id,
-            "model_version": self._access.serving,
-            "indexed_at": now,
-        }
+        return listing_payload(pending, self._access.serving, now)
 
     def image_keys(self, item_ids: list[str]) -> list[list[str]]:
         """The kept-photo keys of each item as it is now (read before a write replaces it): one store read."""
@@ -209,3 +231,24 @@ class ItemWrites:
             raise ItemNotFound(item_id)
         # after the store write: a crash in between leaves orphan files, never a lost photo
         await asyncio.to_thread(self._drop_images, keys)
+
+
+def listing_payload(pending: Listing, serving: str, now: float) -> dict[str, Any]:
+    """The payload a listing is stored with (also what `lookalike import` stores): metadata, photos, write_id."""
+    fields = {k: v for k, v in pending.metadata.items() if v is not None}
+    write_id = uuid.uuid4().hex  # new on every image write; patches keep it (backfills check it)
+    photos: list[dict[str, Any]] = []
+    for i, photo in enumerate(pending.photos):
+        if isinstance(photo, str):  # written from a URL: keep it (GET /items/{id}/images/{i} redirects to it)
+            photos.append({"image_url": photo})
+        else:  # written from bytes: kept in the ImageStore under this key (the cover's as before photos)
+            photos.append({"image_key": image_key(pending.item_id, write_id if i == 0 else f"{write_id}-{i}")})
+    fields.update(photos[0])  # the cover, as listings from before several photos have it
+    return {
+        "item_id": pending.item_id,
+        **fields,
+        "photos": photos,
+        "write_id": write_id,
+        "model_version": serving,
+        "indexed_at": now,
+    }
