@@ -64,7 +64,7 @@ async def send_rows(args: argparse.Namespace, rejects: Rejects) -> int:
         print(f"nothing to import ({rejects.count} row(s) rejected)", file=sys.stderr)
         return 3 if rejects.count else 0
     await parity(args, scanned, encoder, settings)
-    size = min(args.batch, BATCH_MAX)
+    size = min(args.batch or BATCH_MAX, BATCH_MAX)
     sent = 0
     bar = tqdm(total=scanned.valid, unit="item", desc=f"importing {args.file.name}", disable=None)
     async with http_client(args.url, args.api_key) as client:

@@ -8,7 +8,8 @@ and compared (app/service/parity.py): vectors of another model or another prepro
 
 In-process (no --url): the embedded store is opened like the service opens it (the service must be stopped:
 the store's directory lock refuses a second opener) and filled with `EdgeStore.bulk_load`, one sealed shard
-per `--batch` rows, each vector indexed once. After each shard is in, the rows done are noted in a progress
+per `--batch` rows (default LOOKALIKE_EDGE_BULK_SHARD_POINTS), each vector indexed once: the rows stream
+through, never all in memory. After each shard is in, the rows done are noted in a progress
 file beside the store, keyed by the file's sha256: a re-run (after a crash, a kill -9, or of a finished file)
 goes on after the last committed row; rows redone are upserts by item_id. With --url the rows go to the
 running service's POST /items/import (admin key), a batch at a time.
@@ -21,6 +22,8 @@ import asyncio
 import re
 import sys
 import time
+from array import array
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -41,7 +44,6 @@ from app.service.writes import listing_payload
 from app.store.images import ImageStore
 from app.store.qdrant_edge.files import read_json, write_json_atomic
 
-DEFAULT_BATCH = 10_000  # rows per sealed shard (in-process) and so per progress note
 DEFAULT_CHECK = 50
 SEED = 0
 
@@ -80,42 +82,38 @@ def _version_of(versions: list[Any], version: str) -> str:
 
 
 def bulk_load(store: Any, settings: Settings, scanned: Scan, args: argparse.Namespace, dim: int) -> int:
-    """Pass two: one store.bulk_load per --batch rows (one sealed shard), the progress note after each."""
+    """Pass two: the valid rows streamed into one store.bulk_load (a sealed shard per --batch rows, default
+    LOOKALIKE_EDGE_BULK_SHARD_POINTS), the progress note after each shard is in."""
     path = args.file
     serving = _version_of(store.versions(), args.model_version)
     images = ImageStore(settings.image_store_dir())
     progress = Progress(_progress_folder(store), scanned.sha256)
     bar = tqdm(total=scanned.valid, unit="item", desc=f"importing {path.name}", disable=None)
-    loaded = 0
-    chunk: list[tuple[dict[str, Any], dict[str, Any]]] = []
-    committed = scanned.done
+    numbers = array("q")  # the file row number of each row handed to the load, for the progress note
 
-    def commit(upto: int) -> None:
-        nonlocal loaded, chunk, committed
-        base = bar.n
-        if chunk:
-            store.bulk_load(iter(chunk), shard_points=args.batch, progress=lambda n: bar.update(base + n - bar.n))
-        progress.commit(upto, path)
-        committed = upto
-        loaded += len(chunk)
-        tqdm.write(f"committed rows 1..{upto} ({loaded} item(s) in this run)", file=sys.stderr)
-        chunk = []
-
-    try:
+    def rows() -> Iterator[tuple[dict[str, Any], dict[str, Any]]]:
         for row in valid_rows(path, dim, settings, scanned):
             listing = row.listing(settings.fetch_max_bytes)
             payload = listing_payload(listing, serving, time.time())  # the service's own payload
             for photo, data in zip(payload["photos"], listing.photos, strict=True):
                 if isinstance(data, bytes):  # durable before the store names them, as in a write
                     images.put(photo["image_key"], data)
-            chunk.append((payload, {args.model_version: row.vectors}))
-            if len(chunk) == args.batch:
-                commit(row.number)
-        if scanned.last > committed:  # the last rows, and rejected rows after the last shard
-            commit(scanned.last)
+            numbers.append(row.number)
+            yield payload, {args.model_version: row.vectors}
+
+    def committed(done: int) -> None:
+        progress.commit(numbers[done - 1], path)
+        tqdm.write(f"committed rows 1..{numbers[done - 1]} ({done} item(s) in this run)", file=sys.stderr)
+
+    try:
+        report = store.bulk_load(
+            rows(), shard_points=args.batch, progress=lambda n: bar.update(n - bar.n), committed=committed
+        )
+        if scanned.last > (numbers[-1] if numbers else scanned.done):  # rejected rows after the last one loaded
+            progress.commit(scanned.last, path)
     finally:
         bar.close()
-    return loaded
+    return report.items
 
 
 def _progress_folder(store: Any) -> Path:
@@ -209,6 +207,11 @@ def add_parser(sub: Any) -> None:
     check = p.add_mutually_exclusive_group()
     check.add_argument("--check", type=int_range(1, 10_000), default=DEFAULT_CHECK, help="rows to re-embed first")
     check.add_argument("--no-check", action="store_true", help="skip the parity spot-check (loudly)")
-    p.add_argument("--batch", type=int_range(1, 1_000_000), default=DEFAULT_BATCH, help="rows per shard/request")
+    p.add_argument(
+        "--batch",
+        type=int_range(1, 100_000_000),
+        default=None,
+        help="rows per sealed shard (default LOOKALIKE_EDGE_BULK_SHARD_POINTS); with --url rows per request (256)",
+    )
     p.add_argument("--rejects", type=Path, help="write the rejected rows (row, item_id, reason) to this JSONL file")
     p.set_defaults(run=run)

@@ -27,6 +27,14 @@ def point_id(item_id: str) -> str:
     return str(uuid.uuid5(POINT_NAMESPACE, item_id))
 
 
+def payload_point_id(payload: dict[str, Any]) -> str:
+    """The point id of a payload a store is given; ValueError when it names no item."""
+    item_id = payload.get("item_id")
+    if not isinstance(item_id, str) or not item_id:
+        raise ValueError("every payload needs a non-empty string item_id")
+    return point_id(item_id)
+
+
 @dataclass(frozen=True)
 class SimilarFilters:
     category: str | None = None

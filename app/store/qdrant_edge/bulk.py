@@ -26,7 +26,7 @@ import numpy as np
 from qdrant_edge import UpdateOperation
 
 from app.core.errors import SinglePhotoVersion, StoreUnavailable
-from app.store.base import VersionsChanged, point_id
+from app.store.base import VersionsChanged, payload_point_id
 from app.store.qdrant_edge.files import remove_dir
 from app.store.qdrant_edge.jobs import JobRunner, load_built, move_into_place
 from app.store.qdrant_edge.manifest import STAGING_PREFIX, shard_name
@@ -59,13 +59,11 @@ def staged_row(versions: list[StoredVersion], n: int, row: BulkRow) -> tuple[str
     """Check row `n` like an upsert checks its items -> (point id, payload JSON, {vector name: rows [P, dim]})."""
     try:
         payload, vectors = row
-        item_id = payload.get("item_id")
-        if not isinstance(item_id, str) or not item_id:
-            raise ValueError("the payload needs a non-empty string item_id")
+        pid = payload_point_id(payload)
         if not isinstance(vectors, Mapping):
             raise ValueError("vectors must be a mapping {model version: photo vectors}")
         by_name = vectors_by_name(versions, 1, {v: [photo_rows(a)] for v, a in vectors.items()})
-        return point_id(item_id), json.dumps(payload), {name: rows[0] for name, rows in by_name.items()}
+        return pid, json.dumps(payload), {name: rows[0] for name, rows in by_name.items()}
     except (ValueError, TypeError, AttributeError, VersionsChanged, SinglePhotoVersion) as e:
         raise ValueError(f"bulk load row {n}: {e}") from e
 
@@ -80,8 +78,14 @@ class BulkLoader:
         self.wake = wake  # maintenance re-plans (the new shards may merge)
 
     def load(
-        self, rows: Iterable[BulkRow], shard_points: int | None, progress: Callable[[int], None] | None
+        self,
+        rows: Iterable[BulkRow],
+        shard_points: int | None,
+        progress: Callable[[int], None] | None,
+        committed: Callable[[int], None] | None = None,
     ) -> BulkReport:
+        """Stage, build and swap in `shard_points` rows at a time; `progress(rows staged)` as rows go,
+        `committed(rows)` once each shard is in (a caller notes where a re-run may resume)."""
         state = self.state
         per_shard = shard_points if shard_points is not None else state.config.bulk_shard_points
         if per_shard < 1:
@@ -113,6 +117,8 @@ class BulkLoader:
             done += len(pids)
             shards += 1
             report(done)
+            if committed is not None:
+                committed(done)
             if len(pids) < per_shard:
                 break
         return BulkReport(items=done, shards=shards, points_built=built, seconds=time.perf_counter() - t0)

@@ -25,7 +25,7 @@ from qdrant_edge import (
 
 from app.core.errors import StoreUnavailable
 from app.store import photos
-from app.store.base import Hit, ItemPage, ModelVersion, PhotoVectors, SimilarFilters, point_id
+from app.store.base import Hit, ItemPage, ModelVersion, PhotoVectors, SimilarFilters, payload_point_id, point_id
 from app.store.qdrant_edge import browse
 from app.store.qdrant_edge.builder import IndexOptions, create_vector
 from app.store.qdrant_edge.bulk import BulkLoader, BulkReport, BulkRow
@@ -197,11 +197,16 @@ class EdgeStore:
                 }
 
     def bulk_load(
-        self, rows: Iterable[BulkRow], *, shard_points: int | None = None, progress: Callable[[int], None] | None = None
+        self,
+        rows: Iterable[BulkRow],
+        *,
+        shard_points: int | None = None,
+        progress: Callable[[int], None] | None = None,
+        committed: Callable[[int], None] | None = None,
     ) -> BulkReport:
-        """Load many items, each vector indexed once (rows: payload, {version: photo vectors}; see bulk.py)."""
+        """Load many items, each vector indexed once (rows: payload, {version: photo vectors}); see bulk.py."""
         loader = BulkLoader(self._state, self._maintenance.runner, self._writer, self._maintenance.wake)
-        return loader.load(rows, shard_points, progress)
+        return loader.load(rows, shard_points, progress, committed)
 
     # ------------------------------------------------------------ VectorStore API
 
@@ -210,12 +215,7 @@ class EdgeStore:
         if not self.ready():
             raise StoreUnavailable("the embedded store is not open")
         vectors_by_name(self._state.manifest.versions, len(payloads), vectors)  # fail before anything else
-        ids: list[str] = []
-        for p in payloads:
-            item_id = p.get("item_id")
-            if not isinstance(item_id, str) or not item_id:
-                raise ValueError("every payload needs a non-empty string item_id")
-            ids.append(point_id(item_id))
+        ids = [payload_point_id(p) for p in payloads]
         if not ids:
             return []
         last = {pid: i for i, pid in enumerate(ids)}  # a repeated item in one batch: the last one wins
