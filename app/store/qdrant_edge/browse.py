@@ -43,6 +43,7 @@ class Searching:
 
 Where = tuple[dict[str, Any], SimilarFilters]  # filters.build_filter's arguments: picklable, unlike a Filter
 Answers = list[list[tuple[str, float]]]  # per query: (point id, score), best first
+Candidate = tuple[dict[str, Any], np.ndarray]  # a listing's payload and photo rows [P, dim]
 
 
 def candidates(
@@ -53,17 +54,17 @@ def candidates(
     using: str = "",
     leave_out: str | None = None,
     how: Searching = Searching(),
-) -> list[tuple[dict[str, Any], np.ndarray]]:
+) -> list[Candidate]:
     """The listings among the `limit` nearest of any query vector (by MaxSim: their closest photo) over all
     shards, with their payload and photo rows [P, dim] of `using`, for an exact re-score (app/store/photos.py);
     `where`: (query item payload, SimilarFilters) for filters.build_filter, or None; `leave_out`: a point id
     never returned (the query item of GET /similar). Sealed shards are searched by `how.readers` when they can."""
     rows = np.asarray(queries, dtype=np.float32).reshape(len(queries), -1)
     wanted = limit + (leave_out is not None)  # room for the left-out point, dropped below
-    answers = _search(shards, rows, wanted, where, using, how)
+    answers, records = _search(shards, rows, wanted, where, using, how)
     found: dict[str, tuple[float, Shard]] = {}  # point id -> (best score of any query, newest shard holding it)
     for s in shards:
-        for answer in answers[s.name]:
+        for answer in answers.get(s.name, ()):
             for pid, score in answer:
                 best, holder = found.get(pid, (score, s))
                 found[pid] = (max(best, score), holder)
@@ -74,7 +75,11 @@ def candidates(
         by_shard.setdefault(id(s), (s, []))[1].append(point)
     out = []  # an item deleted between the query and this read is left out, as if gone before
     for s, points in by_shard.values():
-        for r in s.edge.retrieve(points, True, True):
+        # A reader's record of a point is current unless a write touched it since (then read it here).
+        sent = [p for p in points if p in records and p not in s.touched]
+        out += [records[p] for p in sent]
+        rest = [p for p in points if p not in set(sent)]
+        for r in s.edge.retrieve(rest, True, True) if rest else []:
             rows = photo_rows(record_vectors(r.vector).get(using))
             if rows is not None and r.payload:
                 out.append((dict(r.payload), rows))
@@ -83,10 +88,11 @@ def candidates(
 
 def _search(
     shards: list[Shard], rows: np.ndarray, limit: int, where: Where | None, using: str, how: Searching
-) -> dict[str, Answers]:
-    """Each shard's answers (per query: (point id, score), best first). The sealed shards that have a
-    reader view are sent to one reader (minus their touched points) while this thread searches the
-    others and the touched points; a reader that fails is made up for in-process."""
+) -> tuple[dict[str, Answers], dict[str, Candidate]]:
+    """Each shard's answers (per query: (point id, score), best first; none for a shard known empty), and the
+    records readers sent. The sealed shards that have a reader view are sent to one reader (minus their
+    touched points) while this thread searches the others and the touched points; a reader that fails is
+    made up for in-process."""
     base = build_filter(*where) if where is not None else None
     readers, params = how.readers, how.params
     offload: list[tuple[Shard, list[str]]] = []
@@ -99,7 +105,9 @@ def _search(
             searches.append((s.name, str(view), using, limit, where, touched, rows.tobytes(), rows.shape[1]))
     pending = readers.submit(searches) if readers is not None and searches else None
     sent = {s.name for s, _ in offload} if pending is not None else set()
-    answers = {s.name: _query(s, rows, limit, base, using, params) for s in shards if s.name not in sent}
+    mine_here = [s for s in shards if s.name not in sent and not s.empty]
+    answers = {s.name: _query(s, rows, limit, base, using, params) for s in mine_here}
+    records: dict[str, Candidate] = {}
     remote = pending.wait() if pending is not None else None
     for (s, touched), answer in zip(offload, remote or [None] * len(offload), strict=True):
         if s.name in answers:
@@ -107,10 +115,15 @@ def _search(
         if answer is None:  # the reader failed: search here
             answers[s.name] = _query(s, rows, limit, base, using, params)
             continue
-        mine = _query(s, rows, limit, with_ids(base, touched), using, params) if touched else [[] for _ in answer]
+        theirs, sent_records = answer
+        mine = _query(s, rows, limit, with_ids(base, touched), using, params) if touched else [[] for _ in theirs]
         gone = set(touched)
-        answers[s.name] = [[p for p in a if p[0] not in gone] + m for a, m in zip(answer, mine, strict=True)]
-    return answers
+        answers[s.name] = [[p for p in a if p[0] not in gone] + m for a, m in zip(theirs, mine, strict=True)]
+        dim = rows.shape[1]
+        for pid, (payload, data, count) in sent_records.items():
+            if pid not in gone:
+                records[pid] = (payload, np.frombuffer(data, dtype=np.float32).reshape(count, dim))
+    return answers, records
 
 
 def _query(
@@ -144,7 +157,8 @@ def similar_listings(
     if k < 1:
         raise ValueError("k must be >= 1")
     pid = point_id(item_id)
-    item = next((records[0] for s in shards if (records := s.edge.retrieve([pid], True, True))), None)
+    held = (s.edge.retrieve([pid], True, True) for s in shards if not s.empty)
+    item = next((records[0] for records in held if records), None)
     if item is None:
         return None
     rows = photo_rows(record_vectors(item.vector).get(v.vector))

@@ -196,7 +196,7 @@ class JobRunner:
                 loaded[0].close()
                 remove_dir(path)
                 raise JobAborted
-            state.spare = Shard(name=name, path=path, edge=loaded[0], role="spare", rank=0)
+            state.spare = Shard(name=name, path=path, edge=loaded[0], role="spare", rank=0, empty=True)
 
     # ------------------------------------------------------------ build/merge jobs
 

@@ -26,12 +26,16 @@ from typing import Any
 import numpy as np
 from qdrant_edge import EdgeShard, Filter, HasIdCondition, Query, QueryBatchRequest, QueryRequest, SearchParams
 
-from app.store.qdrant_edge.builder import IndexOptions, _die_with_parent
+from app.store import photos
+from app.store.qdrant_edge.builder import IndexOptions, _die_with_parent, record_vectors
 from app.store.qdrant_edge.filters import build_filter
+from app.store.versions import photo_rows
 
 # One shard's part of a request: (view name, view path, named vector, limit, where, excluded ids,
 # float32 query rows as bytes, dim). `where` is (query item payload, SimilarFilters) or None.
 ShardSearch = tuple[str, str, str, int, Any, list[str], bytes, int]
+Record = tuple[dict[str, Any], bytes, int]  # payload, photo rows (float32 bytes), photo count
+ShardAnswer = tuple[list[list[tuple[str, float]]], dict[str, Record]]  # per query (id, score); records
 
 
 def search_filter(where: Any, exclude: list[str]) -> Filter | None:
@@ -69,8 +73,10 @@ class Reader:
         self.params = params
         self.views: dict[str, EdgeShard] = {}
 
-    def handle(self, drops: list[str], searches: list[ShardSearch]) -> list[list[list[tuple[str, float]]]]:
-        """Close the dropped views, then run each shard's batch: per shard, per query, (point id, score)."""
+    def handle(self, drops: list[str], searches: list[ShardSearch]) -> list[ShardAnswer]:
+        """Close the dropped views, then run each shard's batch: per shard, per query, (point id, score),
+        and the records of the best `limit` points (payload, photo rows of the vector searched), so that the
+        server need not read them itself: retrieving vectors makes Python floats, costly under its GIL."""
         for name in drops:
             view = self.views.pop(name, None)
             if view is not None:
@@ -81,8 +87,23 @@ class Reader:
             if view is None:
                 view = self.views[name] = EdgeShard.load(f"{path}/{self.slot}")
             answers = view.query_batch(requests(using, limit, where, exclude, rows, dim, self.params))
-            out.append([[(str(p.id), float(p.score)) for p in answer] for answer in answers])
+            scored = [[(str(p.id), float(p.score)) for p in answer] for answer in answers]
+            best: dict[str, float] = {}
+            for answer in scored:
+                for pid, score in answer:
+                    best[pid] = max(score, best.get(pid, score))
+            out.append((scored, records(view, photos.shortlist(best, limit), using)))
         return out
+
+
+def records(view: EdgeShard, points: list[str], using: str) -> dict[str, Record]:
+    """{point id: (payload, photo rows as float32 bytes, photo count)} of `points` that have `using`."""
+    found: dict[str, Record] = {}
+    for r in view.retrieve(points, True, True) if points else []:
+        rows = photo_rows(record_vectors(r.vector).get(using))
+        if rows is not None and r.payload:
+            found[str(r.id)] = (dict(r.payload), np.ascontiguousarray(rows, dtype=np.float32).tobytes(), len(rows))
+    return found
 
 
 def serve(conn: Connection, reader: Reader) -> None:

@@ -49,6 +49,8 @@ class Shard:
     rewritten: int = 0  # points given a vector in place since this process opened it (reseal planning)
     # sealed: points written since its reader view was made (readers.py); searched in-process, not in the view
     touched: set[str] = field(default_factory=set)
+    # Known to hold no point (a spare, or empty at open), so searches skip it; cleared before any upsert.
+    empty: bool = False
     wal: WalSyncer = field(init=False)
 
     def __post_init__(self) -> None:
@@ -61,7 +63,9 @@ class Shard:
         if not path.is_dir():
             raise RuntimeError(f"the manifest of {root} names {record.name} but the directory is missing")
         edge = EdgeShard.load(str(path))
-        return cls(name=record.name, path=path, edge=edge, role=record.role, rank=record.rank, points=record.points)
+        shard = cls(name=record.name, path=path, edge=edge, role=record.role, rank=record.rank, points=record.points)
+        shard.empty = edge.info().points_count == 0
+        return shard
 
     def record(self) -> ShardRecord:
         """This shard as a manifest row."""

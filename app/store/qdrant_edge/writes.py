@@ -74,6 +74,8 @@ class ShardWriter:
         point ids the op changes; a sealed shard's reader view no longer answers for them (readers.py).
         """
         points = list(points)
+        if points:  # before the write: a search never skips a shard that may hold them
+            shard.empty = False
         job = self.state.job
         recorded = job is not None and job.recording and shard in job.sources
         # Marked before the write: a search that starts after this write returns never trusts a view for them.
