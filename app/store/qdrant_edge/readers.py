@@ -46,7 +46,9 @@ MAX_TOUCHED_FRACTION = 0.05
 
 
 def default_workers() -> int:
-    return os.cpu_count() or 1
+    # The serving process keeps one core busy with HTTP, its own shards and the re-rank; the readers take the
+    # rest. One reader per core would only add memory (each maps its views), not throughput.
+    return max(1, (os.cpu_count() or 1) - 1)
 
 
 @dataclass
