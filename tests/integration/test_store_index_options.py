@@ -96,22 +96,3 @@ def test_settings_reach_the_store(tmp_path: Path) -> None:
     assert isinstance(store, EdgeStore)
     wanted = IndexOptions(quantization="none", vectors_on_disk=False, hnsw_ef=64, oversampling=3.0)
     assert store._state.config.index == wanted
-
-
-def chunk_mappings(root: Path) -> list[list[str]]:
-    """VmFlags of this process's mappings of the float32 originals under `root` (Linux smaps)."""
-    flags, current = [], ""
-    for line in Path("/proc/self/smaps").read_text(encoding="utf-8").splitlines():
-        fields = line.split()
-        if fields and not fields[0].endswith(":"):
-            current = fields[5] if len(fields) >= 6 else ""
-        elif fields and fields[0] == "VmFlags:" and current.startswith(str(root.resolve())):
-            flags += [fields[1:]] if "/vector_storage" in current and "/quantized" not in current else []
-    return flags
-
-
-def test_originals_on_disk_are_read_without_read_ahead(sealed_store: Callable[..., Any]) -> None:
-    store, _ = sealed_store(IndexOptions(quantization="int8", vectors_on_disk=True))
-    mapped = chunk_mappings(store.root)
-    assert mapped, "a sealed shard with vectors on disk maps its original vectors"
-    assert all("rr" in f for f in mapped)  # MADV_RANDOM: a re-score's read pulls in no neighbours

@@ -11,12 +11,10 @@ work is one call each: os.sync(), or `cp`/`rm` in a child process that the threa
 from __future__ import annotations
 
 import contextlib
-import ctypes
 import fcntl
 import json
 import os
 import subprocess
-import sys
 import threading
 from pathlib import Path
 from typing import Any
@@ -128,29 +126,3 @@ class DirLock:
 def read_json(path: Path) -> dict[str, Any]:
     """A JSON document written by write_json_atomic; {} when there is none yet."""
     return json.loads(path.read_text(encoding="utf-8")) if path.exists() else {}
-
-
-MADV_RANDOM = 1  # <sys/mman.h>: no read-ahead around a page fault
-
-
-def advise_random(root: Path) -> int:
-    """Tell Linux that this process's mappings of the float32 originals under `root` (a shard folder) are read at
-    random: a re-score reads a few vectors, and the default read-ahead around each fault would pull in up to
-    hundreds of kB of neighbours, which stay resident (measured: 1.3 GB of originals after 200 searches of a 1M
-    shard). The int8 copy and the graph are read all over and stay as they are. Returns the bytes advised."""
-    if not sys.platform.startswith("linux"):
-        return 0
-    libc = ctypes.CDLL(None, use_errno=True)
-    libc.madvise.argtypes = (ctypes.c_void_p, ctypes.c_size_t, ctypes.c_int)
-    prefix = str(root.resolve()) + "/"
-    advised = 0
-    with open("/proc/self/maps", encoding="utf-8") as maps:
-        for line in maps:
-            fields = line.split(maxsplit=5)
-            path = fields[5].strip() if len(fields) == 6 else ""
-            if not path.startswith(prefix) or "/vector_storage" not in path or "/quantized" in path:
-                continue
-            start, end = (int(x, 16) for x in fields[0].split("-"))
-            if libc.madvise(start, end - start, MADV_RANDOM) == 0:
-                advised += end - start
-    return advised

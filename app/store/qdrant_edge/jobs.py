@@ -24,7 +24,7 @@ from typing import Any
 from qdrant_edge import EdgeShard, UpdateOperation
 
 from app.store.qdrant_edge.builder import create_vector
-from app.store.qdrant_edge.files import advise_random, copy_dir, fsync_path, remove_dir
+from app.store.qdrant_edge.files import copy_dir, fsync_path, remove_dir
 from app.store.qdrant_edge.manifest import STAGING_PREFIX
 from app.store.qdrant_edge.planning import Job, JobAborted
 from app.store.qdrant_edge.shard import Shard, gil_hold
@@ -65,7 +65,6 @@ def load_built(final: Path) -> tuple[EdgeShard, float]:
     t = time.perf_counter()
     with gil_hold(f"load of {final.name}"):
         edge = EdgeShard.load(str(final))  # the one unavoidable GIL hold of a job
-    advise_random(final)
     return edge, (time.perf_counter() - t) * 1e3
 
 

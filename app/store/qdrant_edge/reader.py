@@ -21,7 +21,6 @@ import socket
 import sys
 import traceback
 from multiprocessing.connection import Connection
-from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -29,7 +28,6 @@ from qdrant_edge import EdgeShard, Filter, HasIdCondition, Query, QueryBatchRequ
 
 from app.store import photos
 from app.store.qdrant_edge.builder import IndexOptions, _die_with_parent, record_vectors
-from app.store.qdrant_edge.files import advise_random
 from app.store.qdrant_edge.filters import build_filter
 from app.store.versions import photo_rows
 
@@ -86,12 +84,9 @@ class Reader:
         out = []
         for name, path, using, limit, where, exclude, rows, dim in searches:
             view = self.views.get(name)
-            fresh = view is None
             if view is None:
                 view = self.views[name] = EdgeShard.load(f"{path}/{self.slot}")
             answers = view.query_batch(requests(using, limit, where, exclude, rows, dim, self.params))
-            if fresh:  # after the first search: the engine maps some of the files only then
-                advise_random(Path(f"{path}/{self.slot}"))
             scored = [[(str(p.id), float(p.score)) for p in answer] for answer in answers]
             best: dict[str, float] = {}
             for answer in scored:

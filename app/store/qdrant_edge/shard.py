@@ -14,7 +14,7 @@ from typing import Any
 from qdrant_edge import EdgeShard, UpdateOperation
 
 from app.store.qdrant_edge.builder import create_vector, vector_names
-from app.store.qdrant_edge.files import WalSyncer, advise_random
+from app.store.qdrant_edge.files import WalSyncer
 from app.store.qdrant_edge.manifest import ShardRecord
 
 log = logging.getLogger("lookalike.store.edge")
@@ -63,7 +63,6 @@ class Shard:
         if not path.is_dir():
             raise RuntimeError(f"the manifest of {root} names {record.name} but the directory is missing")
         edge = EdgeShard.load(str(path))
-        advise_random(path)
         shard = cls(name=record.name, path=path, edge=edge, role=record.role, rank=record.rank, points=record.points)
         shard.empty = edge.info().points_count == 0
         return shard
