@@ -331,6 +331,7 @@ def run(
         checked = spot_check(work, model, version, check, catalog_items)
     finally:
         shutil.rmtree(work, ignore_errors=True)
+    machine["loadavg_1m_end"] = round(os.getloadavg()[0], 2)  # other work on a shared machine slows the parts
     return {
         "benchmark": "import_rate",
         "items": items,
@@ -380,7 +381,7 @@ def render(r: dict[str, Any]) -> str:
     return "\n".join(
         [
             f"import_rate: {r['items']} x {r['dim']} vectors ({r['model_version']}), Parquet {r['file_mb']} MB",
-            machine_line(r["machine"]),
+            machine_line(r["machine"]) + f" at the start, {r['machine']['loadavg_1m_end']} at the end",
             table(rows),
             f"in-process: points_built {local['points_built']}, shard roles {local['shard_roles']}; "
             f"HTTP: stop {remote['stop_seconds']} s + maintenance left {remote['maintenance_seconds']} s "
