@@ -10,7 +10,9 @@ from __future__ import annotations
 
 import hashlib
 import os
+import shutil
 import signal
+import threading
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -20,7 +22,9 @@ import pytest
 from qdrant_edge import ScrollRequest
 
 from app.store.base import SimilarFilters
-from app.store.qdrant_edge import EdgeStore
+from app.store.qdrant_edge import EdgeStore, page_cache
+from app.store.qdrant_edge.builder import IndexOptions, vector_names
+from app.store.qdrant_edge.reader import Reader
 from app.store.qdrant_edge.readers import READERS_DIR
 from tests.integration.test_store_edge import DIM, WAIT_S, Mirror, assert_matches, hold_builds, make_items
 
@@ -231,3 +235,70 @@ def test_writes_during_a_build_and_merges_keep_reads_exact(open_store: Callable[
     assert store.stats()["merges"] >= 1
     assert view_names(store) == sealed_names(store)
     assert_matches(store, mirror, ["item-3", "item-13", "item-160", "item-350"])
+
+
+def released_resident_kb(under: Path) -> int:
+    """Resident memory of this process's mappings of originals and payloads below `under` (from smaps)."""
+    total, counting = 0, False
+    prefix = str(under.resolve())
+    with open("/proc/self/smaps", encoding="utf-8") as smaps:
+        for line in smaps:
+            fields = line.split()
+            if fields and "-" in fields[0] and not fields[0].endswith(":"):
+                path = fields[5] if len(fields) > 5 else ""
+                counting = path.startswith(prefix) and any(part in path for part in page_cache.RELEASED)
+            elif counting and fields[0] == "Rss:":
+                total += int(fields[1])
+    return total
+
+
+def test_a_reader_unmaps_the_originals_it_read_and_answers_the_same(
+    open_store: Callable[..., EdgeStore], tmp_path: Path
+) -> None:
+    """The originals a search re-scored with and the payloads it read leave the reader's memory (they stay
+    in the page cache), and nothing a later search needs is lost."""
+    store, _ = filled(open_store, workers=1)
+    shard = next(s for s in store._state.shards if s.role == "sealed")
+    src = tmp_path / "qdrant" / "items" / shard.name
+    views = tmp_path / "views"
+    slot = views / shard.name / "0"  # a view of our own: the store's reader holds its slot 0
+    slot.mkdir(parents=True)
+    shutil.copytree(src / "segments", slot / "segments", copy_function=os.link)
+    shutil.copy(src / "edge_config.json", slot)
+    (slot / "wal").mkdir()
+    [using] = vector_names(src)
+    _, vectors = make_items(0, 4, seed=7)
+    search = (shard.name, str(views / shard.name), using, 10, None, [], vectors.tobytes(), DIM)
+    reader = Reader(0, IndexOptions().search_params())
+
+    first = reader.handle([], [search])
+    assert first[0][0][0] and first[0][1]  # scored ids and their records
+    assert page_cache.mapped([views]) and released_resident_kb(views) > 0
+    for _ in range(page_cache.RELEASE_PARTS):  # each part in turn
+        reader.tidy()
+    assert released_resident_kb(views) == 0
+    assert reader.handle([], [search]) == first  # re-read from the page cache: the same answer
+    assert released_resident_kb(views) > 0
+    reader.handle([shard.name], [])  # a dropped view: its mappings are read again before a release
+    reader.tidy()
+    assert reader.views == {} and page_cache.mapped([views]) == []
+
+
+def test_the_serving_process_unmaps_sealed_shards_originals_and_payloads(
+    open_store: Callable[..., EdgeStore], tmp_path: Path
+) -> None:
+    """Without readers the serving process re-scores and reads payloads itself; its release thread runs while
+    the store is open, and a release leaves the answers unchanged."""
+    store, mirror = filled(open_store, workers=0)
+    assert any(t.name == "edge-release-items" for t in threading.enumerate())
+    root = tmp_path / "qdrant" / "items"
+    before = [[h.item_id for h in store.similar(q, 9, SimilarFilters()) or []] for q in QUERIES]
+    assert released_resident_kb(root) > 0
+    with store._shard_set.sealed_folders() as folders:
+        assert folders and all(f.parent == root for f in folders)
+        assert page_cache.release(page_cache.mapped(folders))
+    assert released_resident_kb(root) == 0
+    assert [[h.item_id for h in store.similar(q, 9, SimilarFilters()) or []] for q in QUERIES] == before
+    assert_matches(store, mirror, QUERIES)
+    store.close()
+    assert not any(t.name == "edge-release-items" for t in threading.enumerate())

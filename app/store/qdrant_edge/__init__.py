@@ -137,7 +137,7 @@ EdgeStore is a facade over parts that share one state object and are composed, n
 - `writes.py`: ShardWriter, the gated write protocol (gate, shard locks, WAL fsync, op recording).
 - `write_gate.py`: WriteGate, shared for writes, exclusive for freeze, swap and close.
 - `jobs.py`: JobRunner, one build/merge job (builder subprocess, source snapshots, swap) and the spare.
-- `maintenance.py`: MaintenanceScheduler, freezes and the spare and job threads.
+- `maintenance.py`: MaintenanceScheduler, freezes and the spare, job and page-release threads.
 - `bulk.py`, `staging.py`: BulkLoader (EdgeStore.bulk_load), and the staging folder format it shares
   with the builder.
 - `planning.py`: the job record and which job is next (build first, then size-tiered merges).
@@ -146,6 +146,8 @@ EdgeStore is a facade over parts that share one state object and are composed, n
 - `builder.py` (`python -m app.store.qdrant_edge.builder`): the out-of-process builder.
 - `readers.py`, `reader.py` (`python -m app.store.qdrant_edge.reader`): the reader processes (the pool and views
   in the server, and the child).
+- `page_cache.py`: sealed shards' originals and payloads read through the page cache, not held in a
+  process's memory (prefetch on a view's load, release of the pages a search mapped).
 """
 
 from __future__ import annotations

@@ -1,5 +1,6 @@
-"""When the embedded store does maintenance: freezing the full hot shard, and the two background
-threads (one keeps a spare hot shard ready, one runs build/merge jobs, one job at a time).
+"""When the embedded store does maintenance: freezing the full hot shard, and the background threads
+(one keeps a spare hot shard ready, one runs build/merge jobs, one job at a time, one unmaps the pages of
+sealed shards' originals and payloads that reads faulted in: page_cache.py).
 """
 
 from __future__ import annotations
@@ -10,6 +11,7 @@ import time
 from dataclasses import replace
 
 from app.store.qdrant_edge.jobs import JobRunner
+from app.store.qdrant_edge.page_cache import Releaser
 from app.store.qdrant_edge.planning import Job, JobAborted, plan_job
 from app.store.qdrant_edge.state import StoreState
 
@@ -25,6 +27,7 @@ class MaintenanceScheduler:
         self._threads: list[threading.Thread] = []
         self._failures = 0  # consecutive failed jobs (job thread only)
         self._retry_at = 0.0  # no job before this time.monotonic() (after a failure)
+        self._releaser: Releaser | None = None
 
     # ------------------------------------------------------------ lifecycle
 
@@ -40,6 +43,8 @@ class MaintenanceScheduler:
         ]
         for t in self._threads:
             t.start()
+        self._releaser = Releaser(self.runner.shard_set.sealed_folders, name)
+        self._releaser.start()
 
     def stop(self) -> None:
         """Stop both threads: running builder children are terminated and their jobs abandoned."""
@@ -50,6 +55,9 @@ class MaintenanceScheduler:
         for t in self._threads:
             t.join()
         self._threads = []
+        if self._releaser is not None:
+            self._releaser.stop()
+            self._releaser = None
 
     def wait_idle(self, timeout_s: float) -> bool:
         """Block until no job runs or is due and no freeze is pending; False on timeout."""

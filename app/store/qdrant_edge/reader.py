@@ -19,14 +19,17 @@ import argparse
 import pickle
 import socket
 import sys
+import threading
 import traceback
 from multiprocessing.connection import Connection
+from pathlib import Path
 from typing import Any
 
 import numpy as np
 from qdrant_edge import EdgeShard, Filter, HasIdCondition, Query, QueryBatchRequest, QueryRequest, SearchParams
 
 from app.store import photos
+from app.store.qdrant_edge import page_cache
 from app.store.qdrant_edge.builder import IndexOptions, _die_with_parent, record_vectors
 from app.store.qdrant_edge.filters import build_filter
 from app.store.versions import photo_rows
@@ -72,6 +75,11 @@ class Reader:
         self.slot = slot
         self.params = params
         self.views: dict[str, EdgeShard] = {}
+        self.root: Path | None = None  # the folder of every view (readers/)
+        # our mappings of the views' originals and payloads, read again when views change (never used past a
+        # view's close: page_cache.py)
+        self.mappings: list[tuple[int, int]] | None = []
+        self.turn = 0  # which part of them the next tidy() releases
 
     def handle(self, drops: list[str], searches: list[ShardSearch]) -> list[ShardAnswer]:
         """Close the dropped views, then run each shard's batch: per shard, per query, (point id, score),
@@ -81,11 +89,15 @@ class Reader:
             view = self.views.pop(name, None)
             if view is not None:
                 view.close()
+                self.mappings = None
         out = []
         for name, path, using, limit, where, exclude, rows, dim in searches:
             view = self.views.get(name)
             if view is None:
                 view = self.views[name] = EdgeShard.load(f"{path}/{self.slot}")
+                self.root, self.mappings = Path(path).parent, None
+                # warm the page cache for re-scores and payloads; off this thread: readahead of GBs takes seconds
+                threading.Thread(target=page_cache.prefetch, args=(Path(path, str(self.slot)),), daemon=True).start()
             answers = view.query_batch(requests(using, limit, where, exclude, rows, dim, self.params))
             scored = [[(str(p.id), float(p.score)) for p in answer] for answer in answers]
             best: dict[str, float] = {}
@@ -94,6 +106,17 @@ class Reader:
                     best[pid] = max(score, best.get(pid, score))
             out.append((scored, records(view, photos.shortlist(best, limit), using)))
         return out
+
+    def tidy(self) -> None:
+        """After each answer: unmap a part of the originals and payloads the searches faulted in
+        (page_cache.py), so the reader's memory stays the int8 copy, the graph and the payload indexes."""
+        if self.root is None:
+            return
+        if self.mappings is None:  # a view was loaded or closed since: read our mappings again (~2 ms)
+            self.mappings = page_cache.mapped([self.root])
+        self.turn = (self.turn + 1) % page_cache.RELEASE_PARTS
+        if not page_cache.release(self.mappings[self.turn :: page_cache.RELEASE_PARTS]):
+            self.mappings = None
 
 
 def records(view: EdgeShard, points: list[str], using: str) -> dict[str, Record]:
@@ -121,6 +144,7 @@ def serve(conn: Connection, reader: Reader) -> None:
             conn.send_bytes(pickle.dumps(reply, protocol=pickle.HIGHEST_PROTOCOL))
         except OSError:
             return  # the server closed the socket while this search ran
+        reader.tidy()  # after the answer: off the request's latency
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -11,6 +11,7 @@ import contextlib
 import logging
 import time
 from collections.abc import Iterator
+from pathlib import Path
 
 from app.core.errors import StoreUnavailable
 from app.store.qdrant_edge.files import remove_dir, write_back
@@ -49,6 +50,12 @@ class ShardSet:
                     s.readers -= 1
                 if any(s.retired for s in shards):
                     self.state.cond.notify_all()
+
+    @contextlib.contextmanager
+    def sealed_folders(self) -> Iterator[list[Path]]:
+        """The folders of the sealed shards, none of them closed until this is left (page_cache.Releaser)."""
+        with self.reading() as shards:
+            yield [s.path for s in shards if s.role == "sealed"]
 
     def swap(self, sources: list[Shard], target: Shard) -> list[Shard]:
         """The list with `target` in place of `sources` (to persist first, then `publish`)."""
