@@ -65,7 +65,7 @@ class Settings(BaseSettings):
     edge_hnsw_ef: int = Field(128, ge=4, le=4096)
     edge_oversampling: float = Field(2.0, ge=1.0, le=16.0)
     # embedded: reader processes that search the indexed shards (Qdrant Edge holds the GIL while it searches);
-    # None = one per CPU but the serving process's (at least 1), 0 = search in the serving process
+    # None = one per CPU, 0 = search in the serving process
     edge_read_workers: int | None = Field(None, ge=0, le=256)
     store_workers: int = Field(8, ge=1, le=256)  # threads that run store calls (app/store/guard.py)
     store_breaker_cooldown_s: float = Field(1.0, gt=0, le=600)  # after a failure, fail fast this long

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -32,7 +33,10 @@ def clustered(n: int, seed: int = 3) -> np.ndarray:
 
 
 def payloads(n: int) -> list[dict[str, Any]]:
-    return [{"item_id": f"item-{i}", "title": "x", "category": "c", "status": "on_sale"} for i in range(n)]
+    return [
+        {"item_id": f"item-{i}", "title": "x", "category": "ab"[i % 3 == 0], "status": "on_sale", "price": float(i)}
+        for i in range(n)
+    ]
 
 
 @pytest.fixture
@@ -60,9 +64,25 @@ def quantized_files(store: EdgeStore) -> list[Path]:
     return sorted(store.root.glob("shard-*/segments/*/vector_storage-*/quantized.data"))
 
 
+def memory_tiers(store: EdgeStore) -> tuple[set[Any], set[Any]]:
+    """The sealed shards' id tracker tiers and their payload indexes' tiers (None: Qdrant's default, the heap)."""
+    sealed = [store.root / s["name"] for s in store.stats()["shards"] if s["role"] == "sealed"]
+    assert sealed
+    ids = {json.loads((d / "edge_config.json").read_text()).get("id_tracker_memory") for d in sealed}
+    indexes = {
+        field.get("memory")
+        for d in sealed
+        for config in d.glob("segments/*/payload_index/config.json")
+        for field in json.loads(config.read_text())["indexed_fields"].values()
+    }
+    return ids, indexes
+
+
 def test_int8_shards_serve_exact_scores_in_exact_order(sealed_store: Callable[..., Any]) -> None:
     store, vectors = sealed_store(IndexOptions(quantization="int8", vectors_on_disk=True))
     assert quantized_files(store), "a sealed shard built with int8 holds the quantised copy"
+    # with the originals on disk the id tracker and payload indexes are mapped files too (shared by readers)
+    assert memory_tiers(store) == ({"cached"}, {"cached"})
     for q in (0, 17, 233, N - 1):
         hits = store.similar(f"item-{q}", 5, SimilarFilters())
         assert hits is not None and len(hits) == 5
@@ -73,11 +93,16 @@ def test_int8_shards_serve_exact_scores_in_exact_order(sealed_store: Callable[..
         # the served score is the exact cosine of the float32 vectors (never an int8 approximation)
         for h in hits:
             assert h.score == pytest.approx(float(exact[int(h.item_id.split("-")[1])]), abs=1e-5)
+        # and the mapped payload indexes filter exactly
+        hits = store.similar(f"item-{q}", 5, SimilarFilters(category="b", max_price=400.0))
+        exact[[i for i in range(N) if i % 3 != 0 or i > 400]] = -2.0
+        assert hits is not None and [h.item_id for h in hits] == [f"item-{i}" for i in np.argsort(-exact)[:5]]
 
 
 def test_quantization_none_keeps_float32_only(sealed_store: Callable[..., Any]) -> None:
     store, vectors = sealed_store(IndexOptions(quantization="none", vectors_on_disk=False))
     assert quantized_files(store) == []
+    assert memory_tiers(store) == ({None}, {None})  # everything on the heap, as before
     hits = store.similar("item-5", 3, SimilarFilters())
     exact = vectors @ vectors[5]
     exact[5] = -2.0

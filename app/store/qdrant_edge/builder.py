@@ -130,15 +130,22 @@ def shard_config(
             max_indexing_threads=indexing_threads,
         ),
         optimizers=EdgeOptimizersConfig(indexing_threshold=indexing_threshold_kb),
+        # With the originals on disk, a sealed shard's id tracker is in mapped files too (page cache, shared by
+        # the processes that load the shard's views) instead of each process's heap.
+        id_tracker_memory=Memory.Cached if index is not None and index.vectors_on_disk else None,
     )
 
 
-def create_payload_indexes(shard: EdgeShard) -> None:
+def create_payload_indexes(shard: EdgeShard, mapped: bool = False) -> None:
+    """The payload indexes of the filterable fields; `mapped` (a sealed shard with its originals on disk): in
+    mapped files in the page cache (Memory.Cached), shared by the processes that load the shard's views, which
+    would otherwise each hold a copy on their heap."""
+    memory = {"memory": Memory.Cached} if mapped else {}
     for name in KEYWORD_FIELDS:
-        params = KeywordIndexParams(enable_hnsw=False) if name in _NO_HNSW_LINKS else KeywordIndexParams()
-        shard.update(UpdateOperation.create_field_index(name, params))
+        links = {"enable_hnsw": False} if name in _NO_HNSW_LINKS else {}
+        shard.update(UpdateOperation.create_field_index(name, KeywordIndexParams(**links, **memory)))
     for name in FLOAT_FIELDS:
-        shard.update(UpdateOperation.create_field_index(name, FloatIndexParams()))
+        shard.update(UpdateOperation.create_field_index(name, FloatIndexParams(**memory)))
 
 
 # A version's vector name says its layout (app/store/versions.py): a multivector of the listing's photos
@@ -204,7 +211,7 @@ def new_index_shard(
         str(target),
         shard_config(vectors, indexing_threshold_kb=ALWAYS_INDEX_KB, indexing_threads=indexing_threads, index=index),
     )
-    create_payload_indexes(shard)
+    create_payload_indexes(shard, mapped=index is not None and index.vectors_on_disk)
     return shard
 
 

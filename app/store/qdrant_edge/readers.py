@@ -46,9 +46,10 @@ MAX_TOUCHED_FRACTION = 0.05
 
 
 def default_workers() -> int:
-    # The serving process keeps one core busy with HTTP, its own shards and the re-rank; the readers take the
-    # rest. One reader per core would only add memory (each maps its views), not throughput.
-    return max(1, (os.cpu_count() or 1) - 1)
+    # One reader per core: with one fewer, the lone reader of a 2-core machine was the bottleneck at 1M
+    # (c=8: 137-145 rps with one reader, 188 with two; BENCHMARKS.md "Catalogue scale"); the serving
+    # process's HTTP and re-rank take turns with them on the cores. A reader costs ~100 MB of its own.
+    return max(1, os.cpu_count() or 1)
 
 
 @dataclass
