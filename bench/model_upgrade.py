@@ -12,9 +12,10 @@ CPU), items written as base64 JPEGs (their bytes go to the image store) through 
   vector); partition 0/2 backfilled alone (POST /models/{v}/backfill?partition=0/2), items/s against the plain
   bulk indexing of the same items on the one-version service. Target >= 0.9x.
 - GET /similar p99 while partition 1/2 is backfilled, against the same closed loop on the same service before
-  any backfill. Target <= 1.5x. Run twice on copies of the same catalog, side by side: reads first off
-  (LOOKALIKE_BACKFILL_YIELD_TO_READS=false: the backfill does not see reads) and on (the default), with the
-  backfill's items/s alone and during the reads (what yielding costs it).
+  any backfill. Target <= 1.5x. Run three times on copies of the same catalog, side by side (READS_FIRST_MODES):
+  reads first off (LOOKALIKE_BACKFILL_YIELD_TO_READS=false, LOOKALIKE_ENCODER_NICE=0), pause only (the backfill
+  pauses for reads, the encoder at normal priority) and on (the defaults: pause and the encoder's threads at a
+  lower CPU priority), with the backfill's items/s alone and during the reads (what yielding costs it).
 - image store disk per item (bytes on disk under <data>/images / items written from bytes).
 """
 
@@ -141,17 +142,34 @@ def disk_bytes(folder: Path) -> int:
     return sum(p.stat().st_blocks * 512 for p in folder.rglob("*") if p.is_file())
 
 
+# How reads go first, side by side: (backfill pauses for reads, encoder threads' niceness)
+READS_FIRST_MODES = {
+    "off": (False, 0),  # neither: reads share the cores with every batch
+    "pause": (True, 0),  # the backfill pauses its next image while reads run (batches on the encoder go on)
+    "on": (True, None),  # that and the encoder at LOOKALIKE_ENCODER_NICE (the default): reads take the cores first
+}
+
+
+def default_encoder_nice() -> int:
+    from app.core.settings import Settings
+
+    return int(Settings.model_fields["encoder_nice"].default)
+
+
 def backfill_with_reads(
-    env: dict[str, str], catalog: Path, ids: list[str], reads: int, max_s: float, yield_to_reads: bool
+    env: dict[str, str], catalog: Path, ids: list[str], reads: int, max_s: float, mode: str
 ) -> dict[str, Any]:
     """On a copy of the one-version catalog restarted with both files: GET /similar idle, then partition 0/2
     backfilled alone (items/s), then partition 1/2 backfilled while the same read loop runs."""
-    work = catalog.parent.parent / f"reads-first-{'on' if yield_to_reads else 'off'}"
+    yield_to_reads, nice = READS_FIRST_MODES[mode]
+    work = catalog.parent.parent / f"reads-first-{mode}"
     shutil.rmtree(work, ignore_errors=True)
     shutil.copytree(catalog.parent, work)
     flag = {"LOOKALIKE_BACKFILL_YIELD_TO_READS": str(yield_to_reads).lower()}
+    if nice is not None:
+        flag["LOOKALIKE_ENCODER_NICE"] = str(nice)
     env = {**env, **flag, "LOOKALIKE_QDRANT_PATH": str(work / catalog.name)}
-    name = f"upgrade-backfill-{'on' if yield_to_reads else 'off'}"
+    name = f"upgrade-backfill-{mode}"
     with running_service(env, name=name) as svc, httpx.Client(base_url=svc.url, timeout=60) as client:
         idle = read_loop(svc, ids, reads, max_s)  # same service, before the backfill: the idle baseline
         alone = backfill(client, "0/2")
@@ -164,6 +182,7 @@ def backfill_with_reads(
     alone_s = alone["finished_at"] - alone["started_at"]
     return {
         "backfill_yield_to_reads": yield_to_reads,
+        "encoder_nice": nice if nice is not None else default_encoder_nice(),
         "reads_idle": idle,
         "reads_during_backfill": during,
         "similar_p99_ratio": during["http_p99_ms"] / max(idle["http_p99_ms"], 1e-9),
@@ -207,9 +226,9 @@ def run(config: str, items: int, reads: int, max_s: float, reads_first_only: boo
 
     both = {**common, "LOOKALIKE_MODEL_PATH": f"{v1},{v2}"}
     modes = {}
-    for yield_to_reads in (False, True):  # before (reads invisible to the backfill) and after (reads first)
-        log(f"backfill of the copy, half alone, half with reads (yield to reads: {yield_to_reads}) ...")
-        modes["on" if yield_to_reads else "off"] = backfill_with_reads(both, one_dir, ids, reads, max_s, yield_to_reads)
+    for mode in READS_FIRST_MODES:
+        log(f"backfill of the copy, half alone, half with reads (reads first: {mode}) ...")
+        modes[mode] = backfill_with_reads(both, one_dir, ids, reads, max_s, mode)
     on = modes["on"]
     images = one_dir.parent / "images"
     result: dict[str, Any] = {
@@ -226,6 +245,7 @@ def run(config: str, items: int, reads: int, max_s: float, reads_first_only: boo
         "reads_first": modes,
         "similar_p99_ratio": on["similar_p99_ratio"],
         "similar_p99_ratio_without_reads_first": modes["off"]["similar_p99_ratio"],
+        "similar_p99_ratio_pause_only": modes["pause"]["similar_p99_ratio"],
         "image_store_bytes_per_item": disk_bytes(images) / items,
         "memory_one_version": memory_one,
         "targets": {

@@ -66,10 +66,12 @@ class MicroBatcher:
         max_hold_ms: float = 1000.0,
         drain_s: float = 20.0,
         executor: ThreadPoolExecutor | None = None,
+        thread_init: Callable[[], None] | None = None,
         version: str = "unnamed",
     ) -> None:
         """`executor`: where batches run; shared by several batchers (several models on one CPU) so that
         their batches take turns instead of fighting for the same cores. Its owner shuts it down.
+        `thread_init`: run by this batcher's own encoder thread when it starts (its CPU priority).
         `version`: the model version, the label of this batcher's metrics."""
         self._encode = encode
         self._depth_gauge = metrics.batch_queue_depth.labels(version=version)
@@ -85,7 +87,9 @@ class MicroBatcher:
         self._queue: asyncio.Queue[_Job] | None = None
         self._task: asyncio.Task[None] | None = None
         self._own_executor = executor is None
-        self._executor = executor or ThreadPoolExecutor(max_workers=1, thread_name_prefix="encoder")
+        self._executor = executor or ThreadPoolExecutor(
+            max_workers=1, thread_name_prefix="encoder", initializer=thread_init
+        )
         self._in_flight = 0
         self._next_seq = 0  # sequence number of the next reservation
         self._announced: dict[int, None] = {}  # seq of images reserved and not yet submitted, oldest first

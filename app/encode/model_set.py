@@ -17,6 +17,7 @@ from typing import Literal
 from app.core import metrics
 from app.encode.batcher import MicroBatcher
 from app.encode.encoder import EncoderError, OnnxImageEncoder
+from app.encode.priority import in_lowered_thread, lower_this_thread
 
 
 @dataclass(frozen=True)
@@ -33,7 +34,11 @@ class BatchLimits:
 class ModelSet:
     """Encoders by model version, in LOOKALIKE_MODEL_PATH order; one MicroBatcher per model once started."""
 
-    def __init__(self, encoders: Sequence[OnnxImageEncoder], paths: Sequence[Path] | None = None) -> None:
+    def __init__(
+        self, encoders: Sequence[OnnxImageEncoder], paths: Sequence[Path] | None = None, nice: int = 0
+    ) -> None:
+        """`nice`: the niceness the encoder threads run at (app/encode/priority.py); sessions made by `load`
+        already run their pools at it."""
         if not encoders:
             raise EncoderError("no model file given (LOOKALIKE_MODEL_PATH)")
         where = list(paths) if paths is not None else [None] * len(encoders)
@@ -50,11 +55,16 @@ class ModelSet:
             seen[version] = path
             self.encoders[version] = encoder
         self.batchers: dict[str, MicroBatcher] = {}
+        self.nice = nice
         self._shared: ThreadPoolExecutor | None = None  # one encoder thread for every model (CPU), see start()
 
     @classmethod
-    def load(cls, paths: Sequence[Path], device: Literal["auto", "cuda", "cpu"], threads: int) -> ModelSet:
-        return cls([OnnxImageEncoder(path, device, threads) for path in paths], paths)
+    def load(
+        cls, paths: Sequence[Path], device: Literal["auto", "cuda", "cpu"], threads: int, nice: int = 0
+    ) -> ModelSet:
+        """Load every file; with `nice`, each session is made in a thread at that niceness (its pool inherits it)."""
+        encoders = in_lowered_thread(lambda: [OnnxImageEncoder(path, device, threads) for path in paths], nice)
+        return cls(encoders, paths, nice)
 
     def dims(self) -> dict[str, int]:
         """{model_version: dim} in file order: what the store's `open` takes."""
@@ -74,7 +84,7 @@ class ModelSet:
         # take turns on one encoder thread. GPU sessions keep one thread each (kernels queue on the device).
         on_cpu = all(not e.provider.startswith("CUDA") for e in self.encoders.values())
         if on_cpu and len(self.encoders) > 1:
-            self._shared = ThreadPoolExecutor(max_workers=1, thread_name_prefix="encoder")
+            self._shared = self.executor()
         for version, encoder in self.encoders.items():
             limits = limits_for[version]
             batcher = MicroBatcher(
@@ -85,10 +95,18 @@ class ModelSet:
                 max_hold_ms=limits.max_hold_ms,
                 drain_s=limits.drain_s,
                 executor=self._shared,
+                thread_init=self._lower,
                 version=version,
             )
             await batcher.start()
             self.batchers[version] = batcher
+
+    def executor(self) -> ThreadPoolExecutor:
+        """One encoder thread, at the set's niceness."""
+        return ThreadPoolExecutor(max_workers=1, thread_name_prefix="encoder", initializer=self._lower)
+
+    def _lower(self) -> None:
+        lower_this_thread(self.nice)
 
     async def stop(self) -> None:
         """Each batcher finishes what it has queued, all at once (so the drain stays one SHUTDOWN_ENCODER_DRAIN_S)."""

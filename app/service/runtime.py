@@ -109,7 +109,7 @@ def make_store(settings: Settings) -> VectorStore:
 
 def load_models(settings: Settings) -> ModelSet:
     """Every file of LOOKALIKE_MODEL_PATH; EncoderError for a bad file or two files of one version."""
-    return ModelSet.load(settings.model_path, settings.device, settings.ort_threads)
+    return ModelSet.load(settings.model_path, settings.device, settings.ort_threads, settings.encoder_nice)
 
 
 def as_model_set(models: Models) -> ModelSet:

@@ -16,6 +16,7 @@ from typing import Any
 
 import pytest
 
+from app.core.settings import Settings
 from tests.live import run_process
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -197,6 +198,7 @@ def test_model_upgrade_quick(bench_env: dict[str, str]) -> None:
     reads = {"requests": int, "errors": int, "rps": NUMBER, "p50_ms": NUMBER, "http_p99_ms": NUMBER}
     mode = {
         "backfill_yield_to_reads": bool,
+        "encoder_nice": int,
         "reads_idle": reads,
         "reads_during_backfill": reads,
         "similar_p99_ratio": NUMBER,
@@ -217,9 +219,10 @@ def test_model_upgrade_quick(bench_env: dict[str, str]) -> None:
             "bulk_items_per_s": NUMBER,
             "backfill_items_per_s": NUMBER,
             "backfill_vs_bulk": NUMBER,
-            "reads_first": {"off": mode, "on": mode},
+            "reads_first": {"off": mode, "pause": mode, "on": mode},
             "similar_p99_ratio": NUMBER,
             "similar_p99_ratio_without_reads_first": NUMBER,
+            "similar_p99_ratio_pause_only": NUMBER,
             "image_store_bytes_per_item": NUMBER,
             "memory_one_version": {"rss_bytes": int, "peak_rss_bytes": int},
             "memory_two_versions": {"rss_bytes": int, "peak_rss_bytes": int},
@@ -227,10 +230,11 @@ def test_model_upgrade_quick(bench_env: dict[str, str]) -> None:
         },
     )
     assert r["benchmark"] == "model_upgrade"
-    for m in r["reads_first"].values():  # reads first off and on, each on its own copy of the catalog
+    for m in r["reads_first"].values():  # each way of reads first on its own copy of the catalog
         assert m["backfill_embedded"] == r["items"]  # both partitions filled every item of the catalog
         assert m["reads_idle"]["errors"] == m["reads_during_backfill"]["errors"] == 0
-    assert [m["backfill_yield_to_reads"] for m in r["reads_first"].values()] == [False, True]
+    assert [m["backfill_yield_to_reads"] for m in r["reads_first"].values()] == [False, True, True]
+    assert [m["encoder_nice"] for m in r["reads_first"].values()] == [0, 0, Settings().encoder_nice]
     assert r["image_store_bytes_per_item"] > 0
 
 
