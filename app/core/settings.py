@@ -36,7 +36,7 @@ class Settings(BaseSettings):
     device: Literal["auto", "cuda", "cpu"] = "auto"
     ort_threads: int = Field(0, ge=0, le=256)  # 0 = ONNX Runtime's default (all cores)
     # niceness of the encoder's threads, so reads take the cores first (app/encode/priority.py); 0 = as the process
-    encoder_nice: int = Field(10, ge=0, le=19)
+    encoder_nice: int = Field(19, ge=0, le=19)
 
     # Store
     qdrant_url: str | None = None  # set = server mode, else embedded Qdrant Edge

@@ -4,8 +4,9 @@ On the CPU an ONNX Runtime session spreads one batch over every core it is given
 ~200 ms of them on two cores. A GET /similar arriving meanwhile (HTTP, the store's search, the reader processes)
 waited for those cores: during a backfill its p99 was 1.7-6.6x the idle one even with the backfill pausing
 for reads, because a batch already on the encoder cannot be paused (BENCHMARKS.md, "Model upgrade"). So the
-encoder's threads run at a higher niceness (`LOOKALIKE_ENCODER_NICE`): the kernel gives the cores to reads
-first and every cycle they leave to the encoder, which on an idle machine is all of them.
+encoder's threads run at a higher niceness (`LOOKALIKE_ENCODER_NICE`, default 19: 10 measured no better than
+0): the kernel gives the cores to reads first and every cycle they leave to the encoder, which on an idle machine
+is all of them, and under a read load that fills every core almost nothing.
 
 On Linux niceness belongs to a thread and the threads it starts inherit it. ONNX Runtime starts its intra-op
 pool when a session is created, so sessions are created in a thread that lowered its own priority

@@ -57,7 +57,7 @@ def test_sessions_and_encoder_threads_run_at_the_niceness_and_the_rest_does_not(
 
 
 def test_the_setting_reaches_the_sessions_and_zero_leaves_priorities_alone(tiny_model_path: Path) -> None:
-    assert Settings().encoder_nice == 10
+    assert Settings().encoder_nice == 19
     before = thread_nices()
     models = load_models(Settings(model_path=[tiny_model_path], device="cpu", ort_threads=2, encoder_nice=0))
     started = {tid: nice for tid, nice in thread_nices().items() if tid not in before}
