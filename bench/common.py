@@ -349,3 +349,35 @@ def closed_loop(
     result.wall_s = time.perf_counter() - t0
     bar.close()
     return result
+
+
+def get_loop(
+    host: str,
+    port: int,
+    paths: Sequence[str],
+    *,
+    concurrency: int,
+    total: int,
+    max_s: float,
+    warmup_per_worker: int = 0,
+    progress: str | None = None,
+) -> LoadResult:
+    """`closed_loop` of GETs of `paths` in turn (200 = a good answer), one keep-alive connection per worker."""
+    clients = [KeepAliveClient(host, port) for _ in range(concurrency)]
+
+    def request(worker: int, i: int) -> bool:
+        status, _ = clients[worker].get(paths[i % len(paths)])
+        return status == 200
+
+    try:
+        return closed_loop(
+            request,
+            concurrency=concurrency,
+            total=total,
+            max_s=max_s,
+            warmup_per_worker=warmup_per_worker,
+            progress=progress,
+        )
+    finally:
+        for c in clients:
+            c.close()

@@ -30,12 +30,11 @@ import numpy as np
 
 from app.core.model_contract import read_model_file
 from bench.common import (
-    KeepAliveClient,
     LoadResult,
     cache_dir,
     cached_model,
-    closed_loop,
     emit,
+    get_loop,
     log,
     machine_info,
     machine_line,
@@ -213,24 +212,16 @@ def local_mode_p50(
 def http_load(
     service: LiveServer, ids: list[str], k: int, concurrency: int, total: int, max_s: float, label: str, warmup: int
 ) -> LoadResult:
-    clients = [KeepAliveClient(service.host, service.port) for _ in range(concurrency)]
-
-    def request(worker: int, i: int) -> bool:
-        status, _ = clients[worker].get(f"/similar/{ids[i % len(ids)]}?k={k}")
-        return status == 200
-
-    try:
-        return closed_loop(
-            request,
-            concurrency=concurrency,
-            total=total,
-            max_s=max_s,
-            warmup_per_worker=warmup,
-            progress=f"GET /similar {label} c={concurrency}",
-        )
-    finally:
-        for c in clients:
-            c.close()
+    return get_loop(
+        service.host,
+        service.port,
+        [f"/similar/{item_id}?k={k}" for item_id in ids],
+        concurrency=concurrency,
+        total=total,
+        max_s=max_s,
+        warmup_per_worker=warmup,
+        progress=f"GET /similar {label} c={concurrency}",
+    )
 
 
 def _level(res: LoadResult, cpu_s: float, warmups: int) -> dict[str, Any]:

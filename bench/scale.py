@@ -44,8 +44,8 @@ from bench.common import (
     KeepAliveClient,
     cache_dir,
     cached_model,
-    closed_loop,
     emit,
+    get_loop,
     log,
     machine_info,
     machine_line,
@@ -261,25 +261,16 @@ def memory(service: LiveServer) -> dict[str, Any]:
 
 def level(service: LiveServer, paths: list[str], concurrency: int, max_s: float) -> dict[str, Any]:
     """Closed loop at `concurrency` over keep-alive connections, bounded in requests and seconds."""
-    clients = [KeepAliveClient(service.host, service.port) for _ in range(concurrency)]
-
-    def request(worker: int, i: int) -> bool:
-        status, _ = clients[worker].get(paths[i % len(paths)])
-        return status == 200
-
-    try:
-        res = closed_loop(
-            request,
-            concurrency=concurrency,
-            total=LEVEL_REQUESTS,
-            max_s=max_s,
-            warmup_per_worker=WARMUP,
-            progress=f"GET /similar c={concurrency}",
-        )
-    finally:
-        for c in clients:
-            c.close()
-    return res.summary()
+    return get_loop(
+        service.host,
+        service.port,
+        paths,
+        concurrency=concurrency,
+        total=LEVEL_REQUESTS,
+        max_s=max_s,
+        warmup_per_worker=WARMUP,
+        progress=f"GET /similar c={concurrency}",
+    ).summary()
 
 
 def measure(service: LiveServer, queries: dict[str, Any], filtered: bool, level_s: float) -> dict[str, Any]:
