@@ -13,9 +13,11 @@ from typing import Any, TextIO
 
 from tqdm import tqdm
 
+from app.cli.client import CommandError
 from app.cli.import_source import read_rows
 from app.core.settings import Settings
 from app.encode.encoder import OnnxImageEncoder
+from app.encode.model_set import ModelSet
 from app.service.import_rows import ImportRow, RowError, check_row
 from app.service.parity import MIN_COSINE, Sample, spot_check
 from app.service.runtime import make_fetcher
@@ -111,3 +113,14 @@ async def parity(args: argparse.Namespace, scanned: Scan, encoder: OnnxImageEnco
         )
     if report.rows_checked == 0:
         print("spot-check: no sampled row could be fetched: nothing compared", file=sys.stderr)
+
+
+def version_encoder(models: ModelSet, version: str, why: str) -> OnnxImageEncoder:
+    """The encoder of the import's model version; CommandError (saying `why` the import needs it) when no file of
+    LOOKALIKE_MODEL_PATH has that version."""
+    encoder = models.get(version)
+    if encoder is None:
+        raise CommandError(
+            f"no file of model version {version!r} in LOOKALIKE_MODEL_PATH (it has {list(models.encoders)}): {why}"
+        )
+    return encoder

@@ -18,7 +18,7 @@ import httpx
 from tqdm import tqdm
 
 from app.cli.client import CommandError, answer_json, error_line, http_client
-from app.cli.import_check import Rejects, Scan, parity, scan, valid_rows
+from app.cli.import_check import Rejects, Scan, parity, scan, valid_rows, version_encoder
 from app.core.schemas import BATCH_MAX
 from app.core.settings import load_settings
 from app.service.import_rows import ImportRow
@@ -51,12 +51,7 @@ async def _send(client: httpx.AsyncClient, version: str, chunk: list[ImportRow],
 async def send_rows(args: argparse.Namespace, rejects: Rejects) -> int:
     settings = load_settings()
     models = await asyncio.to_thread(load_models, settings)
-    encoder = models.get(args.model_version)
-    if encoder is None:
-        raise CommandError(
-            f"no file of model version {args.model_version!r} in LOOKALIKE_MODEL_PATH here (it has "
-            f"{list(models.encoders)}): the spot-check embeds with it (or pass --no-check)"
-        )
+    encoder = version_encoder(models, args.model_version, "the spot-check embeds with it here (or pass --no-check)")
     started = time.perf_counter()
     first = Scan("", 0, Sample(args.check, 0))
     scanned = await asyncio.to_thread(scan, args.file, encoder.dim, settings, first, rejects)

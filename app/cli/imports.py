@@ -30,7 +30,7 @@ from typing import Any
 from tqdm import tqdm
 
 from app.cli.client import CommandError
-from app.cli.import_check import ImportRefused, Rejects, Scan, parity, scan, valid_rows
+from app.cli.import_check import ImportRefused, Rejects, Scan, parity, scan, valid_rows, version_encoder
 from app.cli.import_remote import send_rows
 from app.cli.import_source import SourceError, file_sha256
 from app.cli.options import add_remote, int_range
@@ -124,12 +124,9 @@ def _progress_folder(store: Any) -> Path:
 async def in_process(args: argparse.Namespace, rejects: Rejects) -> int:
     settings = load_settings()
     models = await asyncio.to_thread(load_models, settings)
-    encoder = models.get(args.model_version)
-    if encoder is None:
-        raise CommandError(
-            f"no file of model version {args.model_version!r} in LOOKALIKE_MODEL_PATH (it has "
-            f"{list(models.encoders)}): the import stores the vectors under that version and checks them with it"
-        )
+    encoder = version_encoder(
+        models, args.model_version, "the import stores the vectors under that version and checks them with it"
+    )
     if settings.qdrant_url:
         raise CommandError("an in-process import fills the embedded store; with LOOKALIKE_QDRANT_URL use --url")
     store = make_store(settings)
