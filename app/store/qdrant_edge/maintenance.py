@@ -32,8 +32,9 @@ class MaintenanceScheduler:
     # ------------------------------------------------------------ lifecycle
 
     def start(self) -> None:
-        """Start the two threads: one keeps an empty spare shard ready (so a freeze never waits behind
-        a long merge), one runs build/merge jobs. Both mostly wait on subprocesses."""
+        """Start the threads: one keeps an empty spare shard ready (so a freeze never waits behind
+        a long merge), one runs build/merge jobs (both mostly wait on subprocesses), one releases the pages
+        reads mapped (page_cache.Releaser)."""
         name = self.state.config.collection
         with self.state.cond:
             self.state.stopping = False
@@ -47,7 +48,7 @@ class MaintenanceScheduler:
         self._releaser.start()
 
     def stop(self) -> None:
-        """Stop both threads: running builder children are terminated and their jobs abandoned."""
+        """Stop the threads: running builder children are terminated and their jobs abandoned."""
         with self.state.cond:
             self.state.stopping = True
             self.state.cond.notify_all()
