@@ -9,13 +9,13 @@ Reads a catalog written by `python -m models.catalog --photos MIN-MAX` (items.js
   left out. nDCG@5, precision@1, recall@10 as in models.metrics, paired bootstrap intervals over queries.
 * cover_only: a listing is its cover's embedding; the score is the covers' cosine.
 * all_photos: --aggregate of models.listing_aggregates over each listing's photos, boilerplate photos left
-  out on both sides (a listing whose photos are all boilerplate uses them anyway). The default,
-  cover30+mean_vector: 0.3 cos(cover_q, cover_c) + 0.7 cos(mean_q, mean_c), mean_x the re-normalised mean
-  of listing x's usable photo vectors. With mean_vector and cover50+mean_vector, the only aggregates
-  whose paired 95% intervals lie above cover only on nDCG@5 and P@1 for the fine-tuned tiny model on every
-  catalog seed tried; of the three it loses least on the untrained model, where no aggregate is ahead on
-  every seed. all_photos_without_rule: the same with no photo left out. aggregates: every aggregate,
-  each against cover only.
+  out on both sides (a listing whose photos are all boilerplate uses them anyway). The default is the
+  service's score (app/store/photos.py), chamfer: the mean over the query's photos of each one's best
+  cosine among the candidate's photos. cover30+mean_vector (0.3 cos(cover_q, cover_c) + 0.7 cos(mean_q,
+  mean_c), mean_x the re-normalised mean of listing x's usable photo vectors) scored higher still on the
+  generated catalogs, but one index query cannot serve it (docs/architecture.md "Several photos").
+  all_photos_without_rule: the same with no photo left out. aggregates: every aggregate, each against
+  cover only.
 * Boilerplate rule (the service's): a photo is boilerplate when photos of at least --boilerplate-min-listings
   OTHER listings lie at cosine >= --boilerplate-min-cosine of it, i.e. it is on more than that many listings;
   the matching photos of those listings are marked with it. Marked over the whole catalog (train and test),

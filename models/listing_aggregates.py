@@ -103,4 +103,5 @@ AGGREGATES: dict[str, Callable[[ListingPhotos], np.ndarray]] = {
     "cover30+mean_vector": cover_weighted(0.3, mean_vector),
     "cover50+mean_vector": cover_weighted(0.5, mean_vector),
 }
-DEFAULT_AGGREGATE = "cover30+mean_vector"  # all_photos' listing score in models.evaluate --listings
+# all_photos' listing score in models.evaluate --listings: the one the service serves (app/store/photos.py)
+DEFAULT_AGGREGATE = "chamfer"

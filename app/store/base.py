@@ -66,7 +66,7 @@ class PhotoMatch:
 @dataclass(frozen=True)
 class Hit:
     item_id: str
-    score: float  # the listing-to-listing score: the best pair's cosine (boilerplate photos left out)
+    score: float  # the listing-to-listing score (app/store/photos.py; boilerplate photos left out)
     payload: dict[str, Any]
     matched: PhotoMatch | None = None
 
@@ -133,7 +133,7 @@ class VectorStore(Protocol):
     def delete(self, item_id: str) -> bool: ...
 
     def similar(self, item_id: str, k: int, filters: SimilarFilters, version: str | None = None) -> list[Hit] | None:
-        """Top-k listings by the best pair of photos (app/store/photos.py) with `version`'s vectors (None:
+        """Top-k listings by the listing score of their photos (app/store/photos.py) with `version`'s vectors (None:
         serving), never the item itself, each with its `matched` pair; None if item_id is unknown;
         ModelNotReady if the item has no vector of that version; ModelNotFound if unknown/retired."""
 

@@ -1,13 +1,16 @@
 """Listing-to-listing scores from photo-to-photo cosines, shared by both stores.
 
-The score of a candidate listing is its BEST PAIR: the highest cosine between a usable photo of the query
-and a usable photo of the candidate; `matched` names that pair. Boilerplate photos (payload `boilerplate`,
-marked by app/service/boilerplate.py) are not usable, unless every photo of a listing is
-boilerplate: then all of them are (such a listing still has look-alikes, and can still be one).
+The score of a candidate listing is CHAMFER from the query's side: each usable photo of the query finds its
+closest usable photo of the candidate, and the score is the mean of those cosines. `matched` names the pair
+with the highest cosine among them (the strongest piece of evidence the page shows). Boilerplate photos
+(payload `boilerplate`, marked by app/service/boilerplate.py) are not usable, unless every photo of a
+listing is boilerplate: then all of them are (such a listing still has look-alikes, and can still be one).
 
-The stores find candidates with the engine's MaxSim index (one single-vector query per usable query photo
-gives max_j cos(q_i, d_j) per listing), over-fetch, then re-score the candidates exactly here from their
-stored photo vectors: the served order is the exact aggregate over the candidates.
+The stores find candidates with the engine's MaxSim index: one query per query listing, whose vectors are
+its usable photos, scores each listing sum_i max_j cos(q_i, d_j) over all of the listing's photos (an upper
+bound of the exact score times the number of query photos: boilerplate photos left out can only lower it);
+they over-fetch, then re-score the candidates exactly here from their stored photo vectors: the served
+order is the exact aggregate over the candidates.
 """
 
 from __future__ import annotations
@@ -25,8 +28,8 @@ def candidates_for(k: int) -> int:
 
 
 def shortlist(index_scores: dict[Any, float], limit: int) -> list[Any]:
-    """The `limit` candidates with the best index score (max over the query photos of MaxSim): an upper bound
-    of the exact score (boilerplate photos left out can only lower it), so only these are read and re-scored."""
+    """The `limit` candidates with the best index score (MaxSim of the query's photos): an upper bound of the
+    exact score (boilerplate photos left out can only lower it), so only these are read and re-scored."""
     return sorted(index_scores, key=lambda c: -index_scores[c])[:limit]
 
 
@@ -47,18 +50,20 @@ def usable(rows: np.ndarray, payload: dict[str, Any]) -> list[int]:
     return kept or list(range(len(rows)))
 
 
-def best_pair(query: np.ndarray, query_idx: list[int], rows: np.ndarray, idx: list[int]) -> PhotoMatch:
+def match(query: np.ndarray, query_idx: list[int], rows: np.ndarray, idx: list[int]) -> tuple[float, PhotoMatch]:
+    """The listing score (the mean over the query photos of each one's best cosine among `idx`) and the pair
+    of photos with the highest cosine."""
     sims = query[query_idx] @ rows[idx].T
     a, b = np.unravel_index(int(np.argmax(sims)), sims.shape)
-    return PhotoMatch(query_idx[int(a)], idx[int(b)], float(sims[a, b]))
+    return float(sims.max(axis=1).mean()), PhotoMatch(query_idx[int(a)], idx[int(b)], float(sims[a, b]))
 
 
 def rank(query: np.ndarray, query_idx: list[int], found: list[tuple[dict[str, Any], np.ndarray]], k: int) -> list[Hit]:
-    """Top-k of the candidate listings (payload, photo rows [P, dim]) by best pair, ties by item_id."""
+    """Top-k of the candidate listings (payload, photo rows [P, dim]) by the listing score, ties by item_id."""
     hits = []
     for payload, rows in found:
-        m = best_pair(query, query_idx, rows, usable(rows, payload))
-        hits.append(Hit(str(payload["item_id"]), m.score, payload, m))
+        score, pair = match(query, query_idx, rows, usable(rows, payload))
+        hits.append(Hit(str(payload["item_id"]), score, payload, pair))
     return sorted(hits, key=lambda h: (-h.score, h.item_id))[:k]
 
 

@@ -1,7 +1,8 @@
 """The server store's look-alike reads: candidate listings from the MaxSim index, re-scored exactly.
 
-One query per usable photo of the query listing, sent as one query_batch_points request; the candidates'
-payloads and photo vectors come back in one retrieve, and app/store/photos.py scores them.
+One query per query listing (its usable photos as one multivector: MaxSim scores each listing
+sum_i max_j cos(q_i, d_j)); the candidates' payloads and photo vectors come back in one retrieve, and
+app/store/photos.py scores them.
 """
 
 from __future__ import annotations
@@ -30,10 +31,10 @@ def _max_sim(v: StoredVersion) -> models.MultiVectorConfig | None:
     return models.MultiVectorConfig(comparator=models.MultiVectorComparator.MAX_SIM) if v.multi else None
 
 
-def query_vector(v: StoredVersion, vector: np.ndarray) -> list[Any]:
-    """One photo's vector as a query of `v`: a one-row multivector (MaxSim: its best photo) or a plain vector."""
-    row = np.asarray(vector, dtype=np.float32).reshape(-1).tolist()
-    return [row] if v.multi else row
+def query_vector(v: StoredVersion, vectors: list[np.ndarray]) -> list[Any]:
+    """A listing's photo vectors as a query of `v`: a multivector (MaxSim) or, before photos, a plain vector."""
+    rows = [np.asarray(q, dtype=np.float32).reshape(-1).tolist() for q in vectors]
+    return rows if v.multi else rows[0]
 
 
 def stored_rows(v: StoredVersion, record: models.Record) -> np.ndarray | None:
@@ -50,17 +51,16 @@ def candidates(
     v: StoredVersion,
     query_filter: models.Filter | None,
 ) -> list[tuple[dict[str, Any], np.ndarray]]:
-    """The listings among the `limit` nearest of any query photo, with their payloads and photo rows."""
-    requests = [
-        models.QueryRequest(
-            query=query_vector(v, q), using=v.vector or None, filter=query_filter, limit=limit, with_payload=False
-        )
-        for q in queries
-    ]
-    scores: dict[Any, float] = {}
-    for answer in client.query_batch_points(collection, requests):
-        for p in answer.points:
-            scores[p.id] = max(scores.get(p.id, p.score), p.score)
+    """The `limit` listings nearest to the query photos (one MaxSim query), with their payloads and photo rows."""
+    answer = client.query_points(
+        collection,
+        query_vector(v, queries),
+        using=v.vector or None,
+        query_filter=query_filter,
+        limit=limit,
+        with_payload=False,
+    )
+    scores: dict[Any, float] = {p.id: p.score for p in answer.points}
     ids = photos.shortlist(scores, limit)
     if not ids:
         return []

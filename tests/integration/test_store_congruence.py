@@ -122,24 +122,27 @@ def test_edge_and_server_stores_agree(tmp_path: Path) -> None:
     assert exclusive and all(seller != "s1" for *_, seller in exclusive)
 
 
-def exact_best_pairs(
+def exact_listing_ranking(
     listings: dict[str, np.ndarray], marks: dict[str, list[int]], query_id: str, k: int
 ) -> list[tuple[str, int, int]]:
-    """Brute force over every photo: each listing's best pair with the query, boilerplate photos left out
-    (all of a listing's photos when all are boilerplate); the top k as (item_id, query photo, photo)."""
+    """Brute force over every photo: each listing's score with the query (the mean over the query's usable
+    photos of each one's best cosine with the listing's usable photos; all of a listing's photos when all are
+    boilerplate) and its closest pair; the top k as (item_id, query photo, photo)."""
 
     def usable(item_id: str) -> list[int]:
         n = len(listings[item_id])
         return [i for i in range(n) if i not in marks.get(item_id, [])] or list(range(n))
 
     q = listings[query_id]
-    best = []
+    ranked = []
     for item_id, rows in listings.items():
         if item_id == query_id:
             continue
-        score, i, j = max((float(q[i] @ rows[j]), i, j) for i in usable(query_id) for j in usable(item_id))
-        best.append((-score, item_id, i, j))
-    return [(item_id, i, j) for _, item_id, i, j in sorted(best)[:k]]
+        pairs = {(i, j): float(q[i] @ rows[j]) for i in usable(query_id) for j in usable(item_id)}
+        score = float(np.mean([max(pairs[i, j] for j in usable(item_id)) for i in usable(query_id)]))
+        i, j = max(pairs, key=lambda pair: pairs[pair])
+        ranked.append((-score, item_id, i, j))
+    return [(item_id, i, j) for _, item_id, i, j in sorted(ranked)[:k]]
 
 
 def run_photo_sequence(store: VectorStore) -> list[Any]:
@@ -169,7 +172,7 @@ def run_photo_sequence(store: VectorStore) -> list[Any]:
         hits = store.similar(query_id, 6, SimilarFilters(include_sold=True))
         assert hits is not None and all(h.matched is not None for h in hits)
         served = [(h.item_id, h.matched.query_photo, h.matched.photo) for h in hits]  # type: ignore[union-attr]
-        assert served == exact_best_pairs(listings, marks, query_id, 6), query_id
+        assert served == exact_listing_ranking(listings, marks, query_id, 6), query_id
         answers.append(
             [(h.item_id, round(h.score, 4), served_pair) for h, served_pair in zip(hits, served, strict=True)]
         )

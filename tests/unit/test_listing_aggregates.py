@@ -58,12 +58,12 @@ def test_top2_mean_mean_vector_and_cover_weights() -> None:
     assert _scores("cover30+best_pair")[0, 1] == pytest.approx(0.7)
 
 
-def test_the_default_is_30_percent_covers_70_percent_mean_vectors() -> None:
-    assert agg.DEFAULT_AGGREGATE == "cover30+mean_vector"
-    scores = _scores(agg.DEFAULT_AGGREGATE)
+def test_the_default_is_the_served_chamfer_and_cover30_mean_vector_mixes_covers_and_means() -> None:
+    assert agg.DEFAULT_AGGREGATE == "chamfer"  # what app/store/photos.py serves
+    scores = _scores("cover30+mean_vector")
     # Covers a and a': 0.8; listing 0's mean (a + chart) / sqrt(2) against a': 0.8 / sqrt(2).
     assert scores[0, 2] == pytest.approx(0.3 * 0.8 + 0.7 * 0.8 / math.sqrt(2))
     # Covers a and b: 0; the means (a + chart) / sqrt(2) and (b + chart) / sqrt(2): 1/2, all from the chart.
     assert scores[0, 1] == pytest.approx(0.7 * 0.5)
-    no_charts = _scores(agg.DEFAULT_AGGREGATE, NO_CHARTS)
+    no_charts = _scores("cover30+mean_vector", NO_CHARTS)
     assert no_charts[0, 1] == pytest.approx(0.0) and no_charts[0, 2] == pytest.approx(0.8)

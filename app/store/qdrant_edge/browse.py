@@ -15,9 +15,7 @@ from qdrant_edge import (
     Filter,
     HasVectorCondition,
     MatchValue,
-    Query,
     QueryBatchRequest,
-    QueryRequest,
     ScrollRequest,
     SearchParams,
 )
@@ -27,6 +25,7 @@ from app.store import photos
 from app.store.base import Hit, ItemPage, SimilarFilters, point_id
 from app.store.qdrant_edge.builder import record_vectors
 from app.store.qdrant_edge.filters import build_filter, with_ids
+from app.store.qdrant_edge.reader import listing_query
 from app.store.qdrant_edge.readers import ReaderPool
 from app.store.qdrant_edge.shard import Shard
 from app.store.versions import StoredVersion, photo_rows
@@ -55,8 +54,9 @@ def candidates(
     leave_out: str | None = None,
     how: Searching = Searching(),
 ) -> list[Candidate]:
-    """The listings among the `limit` nearest of any query vector (by MaxSim: their closest photo) over all
-    shards, with their payload and photo rows [P, dim] of `using`, for an exact re-score (app/store/photos.py);
+    """The `limit` listings nearest to the query vectors (one MaxSim query: sum over the query rows of each
+    one's closest photo) over all shards, with their payload and photo rows [P, dim] of `using`, for an exact
+    re-score (app/store/photos.py);
     `where`: (query item payload, SimilarFilters) for filters.build_filter, or None; `leave_out`: a point id
     never returned (the query item of GET /similar). Sealed shards are searched by `how.readers` when they can."""
     rows = np.asarray(queries, dtype=np.float32).reshape(len(queries), -1)
@@ -129,18 +129,7 @@ def _search(
 def _query(
     s: Shard, rows: np.ndarray, limit: int, query_filter: Filter | None, using: str, params: SearchParams | None
 ) -> Answers:
-    requests = [
-        QueryRequest(
-            limit=limit,
-            query=Query.Nearest(q.tolist(), using=using) if using else Query.Nearest(q.tolist()),
-            filter=query_filter,
-            with_payload=False,  # payloads only for the candidates: reading them has a cost per shard (BENCHMARKS.md)
-            with_vector=False,
-            params=params,
-        )
-        for q in rows
-    ]
-    answers = s.edge.query_batch(QueryBatchRequest(queries=requests))
+    answers = s.edge.query_batch(QueryBatchRequest(queries=[listing_query(rows, using, limit, query_filter, params)]))
     return [[(str(p.id), p.score) for p in answer] for answer in answers]
 
 

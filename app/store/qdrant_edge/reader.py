@@ -50,24 +50,28 @@ def search_filter(where: Any, exclude: list[str]) -> Filter | None:
     return Filter(must=base.must if base is not None else None, must_not=must_not)
 
 
+def listing_query(
+    vectors: np.ndarray, using: str, limit: int, query_filter: Filter | None, params: SearchParams | None
+) -> QueryRequest:
+    """One query for a listing's usable photo vectors [P, dim]: on a MaxSim multivector, several rows score
+    each listing sum_i max_j cos(q_i, d_j) in one graph walk (app/store/photos.py); one row is a plain vector."""
+    rows = [v.tolist() for v in vectors]
+    vector = rows if len(rows) > 1 else rows[0]
+    return QueryRequest(
+        limit=limit,
+        query=Query.Nearest(vector, using=using) if using else Query.Nearest(vector),
+        filter=query_filter,
+        with_payload=False,  # payloads only for the candidates: reading them has a cost per shard (BENCHMARKS.md)
+        with_vector=False,
+        params=params,
+    )
+
+
 def requests(
     using: str, limit: int, where: Any, exclude: list[str], rows: bytes, dim: int, params: SearchParams
 ) -> QueryBatchRequest:
-    query_filter = search_filter(where, exclude)
     vectors = np.frombuffer(rows, dtype=np.float32).reshape(-1, dim)
-    return QueryBatchRequest(
-        queries=[
-            QueryRequest(
-                limit=limit,
-                query=Query.Nearest(v.tolist(), using=using) if using else Query.Nearest(v.tolist()),
-                filter=query_filter,
-                with_payload=False,
-                with_vector=False,
-                params=params,
-            )
-            for v in vectors
-        ]
-    )
+    return QueryBatchRequest(queries=[listing_query(vectors, using, limit, search_filter(where, exclude), params)])
 
 
 class Reader:
