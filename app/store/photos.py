@@ -50,21 +50,33 @@ def usable(rows: np.ndarray, payload: dict[str, Any]) -> list[int]:
     return kept or list(range(len(rows)))
 
 
-def match(query: np.ndarray, query_idx: list[int], rows: np.ndarray, idx: list[int]) -> tuple[float, PhotoMatch]:
-    """The listing score (the mean over the query photos of each one's best cosine among `idx`) and the pair
-    of photos with the highest cosine."""
-    sims = query[query_idx] @ rows[idx].T
-    a, b = np.unravel_index(int(np.argmax(sims)), sims.shape)
-    return float(sims.max(axis=1).mean()), PhotoMatch(query_idx[int(a)], idx[int(b)], float(sims[a, b]))
+def _rows(rows: np.ndarray, idx: list[int]) -> np.ndarray:
+    return rows if len(idx) == len(rows) else rows[idx]  # usable photos; no copy when all are
 
 
 def rank(query: np.ndarray, query_idx: list[int], found: list[tuple[dict[str, Any], np.ndarray]], k: int) -> list[Hit]:
-    """Top-k of the candidate listings (payload, photo rows [P, dim]) by the listing score, ties by item_id."""
+    """Top-k of the candidate listings (payload, photo rows [P, dim]) by the listing score, ties by item_id:
+    the mean over the query photos `query_idx` of each one's best cosine among the listing's usable photos,
+    with `matched` the pair of highest cosine. Vectorised over the candidates: a loop of numpy calls per
+    candidate cost ~18 us each, half a millisecond of the serving thread per request."""
+    if not found:
+        return []
+    kept = [usable(rows, payload) for payload, rows in found]
+    counts = np.array([len(idx) for idx in kept])
+    starts = np.concatenate([[0], np.cumsum(counts)[:-1]])
+    # [all usable candidate photos, query photos]: small products stacked, not the candidates' rows (a fresh
+    # array of them is large enough to be mapped anew, and page-faulted, at every request)
+    against = query[query_idx].T
+    sims = np.concatenate([_rows(rows, idx) @ against for (_, rows), idx in zip(found, kept, strict=True)])
+    scores = np.maximum.reduceat(sims, starts, axis=0).mean(axis=1).tolist()  # [candidates]
+    ids = [str(payload["item_id"]) for payload, _ in found]
     hits = []
-    for payload, rows in found:
-        score, pair = match(query, query_idx, rows, usable(rows, payload))
-        hits.append(Hit(str(payload["item_id"]), score, payload, pair))
-    return sorted(hits, key=lambda h: (-h.score, h.item_id))[:k]
+    for c in sorted(range(len(found)), key=lambda c: (-scores[c], ids[c]))[:k]:
+        own = sims[starts[c] : starts[c] + counts[c]]  # [its photos, query photos]
+        b, a = np.unravel_index(int(np.argmax(own)), own.shape)
+        pair = PhotoMatch(query_idx[int(a)], kept[c][int(b)], float(own[b, a]))
+        hits.append(Hit(ids[c], scores[c], found[c][0], pair))
+    return hits
 
 
 def copies(

@@ -143,6 +143,8 @@ EdgeStore is a facade over parts that share one state object and are composed, n
 - `planning.py`: the job record and which job is next (build first, then size-tiered merges).
 - `shard.py`, `files.py`, `filters.py`: one open shard, file helpers (fsync, cp/rm, WAL syncer,
   directory lock), Qdrant filters for GET /similar.
+- `browse.py`, `queries.py`: reads across a snapshot of shards (look-alike candidates, pages by point id),
+  and the one query a listing's photos make on a shard (here and in the readers).
 - `builder.py` (`python -m app.store.qdrant_edge.builder`): the out-of-process builder.
 - `readers.py`, `reader.py` (`python -m app.store.qdrant_edge.reader`): the reader processes (the pool and views
   in the server, and the child).

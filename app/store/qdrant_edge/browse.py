@@ -25,7 +25,7 @@ from app.store import photos
 from app.store.base import Hit, ItemPage, SimilarFilters, point_id
 from app.store.qdrant_edge.builder import record_vectors
 from app.store.qdrant_edge.filters import build_filter, with_ids
-from app.store.qdrant_edge.reader import listing_query
+from app.store.qdrant_edge.queries import listing_query
 from app.store.qdrant_edge.readers import ReaderPool
 from app.store.qdrant_edge.shard import Shard
 from app.store.versions import StoredVersion, photo_rows

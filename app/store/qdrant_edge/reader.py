@@ -26,12 +26,13 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from qdrant_edge import EdgeShard, Filter, HasIdCondition, Query, QueryBatchRequest, QueryRequest, SearchParams
+from qdrant_edge import EdgeShard, Filter, HasIdCondition, QueryBatchRequest, SearchParams
 
 from app.store import photos
 from app.store.qdrant_edge import page_cache
 from app.store.qdrant_edge.builder import IndexOptions, _die_with_parent, record_vectors
 from app.store.qdrant_edge.filters import build_filter
+from app.store.qdrant_edge.queries import listing_query
 from app.store.versions import photo_rows
 
 # One shard's part of a request: (view name, view path, named vector, limit, where, excluded ids,
@@ -48,23 +49,6 @@ def search_filter(where: Any, exclude: list[str]) -> Filter | None:
         return base
     must_not = [HasIdCondition(set(exclude)), *((base.must_not or []) if base is not None else [])]
     return Filter(must=base.must if base is not None else None, must_not=must_not)
-
-
-def listing_query(
-    vectors: np.ndarray, using: str, limit: int, query_filter: Filter | None, params: SearchParams | None
-) -> QueryRequest:
-    """One query for a listing's usable photo vectors [P, dim]: on a MaxSim multivector, several rows score
-    each listing sum_i max_j cos(q_i, d_j) in one graph walk (app/store/photos.py); one row is a plain vector."""
-    rows = [v.tolist() for v in vectors]
-    vector = rows if len(rows) > 1 else rows[0]
-    return QueryRequest(
-        limit=limit,
-        query=Query.Nearest(vector, using=using) if using else Query.Nearest(vector),
-        filter=query_filter,
-        with_payload=False,  # payloads only for the candidates: reading them has a cost per shard (BENCHMARKS.md)
-        with_vector=False,
-        params=params,
-    )
 
 
 def requests(
