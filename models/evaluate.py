@@ -24,8 +24,9 @@ metadata). Baselines:
   centred rotation, which still changes cosine rankings through the centring.
 
 `--listings`: multi-photo listings (a catalog from `python -m models.catalog --photos`), listing-level
-nDCG@5 / P@1 of all photos (by default the service's score, chamfer; boilerplate photos left out) against the
-cover only, with same-product relevance, and the boilerplate measure; see models/evaluate_listings.py.
+nDCG@5 / P@1 of all photos (by default the service's score, chamfer_symmetric; boilerplate photos left out)
+against the cover only, with same-product relevance, and the boilerplate measure; see
+models/evaluate_listings.py.
 
 `--json` prints one object keyed by each --model path as given and each baseline spec as given, each
 value holding ndcg@5, precision@1, recall@10, their ci95, relative_to_first (+ ci), queries, candidates.

@@ -10,10 +10,11 @@ Reads a catalog written by `python -m models.catalog --photos MIN-MAX` (items.js
 * cover_only: a listing is its cover's embedding; the score is the covers' cosine.
 * all_photos: --aggregate of models.listing_aggregates over each listing's photos, boilerplate photos left
   out on both sides (a listing whose photos are all boilerplate uses them anyway). The default is the
-  service's score (app/store/photos.py), chamfer: the mean over the query's photos of each one's best
-  cosine among the candidate's photos. cover30+mean_vector (0.3 cos(cover_q, cover_c) + 0.7 cos(mean_q,
-  mean_c), mean_x the re-normalised mean of listing x's usable photo vectors) scored higher still on the
-  generated catalogs, but one index query cannot serve it (docs/architecture.md "Several photos").
+  service's score for GET /similar (app/store/photos.py), chamfer_symmetric: the mean over the query's
+  photos of each one's best cosine among the candidate's photos, averaged with the same the other way
+  round. mean_vector (the cosine of the listings' re-normalised mean usable photo vectors) scored higher
+  still on the generated catalogs, but the service's one MaxSim query per listing cannot serve it
+  (docs/architecture.md "Several photos").
   all_photos_without_rule: the same with no photo left out. aggregates: every aggregate, each against
   cover only.
 * Boilerplate rule (the service's): a photo is boilerplate when photos of at least --boilerplate-min-listings

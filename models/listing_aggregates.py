@@ -104,4 +104,4 @@ AGGREGATES: dict[str, Callable[[ListingPhotos], np.ndarray]] = {
     "cover50+mean_vector": cover_weighted(0.5, mean_vector),
 }
 # all_photos' listing score in models.evaluate --listings: the one the service serves (app/store/photos.py)
-DEFAULT_AGGREGATE = "chamfer"
+DEFAULT_AGGREGATE = "chamfer_symmetric"

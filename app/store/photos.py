@@ -1,16 +1,19 @@
 """Listing-to-listing scores from photo-to-photo cosines, shared by both stores.
 
-The score of a candidate listing is CHAMFER from the query's side: each usable photo of the query finds its
-closest usable photo of the candidate, and the score is the mean of those cosines. `matched` names the pair
-with the highest cosine among them (the strongest piece of evidence the page shows). Boilerplate photos
+GET /similar scores a candidate listing by SYMMETRIC CHAMFER: each usable photo of the query finds its
+closest usable photo of the candidate (forward), each usable photo of the candidate finds its closest usable
+photo of the query (reverse), and the score is the mean of the two directions' mean cosines: the same for
+A against B as for B against A. A search by photo (POST /similar) scores each listing by the photo's best
+match among its photos (the forward direction alone: a listing is found by any one photo of it). `matched`
+names the pair with the highest cosine (the strongest piece of evidence the page shows). Boilerplate photos
 (payload `boilerplate`, marked by app/service/boilerplate.py) are not usable, unless every photo of a
 listing is boilerplate: then all of them are (such a listing still has look-alikes, and can still be one).
 
 The stores find candidates with the engine's MaxSim index: one query per query listing, whose vectors are
-its usable photos, scores each listing sum_i max_j cos(q_i, d_j) over all of the listing's photos (an upper
-bound of the exact score times the number of query photos: boilerplate photos left out can only lower it);
-they over-fetch, then re-score the candidates exactly here from their stored photo vectors: the served
-order is the exact aggregate over the candidates.
+its usable photos, scores each listing sum_i max_j cos(q_i, d_j) over all of the listing's photos (the
+forward direction times the number of query photos, boilerplate photos included); they over-fetch, then
+re-score the candidates exactly here from their stored photo vectors: the served order is the exact score
+over the candidates.
 """
 
 from __future__ import annotations
@@ -28,8 +31,8 @@ def candidates_for(k: int) -> int:
 
 
 def shortlist(index_scores: dict[Any, float], limit: int) -> list[Any]:
-    """The `limit` candidates with the best index score (MaxSim of the query's photos): an upper bound of the
-    exact score (boilerplate photos left out can only lower it), so only these are read and re-scored."""
+    """The `limit` candidates with the best index score (MaxSim of the query's photos, the forward direction):
+    only these are read and re-scored."""
     return sorted(index_scores, key=lambda c: -index_scores[c])[:limit]
 
 
@@ -54,11 +57,18 @@ def _rows(rows: np.ndarray, idx: list[int]) -> np.ndarray:
     return rows if len(idx) == len(rows) else rows[idx]  # usable photos; no copy when all are
 
 
-def rank(query: np.ndarray, query_idx: list[int], found: list[tuple[dict[str, Any], np.ndarray]], k: int) -> list[Hit]:
-    """Top-k of the candidate listings (payload, photo rows [P, dim]) by the listing score, ties by item_id:
-    the mean over the query photos `query_idx` of each one's best cosine among the listing's usable photos,
-    with `matched` the pair of highest cosine. Vectorised over the candidates: a loop of numpy calls per
-    candidate cost ~18 us each, half a millisecond of the serving thread per request."""
+def rank(
+    query: np.ndarray,
+    query_idx: list[int],
+    found: list[tuple[dict[str, Any], np.ndarray]],
+    k: int,
+    both_ways: bool,
+) -> list[Hit]:
+    """Top-k of the candidate listings (payload, photo rows [P, dim]) by score, ties by item_id: the mean over
+    the query photos `query_idx` of each one's best cosine among the listing's usable photos, averaged with
+    the reverse (each usable photo of the listing against the query photos) when `both_ways`; `matched` is the
+    pair of highest cosine. Vectorised over the candidates: a loop of numpy calls per candidate cost ~18 us
+    each, half a millisecond of the serving thread per request."""
     if not found:
         return []
     kept = [usable(rows, payload) for payload, rows in found]
@@ -68,7 +78,9 @@ def rank(query: np.ndarray, query_idx: list[int], found: list[tuple[dict[str, An
     # array of them is large enough to be mapped anew, and page-faulted, at every request)
     against = query[query_idx].T
     sims = np.concatenate([_rows(rows, idx) @ against for (_, rows), idx in zip(found, kept, strict=True)])
-    scores = np.maximum.reduceat(sims, starts, axis=0).mean(axis=1).tolist()  # [candidates]
+    forward = np.maximum.reduceat(sims, starts, axis=0).mean(axis=1)  # [candidates]
+    reverse = np.add.reduceat(sims.max(axis=1), starts) / counts if both_ways else forward
+    scores = ((forward + reverse) / 2).tolist()
     ids = [str(payload["item_id"]) for payload, _ in found]
     hits = []
     for c in sorted(range(len(found)), key=lambda c: (-scores[c], ids[c]))[:k]:

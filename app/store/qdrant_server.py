@@ -311,7 +311,7 @@ class ServerStore:
             usable = photos.usable(rows, payload)
             query_filter = build_filter(item_id, payload.get("seller_id"), filters)
             found = self._candidates([rows[i] for i in usable], photos.candidates_for(k), v, query_filter)
-            return photos.rank(rows, usable, found, k)
+            return photos.rank(rows, usable, found, k, both_ways=True)
 
     def similar_to_vector(
         self, vector: np.ndarray, k: int, filters: SimilarFilters, version: str | None = None
@@ -321,7 +321,7 @@ class ServerStore:
         with self._retire_raced(version):
             query_filter = build_filter(None, filters.seller_id, filters)
             found = self._candidates([query[0]], photos.candidates_for(k), v, query_filter)
-            return photos.rank(query, [0], found, k)
+            return photos.rank(query, [0], found, k, both_ways=False)
 
     def photo_copies(
         self, vector: np.ndarray, min_cosine: float, limit: int, leave_out: str, version: str | None = None

@@ -90,12 +90,15 @@ def test_a_copy_of_another_listings_second_photo_is_the_match_that_names_the_pai
     assert top["item_id"] == "orig"
     assert top["matched"]["query_photo"] == 2 and top["matched"]["photo"] == 1
     assert top["matched"]["score"] == pytest.approx(1.0, abs=1e-4)
-    # the listing score is the mean over copy's photos of each one's best cosine with orig's photos: each of
-    # those is what a search by that photo scores orig
-    best = [score_of(client, "orig", photo(seed)) for seed in (30, 31, 11)]
-    assert top["score"] == pytest.approx(sum(best) / 3, abs=1e-5) and top["score"] < top["matched"]["score"]
-    back = similar(client, "orig")[0]
-    assert back["item_id"] == "copy" and (back["matched"]["query_photo"], back["matched"]["photo"]) == (1, 2)
+    # the listing score is the mean of both directions' mean best cosine (copy's photos against orig's, and
+    # orig's against copy's); each best cosine is what a search by that photo scores the other listing
+    forward = [score_of(client, "orig", photo(seed)) for seed in (30, 31, 11)]
+    reverse = [score_of(client, "copy", photo(seed)) for seed in (10, 11, 12)]
+    expected = (sum(forward) / 3 + sum(reverse) / 3) / 2
+    assert top["score"] == pytest.approx(expected, abs=1e-5) and top["score"] < top["matched"]["score"]
+    back = next(r for r in similar(client, "orig") if r["item_id"] == "copy")
+    assert (back["matched"]["query_photo"], back["matched"]["photo"]) == (1, 2)
+    assert back["score"] == pytest.approx(top["score"], abs=1e-6)  # A looks like B as much as B like A
     for result in similar(client, "copy"):  # every result names a real pair of photos
         assert 0 <= result["matched"]["query_photo"] < 3 and result["matched"]["photo"] >= 0
 

@@ -125,9 +125,9 @@ def test_edge_and_server_stores_agree(tmp_path: Path) -> None:
 def exact_listing_ranking(
     listings: dict[str, np.ndarray], marks: dict[str, list[int]], query_id: str, k: int
 ) -> list[tuple[str, int, int]]:
-    """Brute force over every photo: each listing's score with the query (the mean over the query's usable
-    photos of each one's best cosine with the listing's usable photos; all of a listing's photos when all are
-    boilerplate) and its closest pair; the top k as (item_id, query photo, photo)."""
+    """Brute force over every photo: each listing's score with the query (the mean of the two directions'
+    mean best cosine: the query's usable photos against the listing's and back; all of a listing's photos
+    when all are boilerplate) and its closest pair; the top k as (item_id, query photo, photo)."""
 
     def usable(item_id: str) -> list[int]:
         n = len(listings[item_id])
@@ -139,7 +139,9 @@ def exact_listing_ranking(
         if item_id == query_id:
             continue
         pairs = {(i, j): float(q[i] @ rows[j]) for i in usable(query_id) for j in usable(item_id)}
-        score = float(np.mean([max(pairs[i, j] for j in usable(item_id)) for i in usable(query_id)]))
+        forward = np.mean([max(pairs[i, j] for j in usable(item_id)) for i in usable(query_id)])
+        reverse = np.mean([max(pairs[i, j] for i in usable(query_id)) for j in usable(item_id)])
+        score = float(forward + reverse) / 2
         i, j = max(pairs, key=lambda pair: pairs[pair])
         ranked.append((-score, item_id, i, j))
     return [(item_id, i, j) for _, item_id, i, j in sorted(ranked)[:k]]

@@ -59,7 +59,7 @@ def test_top2_mean_mean_vector_and_cover_weights() -> None:
 
 
 def test_the_default_is_the_served_chamfer_and_cover30_mean_vector_mixes_covers_and_means() -> None:
-    assert agg.DEFAULT_AGGREGATE == "chamfer"  # what app/store/photos.py serves
+    assert agg.DEFAULT_AGGREGATE == "chamfer_symmetric"  # what app/store/photos.py serves for GET /similar
     scores = _scores("cover30+mean_vector")
     # Covers a and a': 0.8; listing 0's mean (a + chart) / sqrt(2) against a': 0.8 / sqrt(2).
     assert scores[0, 2] == pytest.approx(0.3 * 0.8 + 0.7 * 0.8 / math.sqrt(2))

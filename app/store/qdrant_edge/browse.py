@@ -158,7 +158,7 @@ def similar_listings(
     limit = photos.candidates_for(k)
     where = ({"seller_id": payload.get("seller_id")}, filters)
     found = candidates(shards, [rows[i] for i in usable], limit, where, v.vector, pid, how)
-    return photos.rank(rows, usable, found, k)
+    return photos.rank(rows, usable, found, k, both_ways=True)
 
 
 def page(shards: list[Shard], limit: int, cursor: str | None, category: str | None, status: str | None) -> ItemPage:

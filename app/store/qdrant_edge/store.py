@@ -329,7 +329,7 @@ class EdgeStore:
             where = ({"seller_id": filters.seller_id}, filters)
             limit = photos.candidates_for(k)
             found = browse.candidates(shards, [query[0]], limit, where, v.vector, how=self._searching)
-            return photos.rank(query, [0], found, k)
+            return photos.rank(query, [0], found, k, both_ways=False)
 
     def photo_copies(
         self, vector: np.ndarray, min_cosine: float, limit: int, leave_out: str, version: str | None = None
