@@ -18,6 +18,7 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pytest
 from qdrant_edge import ScrollRequest
 
@@ -268,7 +269,7 @@ def test_a_reader_unmaps_the_originals_it_read_and_answers_the_same(
     (slot / "wal").mkdir()
     [using] = vector_names(src)
     _, vectors = make_items(0, 4, seed=7)
-    search = (shard.name, str(views / shard.name), using, 10, None, [], vectors.tobytes(), DIM)
+    search = (shard.name, str(views / shard.name), using, 10, None, None, [], vectors.tobytes(), DIM)
     reader = Reader(0, IndexOptions().search_params())
 
     first = reader.handle([], [search])
@@ -302,3 +303,33 @@ def test_the_serving_process_unmaps_sealed_shards_originals_and_payloads(
     assert_matches(store, mirror, QUERIES)
     store.close()
     assert not any(t.name == "edge-release-items" for t in threading.enumerate())
+
+
+def test_a_one_photo_query_reads_further_when_the_best_by_index_score_is_not_final(
+    open_store: Callable[..., EdgeStore],
+) -> None:
+    """A one-photo query reads the best k candidates by index score first (photos.Settle); a listing whose
+    index score (its best photo) overstates its exact score (its other photo matches nothing) must not keep
+    the next candidate out."""
+    store = open_store(read_workers=1)
+    axes = np.eye(DIM, dtype=np.float32)
+    near = (axes[0] + 0.1 * axes[1]) / np.linalg.norm(axes[0] + 0.1 * axes[1])  # cos 0.995 to the query
+    good = (0.9 * axes[0] + np.sqrt(1 - 0.81) * axes[2]).astype(np.float32)  # cos 0.9
+    listings = {
+        "query": axes[0][None, :],
+        "two-faced": np.stack([near, axes[3]]),  # index score 0.995, exact (0.995 + 0.4975) / 2 = 0.746
+        "plain": good[None, :],
+    }
+    store.upsert([{"item_id": i, "write_id": f"w-{i}"} for i in listings], list(listings.values()))
+    fillers, vectors = make_items(100, 60, seed=3)  # enough to seal the shard above
+    vectors[:, :4] = 0  # far from all three
+    vectors /= np.linalg.norm(vectors, axis=1, keepdims=True)
+    store.upsert(fillers, vectors)
+    assert store.wait_for_maintenance(WAIT_S)
+    assert {"query", "two-faced", "plain"} <= set(sealed_ids(store))  # searched, and read, by the reader
+    for k in (1, 2):
+        hits = store.similar("query", k, SimilarFilters(include_sold=True)) or []
+        assert [h.item_id for h in hits] == ["plain", "two-faced"][:k]
+        assert hits[0].score == pytest.approx(0.9, abs=1e-5)
+    # a search by photo scores the best photo only: there the index score is exact and the first read settles
+    assert [h.item_id for h in store.similar_to_vector(axes[0], 1, SimilarFilters(include_sold=True))] == ["query"]

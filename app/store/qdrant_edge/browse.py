@@ -25,7 +25,7 @@ from app.store import photos
 from app.store.base import Hit, ItemPage, SimilarFilters, point_id
 from app.store.qdrant_edge.builder import record_vectors
 from app.store.qdrant_edge.filters import build_filter, with_ids
-from app.store.qdrant_edge.queries import listing_query
+from app.store.qdrant_edge.queries import decode, listing_query
 from app.store.qdrant_edge.readers import ReaderPool
 from app.store.qdrant_edge.shard import Shard
 from app.store.versions import StoredVersion, photo_rows
@@ -53,15 +53,19 @@ def candidates(
     using: str = "",
     leave_out: str | None = None,
     how: Searching = Searching(),
+    settle: photos.Settle | None = None,
 ) -> list[Candidate]:
     """The `limit` listings nearest to the query vectors (one MaxSim query: sum over the query rows of each
     one's closest photo) over all shards, with their payload and photo rows [P, dim] of `using`, for an exact
-    re-score (app/store/photos.py);
+    re-score (app/store/photos.py); with `settle` (a one-photo query) only the best `settle.k` when that makes
+    the top k final.
     `where`: (query item payload, SimilarFilters) for filters.build_filter, or None; `leave_out`: a point id
     never returned (the query item of GET /similar). Sealed shards are searched by `how.readers` when they can."""
     rows = np.asarray(queries, dtype=np.float32).reshape(len(queries), -1)
-    wanted = limit + (leave_out is not None)  # room for the left-out point, dropped below
-    answers, records = _search(shards, rows, wanted, where, using, how)
+    left_out = leave_out is not None  # room for the left-out point, dropped below
+    # a reader's shard may hold the left-out point: its check counts one more
+    shard_settle = settle._replace(k=settle.k + left_out) if settle is not None else None
+    answers, records = _search(shards, rows, limit + left_out, shard_settle, where, using, how)
     found: dict[str, tuple[float, Shard]] = {}  # point id -> (best score of any query, newest shard holding it)
     for s in shards:
         for answer in answers.get(s.name, ()):
@@ -69,16 +73,28 @@ def candidates(
                 best, holder = found.get(pid, (score, s))
                 found[pid] = (max(best, score), holder)
     found.pop(leave_out or "", None)
+    order = photos.shortlist({pid: score for pid, (score, _) in found.items()}, limit)
+    head, rest = (order, []) if settle is None else (order[: settle.k], order[settle.k :])
+    out = _read(head, found, records, using)
+    if rest and (settle is None or not settle.final(rows, out, found[rest[0]][0])):
+        out += _read(rest, found, records, using)
+    return out
+
+
+def _read(
+    points: list[str], found: dict[str, tuple[float, Shard]], records: dict[str, Candidate], using: str
+) -> list[Candidate]:
+    """The candidates' payloads and photo rows: as a reader sent them, else read here from their shard."""
     by_shard: dict[int, tuple[Shard, list[str]]] = {}
-    for point in photos.shortlist({pid: score for pid, (score, _) in found.items()}, limit):
+    for point in points:
         s = found[point][1]
         by_shard.setdefault(id(s), (s, []))[1].append(point)
     out = []  # an item deleted between the query and this read is left out, as if gone before
-    for s, points in by_shard.values():
+    for s, held in by_shard.values():
         # A reader's record of a point is current unless a write touched it since (then read it here).
-        sent = [p for p in points if p in records and p not in s.touched]
+        sent = [p for p in held if p in records and p not in s.touched]
         out += [records[p] for p in sent]
-        rest = [p for p in points if p not in set(sent)]
+        rest = [p for p in held if p not in set(sent)]
         for r in s.edge.retrieve(rest, True, True) if rest else []:
             rows = photo_rows(record_vectors(r.vector).get(using))
             if rows is not None and r.payload:
@@ -87,12 +103,19 @@ def candidates(
 
 
 def _search(
-    shards: list[Shard], rows: np.ndarray, limit: int, where: Where | None, using: str, how: Searching
+    shards: list[Shard],
+    rows: np.ndarray,
+    limit: int,
+    settle: photos.Settle | None,
+    where: Where | None,
+    using: str,
+    how: Searching,
 ) -> tuple[dict[str, Answers], dict[str, Candidate]]:
     """Each shard's answers (per query: (point id, score), best first; none for a shard known empty), and the
-    records readers sent. The sealed shards that have a reader view are sent to one reader (minus their
-    touched points) while this thread searches the others and the touched points; a reader that fails is
-    made up for in-process."""
+    records readers sent (all their answer's, or with `settle` their shard's exact top k: then the rest of
+    their answer is left out, since it cannot make the top k). The sealed shards that have a reader view are sent to
+    one reader (minus their touched points) while this thread searches the others and the touched points; a
+    reader that fails is made up for in-process."""
     base = build_filter(*where) if where is not None else None
     readers, params = how.readers, how.params
     offload: list[tuple[Shard, list[str]]] = []
@@ -102,7 +125,7 @@ def _search(
         view = readers.view(s.name, using, s.points, len(touched)) if s.role == "sealed" else None
         if view is not None:
             offload.append((s, touched))
-            searches.append((s.name, str(view), using, limit, where, touched, rows.tobytes(), rows.shape[1]))
+            searches.append((s.name, str(view), using, limit, settle, where, touched, rows.tobytes(), rows.shape[1]))
     pending = readers.submit(searches) if readers is not None and searches else None
     sent = {s.name for s, _ in offload} if pending is not None else set()
     mine_here = [s for s in shards if s.name not in sent and not s.empty]
@@ -115,14 +138,13 @@ def _search(
         if answer is None:  # the reader failed: search here
             answers[s.name] = _query(s, rows, limit, base, using, params)
             continue
-        theirs, sent_records = answer
+        theirs, sent_records, settled = answer
+        if settled:
+            theirs = [[p for p in a if p[0] in sent_records] for a in theirs]
         mine = _query(s, rows, limit, with_ids(base, touched), using, params) if touched else [[] for _ in theirs]
         gone = set(touched)
         answers[s.name] = [[p for p in a if p[0] not in gone] + m for a, m in zip(theirs, mine, strict=True)]
-        dim = rows.shape[1]
-        for pid, (payload, data, count) in sent_records.items():
-            if pid not in gone:
-                records[pid] = (payload, np.frombuffer(data, dtype=np.float32).reshape(count, dim))
+        records |= {pid: decode(record, rows.shape[1]) for pid, record in sent_records.items() if pid not in gone}
     return answers, records
 
 
@@ -157,8 +179,20 @@ def similar_listings(
     usable = photos.usable(rows, payload)
     limit = photos.candidates_for(k)
     where = ({"seller_id": payload.get("seller_id")}, filters)
-    found = candidates(shards, [rows[i] for i in usable], limit, where, v.vector, pid, how)
+    settle = photos.Settle(k, both_ways=True) if len(usable) == 1 else None
+    found = candidates(shards, [rows[i] for i in usable], limit, where, v.vector, pid, how, settle)
     return photos.rank(rows, usable, found, k, both_ways=True)
+
+
+def similar_to_photo(
+    shards: list[Shard], vector: np.ndarray, v: StoredVersion, k: int, filters: SimilarFilters, how: Searching
+) -> list[Hit]:
+    """POST /similar on a snapshot: listings by their best photo's cosine to `vector` (matched.query_photo 0)."""
+    query = np.asarray(vector, dtype=np.float32).reshape(1, -1)
+    where = ({"seller_id": filters.seller_id}, filters)
+    settle = photos.Settle(k, both_ways=False)
+    found = candidates(shards, [query[0]], photos.candidates_for(k), where, v.vector, None, how, settle)
+    return photos.rank(query, [0], found, k, both_ways=False)
 
 
 def page(shards: list[Shard], limit: int, cursor: str | None, category: str | None, status: str | None) -> ItemPage:

@@ -1,9 +1,14 @@
-"""The one query a listing's photos make on a shard: shared by the serving process and the reader processes."""
+"""What the serving process and the reader processes share: the one query a listing's photos make on a shard,
+and the records a reader sends back."""
 
 from __future__ import annotations
 
+from typing import Any
+
 import numpy as np
 from qdrant_edge import Filter, Query, QueryRequest, SearchParams
+
+Record = tuple[dict[str, Any], bytes, int]  # payload, photo rows (float32 bytes), photo count
 
 
 def listing_query(
@@ -21,3 +26,9 @@ def listing_query(
         with_vector=False,
         params=params,
     )
+
+
+def decode(record: Record, dim: int) -> tuple[dict[str, Any], np.ndarray]:
+    """A reader's record as a candidate: its payload and photo rows [P, dim] (no copy)."""
+    payload, data, count = record
+    return payload, np.frombuffer(data, dtype=np.float32).reshape(count, dim)

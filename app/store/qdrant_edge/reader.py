@@ -32,14 +32,15 @@ from app.store import photos
 from app.store.qdrant_edge import page_cache
 from app.store.qdrant_edge.builder import IndexOptions, _die_with_parent, record_vectors
 from app.store.qdrant_edge.filters import build_filter
-from app.store.qdrant_edge.queries import listing_query
+from app.store.qdrant_edge.queries import Record, decode, listing_query
 from app.store.versions import photo_rows
 
-# One shard's part of a request: (view name, view path, named vector, limit, where, excluded ids,
-# float32 query rows as bytes, dim). `where` is (query item payload, SimilarFilters) or None.
-ShardSearch = tuple[str, str, str, int, Any, list[str], bytes, int]
-Record = tuple[dict[str, Any], bytes, int]  # payload, photo rows (float32 bytes), photo count
-ShardAnswer = tuple[list[list[tuple[str, float]]], dict[str, Record]]  # per query (id, score); records
+# One shard's part of a request: (view name, view path, named vector, limit, settle, where, excluded ids,
+# float32 query rows as bytes, dim). `where` is (query item payload, SimilarFilters) or None; `settle`
+# (photos.Settle, or None) lets a one-photo query's answer carry fewer records (see `handle`).
+ShardSearch = tuple[str, str, str, int, Any, Any, list[str], bytes, int]
+# per query (id, score); records; settled: only the ids with a record can be in the top k
+ShardAnswer = tuple[list[list[tuple[str, float]]], dict[str, Record], bool]
 
 
 def search_filter(where: Any, exclude: list[str]) -> Filter | None:
@@ -72,14 +73,16 @@ class Reader:
     def handle(self, drops: list[str], searches: list[ShardSearch]) -> list[ShardAnswer]:
         """Close the dropped views, then run each shard's batch: per shard, per query, (point id, score),
         and the records of the best `limit` points (payload, photo rows of the vector searched), so that the
-        server need not read them itself: retrieving vectors makes Python floats, costly under its GIL."""
+        server need not read them itself: retrieving vectors makes Python floats, costly under its GIL. With
+        a `settle`, only the best `settle.k` when they hold this shard's exact top k (then `settled`: the
+        server may leave the other ids out), else all of them."""
         for name in drops:
             view = self.views.pop(name, None)
             if view is not None:
                 view.close()
                 self.mappings = None
         out = []
-        for name, path, using, limit, where, exclude, rows, dim in searches:
+        for name, path, using, limit, settle, where, exclude, rows, dim in searches:
             view = self.views.get(name)
             if view is None:
                 view = self.views[name] = EdgeShard.load(f"{path}/{self.slot}")
@@ -92,7 +95,15 @@ class Reader:
             for answer in scored:
                 for pid, score in answer:
                     best[pid] = max(score, best.get(pid, score))
-            out.append((scored, records(view, photos.shortlist(best, limit), using)))
+            order = photos.shortlist(best, limit)
+            if settle is None:
+                out.append((scored, records(view, order, using), False))
+                continue
+            head, rest = order[: settle.k], order[settle.k :]
+            found = records(view, head, using)
+            query = np.frombuffer(rows, dtype=np.float32).reshape(-1, dim)
+            settled = not rest or settle.final(query, [decode(r, dim) for r in found.values()], best[rest[0]])
+            out.append((scored, found if settled else found | records(view, rest, using), settled))
         return out
 
     def tidy(self) -> None:

@@ -324,12 +324,8 @@ class EdgeStore:
         self, vector: np.ndarray, k: int, filters: SimilarFilters, version: str | None = None
     ) -> list[Hit]:
         v = find(self._state.manifest.versions, version)
-        query = np.asarray(vector, dtype=np.float32).reshape(1, -1)
         with self._retire_raced(version), self._shard_set.reading() as shards:
-            where = ({"seller_id": filters.seller_id}, filters)
-            limit = photos.candidates_for(k)
-            found = browse.candidates(shards, [query[0]], limit, where, v.vector, how=self._searching)
-            return photos.rank(query, [0], found, k, both_ways=False)
+            return browse.similar_to_photo(shards, vector, v, k, filters, self._searching)
 
     def photo_copies(
         self, vector: np.ndarray, min_cosine: float, limit: int, leave_out: str, version: str | None = None
