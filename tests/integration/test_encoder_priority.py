@@ -35,9 +35,11 @@ def this_thread_nice() -> int:
 def test_sessions_and_encoder_threads_run_at_the_niceness_and_the_rest_does_not(tiny_model_path: Path) -> None:
     before = thread_nices()
     models = ModelSet.load([tiny_model_path], "cpu", threads=3, nice=NICE)
-    started = {tid: nice for tid, nice in thread_nices().items() if tid not in before}
+    after = thread_nices()
     # ONNX Runtime's intra-op pool (threads - 1 of them) started with the session and inherited the niceness
-    assert len(started) >= 2 and set(started.values()) == {NICE}
+    # (counted by niceness, which no other test uses: a new thread may get the id of one that ended meanwhile)
+    assert len([tid for tid, nice in after.items() if nice == NICE]) >= 2
+    assert {nice for tid, nice in after.items() if tid not in before} <= {NICE}
     assert this_thread_nice() == before[threading.get_native_id()] == 0  # the caller's thread is untouched
 
     async def run() -> tuple[int, np.ndarray]:
